@@ -1,0 +1,192 @@
+"""The relational schema, as SQLAlchemy Core tables. Alembic migrations create it.
+
+Ownership follows ARCHITECTURE.md: the gateway writes collections, documents,
+vectors, clusters and run requests; the status projector alone writes tasks,
+executions and run_events; every consumer records what it processed in
+`processed_events` (idempotency).
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+metadata = MetaData()
+
+
+def _created() -> Column:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def _updated() -> Column:
+    return Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+collections = Table(
+    "collections",
+    metadata,
+    Column("collection_id", String(64), primary_key=True),
+    Column("namespace", String(128), nullable=False),
+    Column("collection_name", String(256), nullable=False),
+    Column("description", Text),
+    # {"<embedding name>": <dimension>}: every document's vector of that name has it.
+    Column("embeddings", JSONB, nullable=False),
+    Column("metadata", JSONB, nullable=False, server_default="{}"),
+    _created(),
+    Index("ix_collections_ns_name", "namespace", "collection_name", unique=True),
+)
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("collection_id", String(64), nullable=False),
+    Column("document_id", String(256), nullable=False),
+    Column("payload", JSONB, nullable=False, server_default="{}"),
+    _created(),
+    _updated(),
+    PrimaryKeyConstraint("collection_id", "document_id"),
+    ForeignKeyConstraint(["collection_id"], ["collections.collection_id"], ondelete="CASCADE"),
+)
+
+# Packed little-endian float32: exported in bulk with binary COPY, no pgvector needed.
+document_vectors = Table(
+    "document_vectors",
+    metadata,
+    Column("collection_id", String(64), nullable=False),
+    Column("document_id", String(256), nullable=False),
+    Column("embedding_name", String(128), nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("collection_id", "embedding_name", "document_id"),
+    ForeignKeyConstraint(
+        ["collection_id", "document_id"],
+        ["documents.collection_id", "documents.document_id"],
+        ondelete="CASCADE",
+    ),
+)
+
+clusters = Table(
+    "clusters",
+    metadata,
+    Column("cluster_id", String(64), primary_key=True),
+    Column("namespace", String(128), nullable=False),
+    Column("cluster_name", String(256), nullable=False),
+    Column("description", Text),
+    Column("collection_ids", ARRAY(String(64)), nullable=False),
+    Column("embedding_name", String(128), nullable=False),
+    Column("clustering_method", String(32), nullable=False),
+    Column("algorithm_params", JSONB, nullable=False, server_default="{}"),
+    Column("sample_size", Integer),
+    Column("filters", JSONB),
+    Column("llm_labeling", JSONB),
+    Column("vis_n_components", Integer, nullable=False, server_default="2"),
+    Column("defer_visualization", Boolean, nullable=False, server_default="false"),
+    Column("metadata", JSONB, nullable=False, server_default="{}"),
+    _created(),
+    _updated(),
+    Index("ix_clusters_ns_created", "namespace", "created_at"),
+)
+
+# Written by the gateway when it accepts an execute call, before it publishes the
+# event: `GET /v1/tasks/{id}` answers PENDING from here until the projector catches up.
+run_requests = Table(
+    "run_requests",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("task_id", String(64), nullable=False, unique=True),
+    Column("namespace", String(128), nullable=False),
+    Column("cluster_id", String(64), nullable=False),
+    Column("options", JSONB, nullable=False, server_default="{}"),
+    _created(),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("task_id", String(64), primary_key=True),
+    Column("namespace", String(128), nullable=False),
+    Column("task_type", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("cluster_id", String(64), nullable=False),
+    Column("inputs", JSONB),
+    Column("outputs", JSONB),
+    Column("additional_data", JSONB, nullable=False, server_default="{}"),
+    Column("error", Text),
+    Column("progress", Float, nullable=False, server_default="0"),
+    _created(),
+    _updated(),
+    Index("ix_tasks_status", "status"),
+    Index("ix_tasks_ns_created", "namespace", "created_at"),
+)
+
+executions = Table(
+    "executions",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("task_id", String(64), nullable=False),
+    Column("namespace", String(128), nullable=False),
+    Column("cluster_id", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("mode", String(16), nullable=False, server_default="full"),
+    Column("clustering_method", String(32)),
+    Column("num_clusters", Integer),
+    Column("num_points", Integer),
+    Column("noise_count", Integer),
+    Column("metrics", JSONB),
+    Column("centroids", JSONB),
+    Column("artifacts", JSONB),
+    Column("sampling", JSONB),
+    Column("inputs", JSONB),
+    Column("details", JSONB, nullable=False, server_default="{}"),
+    Column("labels", JSONB),
+    Column("labeling_enabled", Boolean, nullable=False, server_default="false"),
+    Column("llm_labeling_errors", JSONB),
+    Column("error_message", Text),
+    Column("stage", String(32)),
+    Column("progress", Float, nullable=False, server_default="0"),
+    _created(),
+    Column("started_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    _updated(),
+    Index("ix_executions_cluster_created", "cluster_id", "created_at"),
+)
+
+# The task history: every status event once (event_id is the key).
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("run_id", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("service", String(32), nullable=False),
+    Column("stage", String(32)),
+    Column("progress", Float),
+    Column("message", Text),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Index("ix_run_events_run", "run_id", "occurred_at"),
+)
+
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("consumer", String(64), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("consumer", "event_id"),
+)
+

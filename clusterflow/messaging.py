@@ -1,0 +1,211 @@
+"""Kafka wiring shared by the services: broker, publisher, topic creation, and the
+consumer wrapper that makes every handler safe to run at least once.
+
+The wrapper's rules, the same for every consumer:
+- an event that does not parse goes to the dead-letter topic with the reason and the
+  original bytes; the consumer goes on;
+- `RunFailed` from a handler ends the run as FAILED with its message (a user error,
+  not a broken event);
+- any other exception is treated as transient and retried with exponential backoff;
+  past `max_attempts` the event is dead-lettered and its run marked FAILED, so nothing
+  stays PENDING forever;
+- the offset is committed only after the handler (and what it published) finished.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from pydantic import BaseModel, ValidationError
+
+from clusterflow.settings import Settings
+from contracts.api import TaskStatusEnum
+from contracts.events import DeadLetter, Event, RunStatusChanged, derived_event_id
+from contracts.topics import ALL_TOPICS, DEAD_LETTERS, STATUS_CHANGED, Topic
+
+log = logging.getLogger("clusterflow.messaging")
+
+E = TypeVar("E", bound=Event)
+
+
+class RunFailed(Exception):
+    """The run cannot succeed (bad parameters, no documents...): report, do not retry."""
+
+
+class Publisher(Protocol):
+    async def publish(self, topic: Topic, event: BaseModel, key: str | None = None) -> None: ...
+
+
+class KafkaPublisher:
+    def __init__(self, broker: KafkaBroker) -> None:
+        self.broker = broker
+
+    async def publish(self, topic: Topic, event: BaseModel, key: str | None = None) -> None:
+        if not isinstance(event, topic.event):
+            raise TypeError(f"{type(event).__name__} does not belong on {topic.name}")
+        key = key if key is not None else str(getattr(event, topic.key))
+        await self.broker.publish(
+            event.model_dump_json().encode(),
+            topic=topic.name,
+            key=key.encode(),
+            headers={"event_type": getattr(event, "event_type", type(event).__name__)},
+        )
+
+
+def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
+    # acks=all + idempotence: a publish that returned is durable and not duplicated
+    # by the producer's own retries.
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=30_000,
+        graceful_timeout=30.0,
+    )
+
+
+async def ensure_topics(bootstrap: str, topics: tuple[Topic, ...] = ALL_TOPICS) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name=t.name, num_partitions=t.partitions, replication_factor=1)
+            for t in topics
+            if t.name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another service created it meanwhile
+    finally:
+        await admin.close()
+
+
+async def report_status(
+    publisher: Publisher,
+    source: Event,
+    *,
+    service: str,
+    status: TaskStatusEnum,
+    stage: str | None = None,
+    progress: float | None = None,
+    message: str | None = None,
+    error: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    await publisher.publish(
+        STATUS_CHANGED,
+        RunStatusChanged(
+            # Deterministic: a redelivered input reports the same transition once.
+            event_id=derived_event_id(source.run_id, service, stage, status.value),
+            namespace=source.namespace,
+            run_id=source.run_id,
+            cluster_id=source.cluster_id,
+            task_id=source.task_id,
+            status=status,
+            service=service,
+            stage=stage,
+            progress=progress,
+            message=message,
+            error=error,
+            details=details or {},
+        ),
+    )
+
+
+async def _raw_body(msg: Any) -> bytes:
+    # Keep the bytes: parsing is ours, so a bad event can be dead-lettered verbatim.
+    return msg.body
+
+
+class Consumer:
+    """Runs one handler over one topic with the rules in the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        topic: Topic,
+        group_id: str,
+        service: str,
+        handler: Callable[[Any], Awaitable[None]],
+        publisher: Publisher,
+        settings: Settings,
+        report_failures: bool = True,
+    ) -> None:
+        # The projector must not report failures to the topic it consumes itself.
+        self.report_failures = report_failures
+        self.topic = topic
+        self.group_id = group_id
+        self.service = service
+        self.handler = handler
+        self.publisher = publisher
+        self.settings = settings
+
+    def attach(self, broker: KafkaBroker) -> None:
+        @broker.subscriber(
+            self.topic.name,
+            group_id=self.group_id,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.ACK,
+            decoder=_raw_body,
+            max_poll_interval_ms=self.settings.max_poll_interval_ms,
+            title=f"{self.service}:{self.topic.name}",
+        )
+        async def _on_message(body: bytes, message: Any = None) -> None:
+            await self.process(body)
+
+    async def process(self, body: bytes, *, partition: int | None = None, offset: int | None = None) -> None:
+        try:
+            event = self.topic.event.model_validate_json(body)
+        except (ValidationError, ValueError) as exc:
+            await self.dead_letter(body, f"event does not parse as {self.topic.event.__name__}: {exc}", exc)
+            return
+
+        delay = self.settings.retry_backoff_s
+        for attempt in range(1, self.settings.max_attempts + 1):
+            try:
+                await self.handler(event)
+                return
+            except RunFailed as exc:
+                await self._fail_run(event, str(exc))
+                return
+            except Exception as exc:  # noqa: BLE001 - transient until proven otherwise
+                if attempt == self.settings.max_attempts:
+                    log.exception("%s gave up on %s after %d attempts", self.service, self.topic.name, attempt)
+                    await self.dead_letter(body, f"failed after {attempt} attempts: {exc!r}", exc)
+                    await self._fail_run(event, f"{self.service} failed: {exc}")
+                    return
+                log.warning("%s: attempt %d on %s failed (%r); retrying in %.1fs",
+                            self.service, attempt, self.topic.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _fail_run(self, event: Any, error: str) -> None:
+        if self.report_failures and isinstance(event, Event):
+            await report_status(
+                self.publisher, event, service=self.service, status=TaskStatusEnum.FAILED,
+                stage="failed", error=error,
+            )
+
+    async def dead_letter(self, body: bytes, reason: str, exc: BaseException) -> None:
+        log.error("%s: dead-lettering a message from %s: %s", self.service, self.topic.name, reason)
+        await self.publisher.publish(
+            DEAD_LETTERS,
+            DeadLetter(
+                source_topic=self.topic.name,
+                consumer_group=self.group_id,
+                reason=reason[:4000],
+                error_type=type(exc).__name__,
+                original_value_b64=base64.b64encode(body).decode(),
+            ),
+        )

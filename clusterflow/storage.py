@@ -1,0 +1,88 @@
+"""The object store port and its S3 adapter (the `minio` client).
+
+Per-run artifacts live under `<namespace>/<cluster_id>/<run_id>/<name>.parquet`.
+"""
+from __future__ import annotations
+
+import io
+from typing import Protocol
+
+import polars as pl
+from minio import Minio
+from minio.error import S3Error
+
+from clusterflow.settings import Settings
+
+
+def artifact_key(namespace: str, cluster_id: str, run_id: str, name: str) -> str:
+    return f"{namespace}/{cluster_id}/{run_id}/{name}.parquet"
+
+
+class ObjectStore(Protocol):
+    def put_parquet(self, key: str, frame: pl.DataFrame) -> int: ...
+    def get_parquet(self, key: str, columns: list[str] | None = None) -> pl.DataFrame: ...
+    def exists(self, key: str) -> bool: ...
+    def delete_prefix(self, prefix: str) -> int: ...
+
+
+class S3ObjectStore:
+    def __init__(self, client: Minio, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "S3ObjectStore":
+        client = Minio(
+            endpoint=settings.s3_endpoint,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+        )
+        return cls(client, settings.s3_bucket)
+
+    def ensure_bucket(self) -> None:
+        if not self.client.bucket_exists(bucket_name=self.bucket):
+            self.client.make_bucket(bucket_name=self.bucket)
+
+    def put_parquet(self, key: str, frame: pl.DataFrame) -> int:
+        buf = io.BytesIO()
+        # zstd: vectors compress poorly, ids and labels well; it is cheap either way.
+        frame.write_parquet(buf, compression="zstd", statistics=False)
+        size = buf.tell()
+        buf.seek(0)
+        self.client.put_object(
+            bucket_name=self.bucket,
+            object_name=key,
+            data=buf,
+            length=size,
+            content_type="application/vnd.apache.parquet",
+        )
+        return size
+
+    def get_parquet(self, key: str, columns: list[str] | None = None) -> pl.DataFrame:
+        response = self.client.get_object(bucket_name=self.bucket, object_name=key)
+        try:
+            data = response.read()
+        finally:
+            response.close()
+            response.release_conn()
+        return pl.read_parquet(io.BytesIO(data), columns=columns)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.stat_object(bucket_name=self.bucket, object_name=key)
+            return True
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return False
+            raise
+
+    def delete_prefix(self, prefix: str) -> int:
+        names = [
+            o.object_name
+            for o in self.client.list_objects(bucket_name=self.bucket, prefix=prefix, recursive=True)
+        ]
+        for name in names:
+            self.client.remove_object(bucket_name=self.bucket, object_name=name)
+        return len(names)

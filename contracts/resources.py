@@ -1,0 +1,226 @@
+"""REST bodies of clusterflow's own resources: collections, documents, clusters and
+executions (the parts of the hosted API that `clusters-api-surface.md` lists and the
+execute contract does not define). Shared by the gateway and the Python client."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from contracts.api import LLMLabeling, LogicalOperator, TaskStatusEnum
+from contracts.events import CentroidSummary, ClusterMetrics, SamplingInfo
+
+MAX_DIMENSION = 8192
+NAME = Field(min_length=1, max_length=256)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Pagination(BaseModel):
+    limit: int
+    offset: int
+    total: int
+
+
+# --- collections and documents ---------------------------------------------------------
+
+class CreateCollectionRequest(_Request):
+    collection_name: str = NAME
+    description: str | None = Field(default=None, max_length=4096)
+    embeddings: dict[str, int] = Field(
+        min_length=1,
+        description="Named embeddings every document carries, with their dimension, e.g. {'text': 384}.",
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("embeddings")
+    @classmethod
+    def _dimensions(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, dim in value.items():
+            if not name or len(name) > 128:
+                raise ValueError("embedding names must be 1 to 128 characters")
+            if not 1 <= dim <= MAX_DIMENSION:
+                raise ValueError(f"embedding {name!r}: dimension must be 1..{MAX_DIMENSION} (got {dim})")
+        return value
+
+
+class Collection(BaseModel):
+    collection_id: str
+    namespace: str
+    collection_name: str
+    description: str | None = None
+    embeddings: dict[str, int]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    document_count: int = 0
+    created_at: datetime
+
+
+class DocumentIn(_Request):
+    document_id: str = NAME
+    payload: dict[str, Any] = Field(default_factory=dict)
+    embeddings: dict[str, list[float]] = Field(min_length=1)
+
+
+class UpsertDocumentsRequest(_Request):
+    documents: list[DocumentIn] = Field(min_length=1, max_length=10_000)
+
+
+class UpsertDocumentsResponse(BaseModel):
+    collection_id: str
+    upserted: int
+
+
+class Document(BaseModel):
+    document_id: str
+    payload: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class DocumentPage(BaseModel):
+    results: list[Document]
+    pagination: Pagination
+
+
+# --- clusters ---------------------------------------------------------------------------
+
+class CreateClusterRequest(_Request):
+    collection_ids: list[str] = Field(min_length=1, max_length=100)
+    cluster_name: str = NAME
+    description: str | None = Field(default=None, max_length=4096)
+    embedding_name: str | None = Field(
+        default=None,
+        description="Which named embedding to cluster; may be omitted when the collections have exactly one.",
+    )
+    clustering_method: str = "kmeans"
+    algorithm_params: dict[str, Any] = Field(default_factory=dict)
+    sample_size: int | None = Field(default=None, ge=1, le=1_000_000)
+    filters: LogicalOperator | None = None
+    llm_labeling: LLMLabeling | None = None
+    vis_n_components: Literal[2, 3] = 2
+    defer_visualization: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class PatchClusterRequest(_Request):
+    """Name, description and metadata only; the clustering definition is immutable so
+    that every run of a cluster stays comparable (create a new cluster instead)."""
+
+    cluster_name: str | None = Field(default=None, min_length=1, max_length=256)
+    description: str | None = Field(default=None, max_length=4096)
+    metadata: dict[str, Any] | None = None
+
+
+class Cluster(BaseModel):
+    cluster_id: str
+    namespace: str
+    cluster_name: str
+    description: str | None = None
+    collection_ids: list[str]
+    embedding_name: str
+    clustering_method: str
+    algorithm_params: dict[str, Any]
+    sample_size: int | None = None
+    filters: dict[str, Any] | None = None
+    llm_labeling: dict[str, Any] | None = None
+    vis_n_components: int = 2
+    defer_visualization: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime
+    last_run_id: str | None = None
+    last_execution_status: TaskStatusEnum | None = None
+
+
+class SortSpec(_Request):
+    field: str = "created_at"
+    direction: Literal["asc", "desc"] = "desc"
+
+
+class ListClustersRequest(_Request):
+    filters: dict[str, Any] | None = Field(
+        default=None, description="Exact matches on cluster_name, clustering_method or collection_id."
+    )
+    sort: SortSpec = Field(default_factory=SortSpec)
+    search: str | None = Field(default=None, max_length=256, description="Substring of the cluster name.")
+
+
+class ClusterList(BaseModel):
+    results: list[Cluster]
+    pagination: Pagination
+    total_count: int
+    stats: dict[str, Any]
+
+
+# --- executions -------------------------------------------------------------------------
+
+class ClusterExecutionResult(BaseModel):
+    run_id: str
+    cluster_id: str
+    task_id: str
+    status: TaskStatusEnum
+    mode: str = "full"
+    clustering_method: str | None = None
+    num_clusters: int | None = None
+    num_points: int | None = None
+    noise_count: int | None = None
+    stage: str | None = None
+    progress: float = 0.0
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error_message: str | None = None
+    metrics: ClusterMetrics | None = None
+    centroids: list[CentroidSummary] = Field(default_factory=list)
+    sampling: SamplingInfo | None = None
+    llm_labeling_errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ListExecutionsRequest(_Request):
+    status: list[TaskStatusEnum] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    min_num_clusters: int | None = Field(default=None, ge=0)
+    max_num_clusters: int | None = Field(default=None, ge=0)
+    min_silhouette_score: float | None = Field(default=None, ge=-1, le=1)
+    sort: SortSpec = Field(default_factory=SortSpec)
+
+
+class ExecutionList(BaseModel):
+    results: list[ClusterExecutionResult]
+    pagination: Pagination
+    total_count: int
+    stats: dict[str, Any]
+
+
+class ExecutionDataRequest(_Request):
+    include_centroids: bool = True
+    include_members: bool = False
+    include_centroid_vectors: bool = False
+    cluster_id: str | None = Field(default=None, description="Only members of this cluster, e.g. 'cl_0'.")
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=1000, ge=1, le=10_000)
+
+
+class CentroidData(CentroidSummary):
+    centroid_vector: list[float] | None = None
+
+
+class MemberData(BaseModel):
+    document_id: str
+    cluster_id: str
+    distance_to_centroid: float | None = None
+    x: float | None = None
+    y: float | None = None
+    z: float | None = None
+
+
+class ExecutionData(BaseModel):
+    run_id: str
+    cluster_id: str
+    centroids: list[CentroidData] | None = None
+    members: list[MemberData] | None = None
+    pagination: Pagination | None = None

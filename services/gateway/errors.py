@@ -1,0 +1,90 @@
+"""Errors in the reference's `ErrorResponse` shape, and the handlers that render them.
+
+422 stays FastAPI's `HTTPValidationError` (`{"detail": [{loc, msg, type}]}`), as the
+reference documents; everything else is `{success: false, status, error: {...}}`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from contracts.api import ErrorDetail, ErrorResponse
+
+log = logging.getLogger("clusterflow.gateway")
+
+_TYPES = {
+    400: "BadRequestError",
+    401: "UnauthorizedError",
+    403: "ForbiddenError",
+    404: "NotFoundError",
+    405: "MethodNotAllowedError",
+    409: "ConflictError",
+    413: "PayloadTooLargeError",
+    415: "UnsupportedMediaTypeError",
+    500: "InternalServerError",
+    503: "ServiceUnavailableError",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        type_: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.details = details
+        self.type = type_ or _TYPES.get(status, "Error")
+
+
+def not_found(resource: str, id_: str) -> ApiError:
+    return ApiError(404, f"{resource.capitalize()} not found", details={"resource": resource, "id": id_})
+
+
+def bad_request(message: str, *, code: str | None = None, **details: Any) -> ApiError:
+    return ApiError(400, message, code=code, details=details or None)
+
+
+def error_response(status: int, message: str, *, type_: str | None = None, code: str | None = None,
+                   details: dict[str, Any] | None = None) -> JSONResponse:
+    body = ErrorResponse(
+        status=status,
+        error=ErrorDetail(message=message, type=type_ or _TYPES.get(status, "Error"), code=code, details=details),
+    )
+    return JSONResponse(status_code=status, content=jsonable_encoder(body))
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, type_=exc.type, code=exc.code, details=exc.details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "value_error")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(detail)})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, "Internal server error", details={"error_type": type(exc).__name__})

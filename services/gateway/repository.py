@@ -1,0 +1,328 @@
+"""The gateway's data access: what it owns (collections, documents, clusters, run
+requests) and what it reads (the tasks and executions read models).
+
+Plain SQLAlchemy Core over one AsyncEngine; every query is scoped by namespace, so a
+resource of another namespace is simply "not found".
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from clusterflow.db.schema import (
+    clusters,
+    collections,
+    document_vectors,
+    documents,
+    executions,
+    run_requests,
+    tasks,
+)
+from contracts.api import TERMINAL_STATUSES, TaskStatusEnum
+from contracts.resources import DocumentIn
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+def pack_vector(values: list[float]) -> bytes:
+    return np.asarray(values, dtype="<f4").tobytes()
+
+
+class GatewayRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # --- collections -------------------------------------------------------------------
+
+    async def create_collection(self, namespace: str, values: dict[str, Any]) -> dict[str, Any]:
+        row = {"collection_id": new_id("col"), "namespace": namespace, **values}
+        async with self.engine.begin() as conn:
+            result = await conn.execute(insert(collections).values(**row).returning(*collections.c))
+            return dict(result.mappings().one())
+
+    async def get_collection(self, namespace: str, collection_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(collections).where(
+                    collections.c.namespace == namespace,
+                    or_(collections.c.collection_id == collection_id,
+                        collections.c.collection_name == collection_id),
+                )
+            )).mappings().first()
+            if row is None:
+                return None
+            count = await conn.scalar(
+                select(func.count()).select_from(documents).where(documents.c.collection_id == row["collection_id"])
+            )
+            return {**row, "document_count": count or 0}
+
+    async def list_collections(self, namespace: str, limit: int, offset: int) -> tuple[list[dict], int]:
+        counts = (
+            select(documents.c.collection_id, func.count().label("document_count"))
+            .group_by(documents.c.collection_id)
+            .subquery()
+        )
+        query = (
+            select(collections, func.coalesce(counts.c.document_count, 0).label("document_count"))
+            .outerjoin(counts, counts.c.collection_id == collections.c.collection_id)
+            .where(collections.c.namespace == namespace)
+        )
+        async with self.engine.connect() as conn:
+            total = await conn.scalar(
+                select(func.count()).select_from(collections).where(collections.c.namespace == namespace)
+            )
+            rows = (await conn.execute(
+                query.order_by(collections.c.created_at.desc()).limit(limit).offset(offset)
+            )).mappings().all()
+        return [dict(r) for r in rows], total or 0
+
+    async def delete_collection(self, namespace: str, collection_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(collections).where(
+                    collections.c.namespace == namespace, collections.c.collection_id == collection_id
+                )
+            )
+            return result.rowcount > 0
+
+    # --- documents ---------------------------------------------------------------------
+
+    async def upsert_documents(self, collection_id: str, docs: list[DocumentIn]) -> int:
+        doc_rows = [{"collection_id": collection_id, "document_id": d.document_id, "payload": d.payload} for d in docs]
+        vector_rows = [
+            {"collection_id": collection_id, "document_id": d.document_id, "embedding_name": name,
+             "vector": pack_vector(values)}
+            for d in docs
+            for name, values in d.embeddings.items()
+        ]
+        doc_stmt = pg_insert(documents)
+        doc_stmt = doc_stmt.on_conflict_do_update(
+            index_elements=[documents.c.collection_id, documents.c.document_id],
+            set_={"payload": doc_stmt.excluded.payload, "updated_at": func.now()},
+        )
+        vec_stmt = pg_insert(document_vectors)
+        vec_stmt = vec_stmt.on_conflict_do_update(
+            index_elements=[document_vectors.c.collection_id, document_vectors.c.embedding_name,
+                            document_vectors.c.document_id],
+            set_={"vector": vec_stmt.excluded.vector},
+        )
+        # One transaction: a batch lands whole or not at all.
+        async with self.engine.begin() as conn:
+            await conn.execute(doc_stmt, doc_rows)
+            await conn.execute(vec_stmt, vector_rows)
+        return len(doc_rows)
+
+    async def list_documents(self, collection_id: str, limit: int, offset: int) -> tuple[list[dict], int]:
+        async with self.engine.connect() as conn:
+            total = await conn.scalar(
+                select(func.count()).select_from(documents).where(documents.c.collection_id == collection_id)
+            )
+            rows = (await conn.execute(
+                select(documents).where(documents.c.collection_id == collection_id)
+                .order_by(documents.c.document_id).limit(limit).offset(offset)
+            )).mappings().all()
+        return [dict(r) for r in rows], total or 0
+
+    async def get_document(self, collection_id: str, document_id: str) -> dict | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(documents).where(documents.c.collection_id == collection_id,
+                                        documents.c.document_id == document_id)
+            )).mappings().first()
+        return dict(row) if row else None
+
+    async def delete_document(self, collection_id: str, document_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(documents).where(documents.c.collection_id == collection_id,
+                                        documents.c.document_id == document_id)
+            )
+            return result.rowcount > 0
+
+    # --- clusters ----------------------------------------------------------------------
+
+    async def create_cluster(self, namespace: str, values: dict[str, Any]) -> dict[str, Any]:
+        row = {"cluster_id": new_id("clust"), "namespace": namespace, **values}
+        async with self.engine.begin() as conn:
+            result = await conn.execute(insert(clusters).values(**row).returning(*clusters.c))
+            return dict(result.mappings().one())
+
+    def _cluster_query(self):
+        latest = (
+            select(executions.c.run_id, executions.c.status)
+            .where(executions.c.cluster_id == clusters.c.cluster_id)
+            .order_by(executions.c.created_at.desc())
+            .limit(1)
+            .lateral("latest")
+        )
+        return select(
+            clusters,
+            latest.c.run_id.label("last_run_id"),
+            latest.c.status.label("last_execution_status"),
+        ).outerjoin(latest, func.true())
+
+    async def get_cluster(self, namespace: str, cluster_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                self._cluster_query().where(
+                    clusters.c.namespace == namespace,
+                    or_(clusters.c.cluster_id == cluster_id, clusters.c.cluster_name == cluster_id),
+                ).order_by(clusters.c.created_at.desc()).limit(1)
+            )).mappings().first()
+        return dict(row) if row else None
+
+    async def update_cluster(self, namespace: str, cluster_id: str, values: dict[str, Any]) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(clusters)
+                .where(clusters.c.namespace == namespace, clusters.c.cluster_id == cluster_id)
+                .values(**values, updated_at=func.now())
+            )
+            return result.rowcount > 0
+
+    async def delete_cluster(self, namespace: str, cluster_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(clusters).where(clusters.c.namespace == namespace, clusters.c.cluster_id == cluster_id)
+            )
+            return result.rowcount > 0
+
+    async def list_clusters(
+        self, namespace: str, *, exact: dict[str, Any], search: str | None, sort_field: str,
+        descending: bool, limit: int, offset: int,
+    ) -> tuple[list[dict], int, dict[str, Any]]:
+        conditions = [clusters.c.namespace == namespace]
+        for field, value in exact.items():
+            if field == "collection_id":
+                conditions.append(clusters.c.collection_ids.any(value))
+            else:
+                conditions.append(clusters.c[field] == value)
+        if search:
+            conditions.append(clusters.c.cluster_name.ilike(f"%{_escape_like(search)}%", escape="\\"))
+        where = and_(*conditions)
+        order = clusters.c[sort_field].desc() if descending else clusters.c[sort_field].asc()
+        async with self.engine.connect() as conn:
+            total = await conn.scalar(select(func.count()).select_from(clusters).where(where)) or 0
+            rows = (await conn.execute(
+                self._cluster_query().where(where).order_by(order, clusters.c.cluster_id).limit(limit).offset(offset)
+            )).mappings().all()
+            by_method = (await conn.execute(
+                select(clusters.c.clustering_method, func.count()).where(where).group_by(clusters.c.clustering_method)
+            )).all()
+        stats = {"total_clusters": total, "clusters_by_method": {m: n for m, n in by_method}}
+        return [dict(r) for r in rows], total, stats
+
+    # --- runs --------------------------------------------------------------------------
+
+    async def record_run_request(self, *, run_id: str, task_id: str, namespace: str, cluster_id: str,
+                                 options: dict[str, Any]) -> datetime:
+        async with self.engine.begin() as conn:
+            return await conn.scalar(
+                insert(run_requests).values(
+                    run_id=run_id, task_id=task_id, namespace=namespace, cluster_id=cluster_id, options=options
+                ).returning(run_requests.c.created_at)
+            )
+
+    async def forget_run_request(self, run_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(run_requests).where(run_requests.c.run_id == run_id))
+
+    async def get_task(self, namespace: str, task_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(tasks).where(tasks.c.namespace == namespace, tasks.c.task_id == task_id)
+            )).mappings().first()
+            if row is not None:
+                return dict(row)
+            # Accepted but not yet projected: still a PENDING task, not a 404.
+            req = (await conn.execute(
+                select(run_requests).where(run_requests.c.namespace == namespace, run_requests.c.task_id == task_id)
+            )).mappings().first()
+        if req is None:
+            return None
+        return {
+            "task_id": req["task_id"], "namespace": namespace, "task_type": "engine_cluster_build",
+            "status": TaskStatusEnum.PENDING.value, "run_id": req["run_id"], "cluster_id": req["cluster_id"],
+            "inputs": None, "outputs": None, "additional_data": {}, "error": None, "progress": 0.0,
+            "created_at": req["created_at"], "updated_at": req["created_at"],
+        }
+
+    async def queue_position(self, created_at: datetime) -> tuple[int, float | None]:
+        """1-based position among runs not yet started, and the recent mean run time."""
+        waiting = [TaskStatusEnum.PENDING.value, TaskStatusEnum.QUEUED.value]
+        async with self.engine.connect() as conn:
+            ahead = await conn.scalar(
+                select(func.count()).select_from(tasks)
+                .where(tasks.c.status.in_(waiting), tasks.c.created_at < created_at)
+            ) or 0
+            recent = (
+                select((func.extract("epoch", executions.c.completed_at - executions.c.started_at)).label("s"))
+                .where(executions.c.status == TaskStatusEnum.COMPLETED.value, executions.c.started_at.is_not(None))
+                .order_by(executions.c.completed_at.desc()).limit(20).subquery()
+            )
+            mean_s = await conn.scalar(select(func.avg(recent.c.s)))
+        return ahead + 1, (float(mean_s) if mean_s is not None else None)
+
+    async def get_execution(self, namespace: str, cluster_id: str, run_id: str | None) -> dict[str, Any] | None:
+        query = select(executions).where(executions.c.namespace == namespace, executions.c.cluster_id == cluster_id)
+        query = query.where(executions.c.run_id == run_id) if run_id else query.order_by(
+            executions.c.created_at.desc()).limit(1)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+            if row is not None or run_id is None:
+                return dict(row) if row else None
+            req = (await conn.execute(
+                select(run_requests).where(run_requests.c.namespace == namespace,
+                                           run_requests.c.cluster_id == cluster_id, run_requests.c.run_id == run_id)
+            )).mappings().first()
+        if req is None:
+            return None
+        return {"run_id": run_id, "task_id": req["task_id"], "cluster_id": cluster_id,
+                "status": TaskStatusEnum.PENDING.value, "mode": req["options"].get("mode", "full"),
+                "created_at": req["created_at"], "progress": 0.0}
+
+    async def list_executions(self, namespace: str, cluster_id: str, *, where: list, descending: bool,
+                              sort_field: str, limit: int, offset: int) -> tuple[list[dict], int, dict[str, Any]]:
+        cond = and_(executions.c.namespace == namespace, executions.c.cluster_id == cluster_id, *where)
+        order = executions.c[sort_field].desc() if descending else executions.c[sort_field].asc()
+        duration_ms = func.extract("epoch", executions.c.completed_at - executions.c.started_at) * 1000
+        async with self.engine.connect() as conn:
+            total = await conn.scalar(select(func.count()).select_from(executions).where(cond)) or 0
+            rows = (await conn.execute(
+                select(executions).where(cond).order_by(order, executions.c.run_id).limit(limit).offset(offset)
+            )).mappings().all()
+            by_status = dict((await conn.execute(
+                select(executions.c.status, func.count()).where(cond).group_by(executions.c.status)
+            )).all())
+            agg = (await conn.execute(
+                select(func.avg(duration_ms), func.sum(executions.c.num_points), func.avg(executions.c.num_clusters))
+                .where(cond)
+            )).one()
+        stats = {
+            "total_executions": total,
+            "executions_by_status": by_status,
+            "avg_execution_time_ms": float(agg[0]) if agg[0] is not None else None,
+            "total_documents_clustered": int(agg[1] or 0),
+            "avg_num_clusters": float(agg[2]) if agg[2] is not None else None,
+        }
+        return [dict(r) for r in rows], total, stats
+
+    async def active_runs(self, cluster_id: str) -> list[str]:
+        active = [s.value for s in TaskStatusEnum if s not in TERMINAL_STATUSES]
+        async with self.engine.connect() as conn:
+            return list((await conn.scalars(
+                select(executions.c.run_id).where(executions.c.cluster_id == cluster_id,
+                                                  executions.c.status.in_(active))
+            )).all())
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -1,0 +1,257 @@
+"""Executing a cluster, and reading runs back: tasks, executions and their data."""
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+from fastapi import APIRouter, Body, Query
+from fastapi.concurrency import run_in_threadpool
+
+from contracts.api import (
+    DynamicValue,
+    ErrorResponse,
+    ExecuteClusterByIdRequest,
+    ExecutionMode,
+    FilterCondition,
+    TaskResponse,
+    TaskStatusEnum,
+    TaskType,
+)
+from contracts.events import ExecutionRequested, new_run_id, new_task_id
+from contracts.resources import (
+    CentroidData,
+    ClusterExecutionResult,
+    ExecutionData,
+    ExecutionDataRequest,
+    ExecutionList,
+    ListExecutionsRequest,
+    MemberData,
+    Pagination,
+)
+from contracts.topics import EXECUTION_REQUESTED
+from clusterflow.db.schema import executions
+from services.gateway.deps import CallerDep, GatewayDep, NamespaceDep
+from services.gateway.errors import ApiError, bad_request, not_found
+from services.gateway.validation import check_filters
+
+router = APIRouter(tags=["Clusters"])
+tasks_router = APIRouter(prefix="/v1/tasks", tags=["Tasks"])
+
+_SUPPORTED_MODES = {ExecutionMode.full}
+
+
+@router.post(
+    "/v1/clusters/{cluster_id}/execute",
+    response_model=TaskResponse,
+    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+async def execute_clustering(
+    cluster_id: str,
+    gw: GatewayDep,
+    ns: NamespaceDep,
+    who: CallerDep,
+    body: ExecuteClusterByIdRequest | None = Body(default=None),
+) -> TaskResponse:
+    """Queue a run and return its task at once; the work happens behind Kafka."""
+    options = body or ExecuteClusterByIdRequest()
+    cluster = await gw.repo.get_cluster(ns, cluster_id)
+    if cluster is None:
+        raise not_found("cluster", cluster_id)
+    if options.mode not in _SUPPORTED_MODES:
+        raise bad_request(f"mode {options.mode.value!r} is not available yet; use 'full'", code="unsupported_mode")
+    if options.filters is not None:
+        if any(not _is_static(c) for c in options.filters.iter_conditions()):
+            raise bad_request(
+                "filters contain a dynamic value; an execution has no runtime inputs to resolve it from, "
+                "so give the value itself",
+                code="dynamic_value_not_allowed",
+            )
+        check_filters(options.filters)
+
+    run_id, task_id = new_run_id(), new_task_id()
+    cluster_id = cluster["cluster_id"]
+    created_at = await gw.repo.record_run_request(
+        run_id=run_id, task_id=task_id, namespace=ns, cluster_id=cluster_id,
+        options=options.model_dump(mode="json", exclude_none=True),
+    )
+    event = ExecutionRequested(namespace=ns, run_id=run_id, cluster_id=cluster_id, task_id=task_id,
+                               options=options, requested_by=who)
+    try:
+        await gw.publisher.publish(EXECUTION_REQUESTED, event)
+    except Exception as exc:
+        await gw.repo.forget_run_request(run_id)
+        raise ApiError(503, "The run could not be queued: the event bus is unavailable; retry shortly",
+                       code="event_bus_unavailable", details={"error": str(exc)}) from exc
+
+    position, mean_s = await gw.repo.queue_position(created_at)
+    return TaskResponse(
+        task_id=task_id,
+        task_type=TaskType.engine_cluster_build,
+        status=TaskStatusEnum.PENDING,
+        inputs=[_inputs(cluster, options)],
+        additional_data={"cluster_id": cluster_id, "run_id": run_id, "namespace_id": ns,
+                         "collection_ids": cluster["collection_ids"], "progress": 0.0},
+        queue_position=position,
+        estimated_wait_minutes=_wait_minutes(position, mean_s),
+    )
+
+
+def _is_static(condition: FilterCondition) -> bool:
+    return not isinstance(condition.value, DynamicValue)
+
+
+def _inputs(cluster: dict[str, Any], options: ExecuteClusterByIdRequest) -> dict[str, Any]:
+    return {
+        "collection_ids": cluster["collection_ids"],
+        "config": {
+            "algorithm": cluster["clustering_method"],
+            "algorithm_params": cluster["algorithm_params"],
+            "embedding_name": cluster["embedding_name"],
+            "sample_size": options.sample_size or cluster["sample_size"],
+        },
+        "overrides": options.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
+    }
+
+
+def _wait_minutes(position: int, mean_s: float | None) -> float | None:
+    if mean_s is None:
+        return None
+    return round((position - 1) * mean_s / 60.0, 2)
+
+
+# --- tasks ------------------------------------------------------------------------------
+
+def task_response(row: dict[str, Any]) -> TaskResponse:
+    extra = dict(row.get("additional_data") or {})
+    extra.setdefault("cluster_id", row["cluster_id"])
+    extra.setdefault("run_id", row["run_id"])
+    extra["progress"] = row.get("progress", 0.0)
+    if row.get("error"):
+        extra["error"] = row["error"]
+    return TaskResponse(
+        task_id=row["task_id"], task_type=row["task_type"], status=row["status"],
+        inputs=row.get("inputs"), outputs=row.get("outputs"), additional_data=extra,
+        error=row.get("error"),
+    )
+
+
+@tasks_router.get("/{task_id}", response_model=TaskResponse)
+async def get_task(task_id: str, gw: GatewayDep, ns: NamespaceDep) -> TaskResponse:
+    row = await gw.repo.get_task(ns, task_id)
+    if row is None:
+        raise not_found("task", task_id)
+    response = task_response(row)
+    if response.status in (TaskStatusEnum.PENDING, TaskStatusEnum.QUEUED):
+        position, mean_s = await gw.repo.queue_position(row["created_at"])
+        response.queue_position = position
+        response.estimated_wait_minutes = _wait_minutes(position, mean_s)
+    return response
+
+
+# --- executions -------------------------------------------------------------------------
+
+async def _cluster_or_404(gw, ns: str, cluster_id: str) -> dict:
+    cluster = await gw.repo.get_cluster(ns, cluster_id)
+    if cluster is None:
+        raise not_found("cluster", cluster_id)
+    return cluster
+
+
+def execution_result(row: dict[str, Any]) -> ClusterExecutionResult:
+    return ClusterExecutionResult.model_validate(
+        {**row, "centroids": row.get("centroids") or [], "llm_labeling_errors": row.get("llm_labeling_errors") or []}
+    )
+
+
+@router.get("/v1/clusters/{cluster_id}/executions", response_model=ClusterExecutionResult)
+async def latest_execution(cluster_id: str, gw: GatewayDep, ns: NamespaceDep) -> ClusterExecutionResult:
+    cluster = await _cluster_or_404(gw, ns, cluster_id)
+    row = await gw.repo.get_execution(ns, cluster["cluster_id"], None)
+    if row is None:
+        raise ApiError(404, "This cluster has no executions yet; POST /v1/clusters/{id}/execute starts one",
+                       details={"resource": "execution", "cluster_id": cluster["cluster_id"]})
+    return execution_result(row)
+
+
+@router.get("/v1/clusters/{cluster_id}/executions/{run_id}", response_model=ClusterExecutionResult)
+async def get_execution(cluster_id: str, run_id: str, gw: GatewayDep, ns: NamespaceDep) -> ClusterExecutionResult:
+    cluster = await _cluster_or_404(gw, ns, cluster_id)
+    row = await gw.repo.get_execution(ns, cluster["cluster_id"], run_id)
+    if row is None:
+        raise not_found("execution", run_id)
+    return execution_result(row)
+
+
+@router.post("/v1/clusters/{cluster_id}/executions/list", response_model=ExecutionList)
+async def list_executions(cluster_id: str, gw: GatewayDep, ns: NamespaceDep,
+                          body: ListExecutionsRequest | None = None,
+                          limit: int = Query(20, ge=1, le=1000), offset: int = Query(0, ge=0)) -> ExecutionList:
+    cluster = await _cluster_or_404(gw, ns, cluster_id)
+    body = body or ListExecutionsRequest()
+    if body.sort.field not in {"created_at", "completed_at", "num_clusters", "num_points"}:
+        raise bad_request(f"cannot sort executions by {body.sort.field!r}", code="invalid_sort")
+    where = []
+    if body.status:
+        where.append(executions.c.status.in_([s.value for s in body.status]))
+    if body.created_after:
+        where.append(executions.c.created_at >= body.created_after)
+    if body.created_before:
+        where.append(executions.c.created_at < body.created_before)
+    if body.min_num_clusters is not None:
+        where.append(executions.c.num_clusters >= body.min_num_clusters)
+    if body.max_num_clusters is not None:
+        where.append(executions.c.num_clusters <= body.max_num_clusters)
+    if body.min_silhouette_score is not None:
+        where.append(executions.c.metrics["silhouette_score"].as_float() >= body.min_silhouette_score)
+    rows, total, stats = await gw.repo.list_executions(
+        ns, cluster["cluster_id"], where=where, descending=body.sort.direction == "desc",
+        sort_field=body.sort.field, limit=limit, offset=offset,
+    )
+    return ExecutionList(results=[execution_result(r) for r in rows],
+                         pagination=Pagination(limit=limit, offset=offset, total=total),
+                         total_count=total, stats=stats)
+
+
+@router.post("/v1/clusters/{cluster_id}/executions/{run_id}/data", response_model=ExecutionData)
+async def execution_data(cluster_id: str, run_id: str, gw: GatewayDep, ns: NamespaceDep,
+                         body: ExecutionDataRequest | None = None) -> ExecutionData:
+    cluster = await _cluster_or_404(gw, ns, cluster_id)
+    row = await gw.repo.get_execution(ns, cluster["cluster_id"], run_id)
+    if row is None:
+        raise not_found("execution", run_id)
+    artifacts = row.get("artifacts")
+    if not artifacts:
+        raise bad_request(f"run {run_id} has no results yet (status {row['status']})", code="results_not_ready",
+                          status=row["status"])
+    body = body or ExecutionDataRequest()
+    return await run_in_threadpool(_read_data, gw.store, row, artifacts, body)
+
+
+def _read_data(store, row: dict, artifacts: dict, body: ExecutionDataRequest) -> ExecutionData:
+    result = ExecutionData(run_id=row["run_id"], cluster_id=row["cluster_id"])
+    labels = {c["cluster_id"]: c for c in row.get("centroids") or []}
+    if body.include_centroids:
+        frame = store.get_parquet(artifacts["centroids_key"])
+        result.centroids = [
+            CentroidData(
+                cluster_id=r["cluster_id"], num_members=r["num_members"],
+                label=labels.get(r["cluster_id"], {}).get("label"),
+                summary=labels.get(r["cluster_id"], {}).get("summary"),
+                keywords=labels.get(r["cluster_id"], {}).get("keywords") or [],
+                centroid_vector=list(r["centroid"]) if body.include_centroid_vectors and r["centroid"] is not None
+                else None,
+            )
+            for r in frame.iter_rows(named=True)
+        ]
+    if body.include_members:
+        members = store.get_parquet(artifacts["members_key"])
+        if body.cluster_id is not None:
+            members = members.filter(pl.col("cluster_id") == body.cluster_id)
+        total = members.height
+        page = members.slice(body.offset, body.limit)
+        if artifacts.get("coords_key"):
+            coords = store.get_parquet(artifacts["coords_key"])
+            page = page.join(coords, on="document_id", how="left")
+        result.members = [MemberData.model_validate(r) for r in page.iter_rows(named=True)]
+        result.pagination = Pagination(limit=body.limit, offset=body.offset, total=total)
+    return result

@@ -1,0 +1,43 @@
+"""The status projector's composition root: it alone writes the tasks and executions
+read models, from the status topic and the result events.
+
+Run: `python -m services.status`.
+"""
+from __future__ import annotations
+
+from faststream import FastStream
+
+from clusterflow.db import make_engine
+from clusterflow.messaging import Consumer, KafkaPublisher, ensure_topics, make_broker
+from clusterflow.settings import Settings, get_settings
+from contracts.topics import STATUS, consumed_by
+from services.status.store import ReadModelStore
+
+SERVICE = "status"
+
+
+def bootstrap(settings: Settings | None = None) -> FastStream:
+    settings = settings or get_settings()
+    broker = make_broker(settings, client_id="clusterflow-status")
+    engine = make_engine(settings.database_url)
+    store = ReadModelStore(engine)
+    publisher = KafkaPublisher(broker)
+
+    async def handle(event) -> None:
+        await store.project(event)
+
+    for topic in consumed_by(STATUS):
+        Consumer(topic=topic, group_id=STATUS, service=SERVICE, handler=handle,
+                 publisher=publisher, settings=settings, report_failures=False).attach(broker)
+
+    app = FastStream(broker)
+
+    @app.on_startup
+    async def _topics() -> None:
+        await ensure_topics(settings.kafka_bootstrap)
+
+    @app.after_shutdown
+    async def _close() -> None:
+        await engine.dispose()
+
+    return app

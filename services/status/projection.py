@@ -1,0 +1,185 @@
+"""How events change a run's read model: a pure reducer, no I/O.
+
+`apply(run, event)` takes the run's current row (the `executions` columns, or None
+for a run not seen yet) and returns the new one. The projector persists it and derives
+the task row from it (`task_row`). Events arrive from several topics, so their order
+across topics is not guaranteed; the rules make the result independent of it:
+- a terminal status (COMPLETED, COMPLETED_WITH_ERRORS, FAILED, CANCELED) is final;
+- progress never goes back;
+- a run completes when its results are in and, if labeling was asked for, its labels
+  too, whichever of the two events arrives last.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from contracts.api import TERMINAL_STATUSES, TaskStatusEnum, TaskType
+from contracts.events import (
+    ClustersLabeled,
+    Event,
+    ExecutionClustered,
+    ExecutionRequested,
+    RunStatusChanged,
+)
+
+Run = dict[str, Any]
+_ACTIVE = {TaskStatusEnum.PROCESSING.value, TaskStatusEnum.IN_PROGRESS.value}
+
+
+def new_run(event: Event) -> Run:
+    return {
+        "run_id": event.run_id,
+        "task_id": event.task_id,
+        "namespace": event.namespace,
+        "cluster_id": event.cluster_id,
+        "status": TaskStatusEnum.PENDING.value,
+        "mode": "full",
+        "progress": 0.0,
+        "stage": "queued",
+        "created_at": event.occurred_at,
+        "labels": None,
+        "labeling_enabled": False,
+        "inputs": None,
+        "details": {},
+    }
+
+
+def is_terminal(run: Run) -> bool:
+    return TaskStatusEnum(run["status"]) in TERMINAL_STATUSES
+
+
+def apply(run: Run | None, event: Event) -> Run:
+    run = dict(run) if run is not None else new_run(event)
+    if isinstance(event, ExecutionRequested):
+        return _requested(run, event)
+    if isinstance(event, RunStatusChanged):
+        return _status(run, event)
+    if isinstance(event, ExecutionClustered):
+        return _clustered(run, event)
+    if isinstance(event, ClustersLabeled):
+        return _labeled(run, event)
+    raise TypeError(f"the projector does not handle {type(event).__name__}")
+
+
+def _requested(run: Run, event: ExecutionRequested) -> Run:
+    # A status report may have arrived first: only fill what it could not know.
+    run["mode"] = event.options.mode.value
+    run["created_at"] = min(run["created_at"], event.occurred_at)
+    run["inputs"] = [{
+        "cluster_id": event.cluster_id,
+        "overrides": event.options.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
+        "requested_by": event.requested_by,
+    }]
+    return run
+
+
+def _status(run: Run, event: RunStatusChanged) -> Run:
+    if is_terminal(run):
+        return run
+    status = event.status.value
+    if event.progress is not None:
+        run["progress"] = max(run["progress"], event.progress)
+    if event.stage:
+        run["stage"] = event.stage
+    if status in _ACTIVE and run.get("started_at") is None:
+        run["started_at"] = event.occurred_at
+    if event.details:
+        run["details"] = {**run.get("details", {}), **event.details}
+        if "sampling" in event.details:
+            run["sampling"] = event.details["sampling"]
+        if "clustering_method" in event.details:
+            run["clustering_method"] = event.details["clustering_method"]
+        if "labeling_enabled" in event.details:
+            run["labeling_enabled"] = bool(event.details["labeling_enabled"])
+    if event.status in TERMINAL_STATUSES:
+        run["completed_at"] = event.occurred_at
+        if event.error:
+            run["error_message"] = event.error
+    run["status"] = status
+    return run
+
+
+def _clustered(run: Run, event: ExecutionClustered) -> Run:
+    run.update(
+        clustering_method=event.config.clustering_method,
+        num_clusters=event.num_clusters,
+        num_points=event.num_points,
+        noise_count=event.noise_count,
+        metrics=event.metrics.model_dump(),
+        centroids=[c.model_dump() for c in event.centroids],
+        artifacts=event.artifacts.model_dump(),
+        labeling_enabled=bool(event.config.llm_labeling and event.config.llm_labeling.enabled),
+    )
+    if event.sampling is not None:
+        run["sampling"] = event.sampling.model_dump()
+    run["details"] = {**run.get("details", {}), "estimator": event.estimator,
+                      "algorithm_seconds": event.algorithm_seconds}
+    return _maybe_complete(run, event.occurred_at)
+
+
+def _labeled(run: Run, event: ClustersLabeled) -> Run:
+    run["labels"] = [label.model_dump() for label in event.labels]
+    run["llm_labeling_errors"] = event.llm_labeling_errors
+    run["labeling_enabled"] = True
+    return _maybe_complete(run, event.occurred_at)
+
+
+def _maybe_complete(run: Run, at: datetime) -> Run:
+    if is_terminal(run) or run.get("artifacts") is None:
+        return run
+    if run["labeling_enabled"] and run.get("labels") is None:
+        run.update(stage="labeling", progress=max(run["progress"], 0.9))
+        if run["status"] == TaskStatusEnum.PENDING.value:
+            run["status"] = TaskStatusEnum.PROCESSING.value
+        return run
+    if run.get("labels"):
+        by_id = {label["cluster_id"]: label for label in run["labels"]}
+        run["centroids"] = [
+            {**c, **{k: by_id[c["cluster_id"]][k] for k in ("label", "summary", "keywords")
+                     if c["cluster_id"] in by_id}}
+            for c in run["centroids"]
+        ]
+    errors = run.get("llm_labeling_errors") or []
+    run["status"] = (TaskStatusEnum.COMPLETED_WITH_ERRORS if errors else TaskStatusEnum.COMPLETED).value
+    run.update(stage="completed", progress=1.0, completed_at=at)
+    run.setdefault("started_at", None)
+    return run
+
+
+def task_row(run: Run) -> dict[str, Any]:
+    """The `tasks` read model, derived from the run: what `GET /v1/tasks/{id}` shows."""
+    metrics = run.get("metrics") or {}
+    outputs = None
+    if run["status"] in (TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value):
+        outputs = [{
+            "cluster_id": run["cluster_id"],
+            "run_id": run["run_id"],
+            "num_clusters": run.get("num_clusters"),
+            "num_points": run.get("num_points"),
+            "silhouette_score": metrics.get("silhouette_score"),
+        }]
+    additional = {
+        "cluster_id": run["cluster_id"],
+        "run_id": run["run_id"],
+        "namespace_id": run["namespace"],
+        "stage": run.get("stage"),
+        **{k: v for k, v in (run.get("details") or {}).items() if v is not None},
+    }
+    if run.get("sampling"):
+        additional["sampling"] = run["sampling"]
+    if run.get("error_message"):
+        additional["error"] = run["error_message"]
+    return {
+        "task_id": run["task_id"],
+        "namespace": run["namespace"],
+        "task_type": TaskType.engine_cluster_build.value,
+        "status": run["status"],
+        "run_id": run["run_id"],
+        "cluster_id": run["cluster_id"],
+        "inputs": run.get("inputs"),
+        "outputs": outputs,
+        "additional_data": additional,
+        "error": run.get("error_message") if run["status"] == TaskStatusEnum.FAILED.value else None,
+        "progress": run["progress"],
+    }
