@@ -7,7 +7,8 @@ This module gives it one meaning, implemented twice:
   column expression (PostgreSQL); every user value and every path segment is a bound
   parameter, never SQL text.
 * `evaluate(flt, payload_dict)` -- the same predicate in plain Python (the test
-  oracle; also usable on documents already in memory).
+  oracle; also usable on documents already in memory); `python_predicate(flt)`
+  prepares it once for many documents.
 * `validate_filter(flt)` -- compile against a dummy column, for request-time checks.
 
 Invalid filters raise `FilterError` (a ValueError; the API answers 400) from all
@@ -170,6 +171,7 @@ __all__ = [
     "FilterError",
     "compile_filter",
     "evaluate",
+    "python_predicate",
     "validate_filter",
 ]
 
@@ -407,7 +409,7 @@ class _RegexParser:
         return (
             "|".join(p[0] for p in parts),
             "|".join(p[1] for p in parts),
-            sum(p[2] for p in parts) + len(parts),
+            sum(p[2] for p in parts) + 2 * len(parts),
         )
 
     def branch(self) -> tuple[str, str, int]:
@@ -429,11 +431,13 @@ class _RegexParser:
         start = self.i
         if c == "{":
             lo, hi, text = self.bound()
-            times = hi if hi is not None else lo + 1
+            # PostgreSQL copies the operand once per repeat (plus an optional
+            # tail), and optional copies cost about twice as much.
+            times = 2 * (hi if hi is not None else lo + 1) - lo
         else:
             self.i += 1
             text = c
-            times = 2 if c == "+" else 1
+            times = 2
         if self.peek() == "?":  # lazy: the same set of matches for a boolean search
             self.i += 1
             text += "?"
@@ -444,7 +448,7 @@ class _RegexParser:
                 "stacked or possessive quantifiers are not supported; wrap the "
                 "repeated part in ( ) first"
             )
-        return py + text, pg + text, size * max(times, 1) + 1
+        return py + text, pg + text, (size + 2) * max(times, 1)
 
     def bound(self) -> tuple[int, int | None, str]:
         m = re.compile(r"\{([0-9]+)(,([0-9]*))?\}").match(self.p, self.i)
@@ -482,7 +486,7 @@ class _RegexParser:
             if self.peek() != ")":
                 raise self.fail("missing ')' (write \\( for a literal parenthesis)")
             self.i += 1
-            return f"(?:{py})", f"(?:{pg})", size, True
+            return f"(?:{py})", f"(?:{pg})", size + 2, True
         if c == "[":
             py, pg = self.bracket()
             return py, pg, 1, True
@@ -551,7 +555,7 @@ class _RegexParser:
         first = True
         while True:
             c = self.peek()
-            if c is None:
+            if c is None or (c == "-" and self.peek(1) is None):
                 raise self.fail("unterminated '[' (write \\[ for a literal bracket)")
             if c == "]" and not first:
                 self.i += 1
@@ -855,12 +859,22 @@ def _eval_node(node: _Node, payload: Any) -> bool:
     return not any(results)  # "nor": NOT's items must all be false
 
 
+def python_predicate(
+    flt: LogicalOperator | Mapping[str, Any] | None,
+) -> Callable[[Any], bool]:
+    """`evaluate` with the filter checked and prepared once: a function of the
+    payload. Raises FilterError for an invalid filter."""
+    node = _prepare_root(flt)
+    if node is None:
+        return lambda payload: True
+    return lambda payload: _eval_node(node, payload)
+
+
 def evaluate(flt: LogicalOperator | Mapping[str, Any] | None, payload: Any) -> bool:
     """Whether a document payload (a dict, as json.loads gives it; Decimal numbers
     are fine) matches the filter -- the same predicate `compile_filter` builds in SQL.
     Raises FilterError for an invalid filter."""
-    node = _prepare_root(flt)
-    return True if node is None else _eval_node(node, payload)
+    return python_predicate(flt)(payload)
 
 
 # --------------------------------------------------------------------------- SQL

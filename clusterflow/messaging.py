@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 from pydantic import BaseModel, ValidationError
 
 from clusterflow.settings import Settings
@@ -123,11 +124,6 @@ async def report_status(
     )
 
 
-async def _raw_body(msg: Any) -> bytes:
-    # Keep the bytes: parsing is ours, so a bad event can be dead-lettered verbatim.
-    return msg.body
-
-
 class Consumer:
     """Runs one handler over one topic with the rules in the module docstring."""
 
@@ -157,18 +153,20 @@ class Consumer:
             group_id=self.group_id,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK,
-            decoder=_raw_body,
             max_poll_interval_ms=self.settings.max_poll_interval_ms,
             title=f"{self.service}:{self.topic.name}",
         )
-        async def _on_message(body: bytes, message: Any = None) -> None:
-            await self.process(body)
+        async def _on_message(body: Any, message: KafkaMessage) -> None:
+            # Parsing is ours, from the raw bytes: a bad event is dead-lettered verbatim.
+            record = message.raw_message
+            await self.process(message.body, partition=record.partition, offset=record.offset)
 
     async def process(self, body: bytes, *, partition: int | None = None, offset: int | None = None) -> None:
         try:
             event = self.topic.event.model_validate_json(body)
         except (ValidationError, ValueError) as exc:
-            await self.dead_letter(body, f"event does not parse as {self.topic.event.__name__}: {exc}", exc)
+            await self.dead_letter(body, f"event does not parse as {self.topic.event.__name__}: {exc}", exc,
+                                   partition=partition, offset=offset)
             return
 
         delay = self.settings.retry_backoff_s
@@ -182,7 +180,8 @@ class Consumer:
             except Exception as exc:  # noqa: BLE001 - transient until proven otherwise
                 if attempt == self.settings.max_attempts:
                     log.exception("%s gave up on %s after %d attempts", self.service, self.topic.name, attempt)
-                    await self.dead_letter(body, f"failed after {attempt} attempts: {exc!r}", exc)
+                    await self.dead_letter(body, f"failed after {attempt} attempts: {exc!r}", exc,
+                                           partition=partition, offset=offset)
                     await self._fail_run(event, f"{self.service} failed: {exc}")
                     return
                 log.warning("%s: attempt %d on %s failed (%r); retrying in %.1fs",
@@ -197,12 +196,15 @@ class Consumer:
                 stage="failed", error=error,
             )
 
-    async def dead_letter(self, body: bytes, reason: str, exc: BaseException) -> None:
+    async def dead_letter(self, body: bytes, reason: str, exc: BaseException, *,
+                          partition: int | None = None, offset: int | None = None) -> None:
         log.error("%s: dead-lettering a message from %s: %s", self.service, self.topic.name, reason)
         await self.publisher.publish(
             DEAD_LETTERS,
             DeadLetter(
                 source_topic=self.topic.name,
+                partition=partition,
+                offset=offset,
                 consumer_group=self.group_id,
                 reason=reason[:4000],
                 error_type=type(exc).__name__,

@@ -190,3 +190,16 @@ processed_events = Table(
     PrimaryKeyConstraint("consumer", "event_id"),
 )
 
+
+# Owned by the labeler: one cluster's labels, keyed by a hash of its representative
+# documents and the labeling configuration, reused until `expires_at`.
+label_cache = Table(
+    "label_cache",
+    metadata,
+    Column("cache_key", Text, primary_key=True),
+    Column("labels", JSONB, nullable=False),
+    Column("model", Text, nullable=False),
+    _created(),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_label_cache_expires", "expires_at"),
+)

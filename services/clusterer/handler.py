@@ -27,6 +27,7 @@ from contracts.events import (
 )
 from contracts.topics import EXECUTION_CLUSTERED
 from services.clusterer import pipeline
+from services.clusterer.engine import NOISE
 
 SERVICE = "clusterer"
 
@@ -80,8 +81,10 @@ class Clusterer:
             noise_count=summary.noise_count,
             metrics=ClusterMetrics(**summary.metrics),
             centroids=[CentroidSummary(cluster_id=pipeline.cluster_key(c), num_members=n)
-                       for c, n in zip(summary.cluster_ids, summary.sizes)],
-            estimator=clustering.estimator,
+                       for c, n in zip(summary.cluster_ids, summary.sizes)]
+            + ([CentroidSummary(cluster_id=pipeline.cluster_key(NOISE), num_members=summary.noise_count)]
+               if summary.noise_count else []),
+            estimator=clustering.estimator + (f" after {clustering.reduction}" if clustering.reduction else ""),
             algorithm_seconds=round(clustering.seconds, 3),
             config=config,
             sampling=event.sampling,
@@ -96,7 +99,8 @@ class Clusterer:
         members = pl.DataFrame({
             "document_id": ids,
             "cluster_id": [pipeline.cluster_key(int(c)) for c in labels],
-            "distance_to_centroid": summary.distances,
+            # Noise has no centroid: its distance is null, not NaN (which JSON cannot carry).
+            "distance_to_centroid": pl.Series(summary.distances, dtype=pl.Float32).fill_nan(None),
         })
         self.store.put_parquet(key("members"), members)
         dim = summary.centroids.shape[1]
@@ -105,6 +109,10 @@ class Clusterer:
             "num_members": summary.sizes,
             "centroid": pl.Series(summary.centroids, dtype=pl.Array(pl.Float32, dim)),
         })
+        if summary.noise_count:
+            centroids = pl.concat([centroids, pl.DataFrame(
+                {"cluster_id": [pipeline.cluster_key(NOISE)], "num_members": [summary.noise_count],
+                 "centroid": pl.Series([None], dtype=pl.Array(pl.Float32, dim))})])
         self.store.put_parquet(key("centroids"), centroids)
         coords_key = None
         if coords is not None:

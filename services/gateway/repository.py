@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -167,7 +167,7 @@ class GatewayRepository:
             clusters,
             latest.c.run_id.label("last_run_id"),
             latest.c.status.label("last_execution_status"),
-        ).outerjoin(latest, func.true())
+        ).outerjoin(latest, true())
 
     async def get_cluster(self, namespace: str, cluster_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, and_, func, literal, select
+from sqlalchemy import Select, String, and_, any_, func, literal, select
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from clusterflow.db.schema import clusters, document_vectors, documents
@@ -44,7 +45,8 @@ def _matching(sel: Selection) -> Select:
             document_vectors.c.document_id == documents.c.document_id,
         ))
         .where(
-            documents.c.collection_id.in_(sel.collection_ids),
+            # = ANY(array): one bound parameter, where IN would need render-time expansion.
+            documents.c.collection_id == any_(literal(sel.collection_ids, ARRAY(String))),
             document_vectors.c.embedding_name == sel.embedding_name,
             compile_filter(sel.filters, documents.c.payload),
         )

@@ -24,7 +24,7 @@ from contracts.events import (
     derived_event_id,
 )
 from contracts.topics import DATASET_PREPARED
-from services.clusterer.engine.params import cap_for, validate_params
+from services.clusterer.engine import cap_for, validate_params
 from services.preparer.export import Dataset, Selection
 
 SERVICE = "preparer"
@@ -68,7 +68,8 @@ class Preparer:
                 "no documents match: the collections hold no document with the embedding "
                 f"{config.embedding_name!r} that passes the filters"
             )
-        sampling = plan_sample(matched, options.sample_size or cluster["sample_size"], config.clustering_method)
+        sampling = plan_sample(matched, options.sample_size or cluster["sample_size"],
+                               config.clustering_method, config.algorithm_params)
         dataset = await self.documents.export(
             selection, limit=sampling.sampled if sampling.sampled < matched else None, seed=config.seed)
         if len(dataset.document_ids) == 0:
@@ -115,9 +116,9 @@ def resolve_config(cluster: dict[str, Any], event: ExecutionRequested) -> Cluste
     )
 
 
-def plan_sample(matched: int, requested: int | None, method: str) -> SamplingInfo:
+def plan_sample(matched: int, requested: int | None, method: str, params: dict[str, Any]) -> SamplingInfo:
     """How many of the matched documents the run clusters, and why."""
-    cap = cap_for(method)
+    cap = cap_for(method, params)
     limit = min(requested or matched, cap)
     sampled = min(matched, limit)
     reason = None

@@ -6,8 +6,10 @@ the task row from it (`task_row`). Events arrive from several topics, so their o
 across topics is not guaranteed; the rules make the result independent of it:
 - a terminal status (COMPLETED, COMPLETED_WITH_ERRORS, FAILED, CANCELED) is final;
 - progress never goes back;
-- a run completes when its results are in and, if labeling was asked for, its labels
-  too, whichever of the two events arrives last.
+- a run completes when its results are in and, if LLM labeling was asked for, its
+  labels too, whichever of the two events arrives last;
+- labels that arrive after completion (the labeler's offline labels, for runs without
+  LLM labeling) are merged into the finished run without changing its status.
 """
 from __future__ import annotations
 
@@ -120,12 +122,24 @@ def _clustered(run: Run, event: ExecutionClustered) -> Run:
 
 def _labeled(run: Run, event: ClustersLabeled) -> Run:
     run["labels"] = [label.model_dump() for label in event.labels]
-    run["llm_labeling_errors"] = event.llm_labeling_errors
-    run["labeling_enabled"] = True
+    if not is_terminal(run):
+        run["llm_labeling_errors"] = event.llm_labeling_errors
     return _maybe_complete(run, event.occurred_at)
 
 
+def _merge_labels(run: Run) -> None:
+    if not run.get("labels") or not run.get("centroids"):
+        return
+    by_id = {label["cluster_id"]: label for label in run["labels"]}
+    run["centroids"] = [
+        {**c, **{k: by_id[c["cluster_id"]][k] for k in ("label", "summary", "keywords")
+                 if c["cluster_id"] in by_id}}
+        for c in run["centroids"]
+    ]
+
+
 def _maybe_complete(run: Run, at: datetime) -> Run:
+    _merge_labels(run)
     if is_terminal(run) or run.get("artifacts") is None:
         return run
     if run["labeling_enabled"] and run.get("labels") is None:
@@ -133,13 +147,6 @@ def _maybe_complete(run: Run, at: datetime) -> Run:
         if run["status"] == TaskStatusEnum.PENDING.value:
             run["status"] = TaskStatusEnum.PROCESSING.value
         return run
-    if run.get("labels"):
-        by_id = {label["cluster_id"]: label for label in run["labels"]}
-        run["centroids"] = [
-            {**c, **{k: by_id[c["cluster_id"]][k] for k in ("label", "summary", "keywords")
-                     if c["cluster_id"] in by_id}}
-            for c in run["centroids"]
-        ]
     errors = run.get("llm_labeling_errors") or []
     run["status"] = (TaskStatusEnum.COMPLETED_WITH_ERRORS if errors else TaskStatusEnum.COMPLETED).value
     run.update(stage="completed", progress=1.0, completed_at=at)

@@ -1,0 +1,106 @@
+"""A small Python client for the clusterflow REST API (used by the demo and the CLI)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+TERMINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELED"}
+
+
+class ApiError(Exception):
+    """An error answer from the API, as one readable line."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
+        super().__init__(f"HTTP {status}: {_describe(body)}")
+
+
+def _describe(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body["error"].get("message", str(body))
+    if isinstance(body, dict) and isinstance(body.get("detail"), list):
+        return "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in body["detail"])
+    return str(body)
+
+
+class Client:
+    def __init__(self, base_url: str, *, api_key: str | None = None, namespace: str | None = None,
+                 timeout: float = 60.0) -> None:
+        headers = {}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        if namespace:
+            headers["X-Namespace"] = namespace
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, body)
+        return body
+
+    # collections and documents
+    def create_collection(self, name: str, embeddings: dict[str, int], **extra: Any) -> dict:
+        return self._call("POST", "/v1/collections", json={"collection_name": name, "embeddings": embeddings, **extra})
+
+    def get_collection(self, collection_id: str) -> dict:
+        return self._call("GET", f"/v1/collections/{collection_id}")
+
+    def delete_collection(self, collection_id: str) -> dict:
+        return self._call("DELETE", f"/v1/collections/{collection_id}")
+
+    def upsert_documents(self, collection_id: str, documents: list[dict]) -> dict:
+        return self._call("POST", f"/v1/collections/{collection_id}/documents", json={"documents": documents})
+
+    # clusters and runs
+    def create_cluster(self, **body: Any) -> dict:
+        return self._call("POST", "/v1/clusters", json=body)
+
+    def get_cluster(self, cluster_id: str) -> dict:
+        return self._call("GET", f"/v1/clusters/{cluster_id}")
+
+    def execute(self, cluster_id: str, **overrides: Any) -> dict:
+        return self._call("POST", f"/v1/clusters/{cluster_id}/execute", json=overrides or None)
+
+    def task(self, task_id: str) -> dict:
+        return self._call("GET", f"/v1/tasks/{task_id}")
+
+    def execution(self, cluster_id: str, run_id: str | None = None) -> dict:
+        suffix = f"/{run_id}" if run_id else ""
+        return self._call("GET", f"/v1/clusters/{cluster_id}/executions{suffix}")
+
+    def wait(self, task_id: str, *, timeout: float = 1800, on_update: Callable[[dict], None] | None = None) -> dict:
+        """Poll until the task ends, backing off from 0.25 s to 2 s."""
+        deadline, delay = time.monotonic() + timeout, 0.25
+        while True:
+            task = self.task(task_id)
+            if on_update:
+                on_update(task)
+            if task["status"] in TERMINAL:
+                return task
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id} still {task['status']} after {timeout:.0f}s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+
+    def members(self, cluster_id: str, run_id: str, page_size: int = 5000) -> Iterator[dict]:
+        offset = 0
+        while True:
+            page = self._call("POST", f"/v1/clusters/{cluster_id}/executions/{run_id}/data",
+                              json={"include_centroids": False, "include_members": True,
+                                    "offset": offset, "limit": page_size})
+            yield from page["members"]
+            offset += page_size
+            if offset >= page["pagination"]["total"]:
+                return

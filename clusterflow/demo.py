@@ -1,0 +1,123 @@
+"""The main job, end to end: start the services, load the sample dataset, execute a
+clustering, show its progress, print a per-cluster summary.
+
+Run through `scripts/demo.sh` (which starts the servers first).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sklearn.metrics import adjusted_rand_score
+
+from clusterflow.client import Client
+from clusterflow.db import migrate
+from clusterflow.settings import get_settings
+from clusterflow.stack import Stack
+
+SAMPLE = Path(__file__).resolve().parent / "data" / "sample_documents.parquet"
+console = Console()
+
+
+def load_sample(client: Client, frame: pl.DataFrame, name: str) -> str:
+    dim = frame["embedding"].dtype.shape[0]
+    collection = client.create_collection(name, {"text": dim}, description="clusterflow sample dataset")
+    rows = frame.to_dicts()
+    with _progress() as progress:
+        bar = progress.add_task("loading documents", total=len(rows))
+        for start in range(0, len(rows), 500):
+            batch = rows[start:start + 500]
+            client.upsert_documents(collection["collection_id"], [
+                {"document_id": r["document_id"],
+                 "payload": {"title": r["title"], "text": r["text"], "category": r["category"]},
+                 "embeddings": {"text": list(r["embedding"])}}
+                for r in batch
+            ])
+            progress.advance(bar, len(batch))
+    return collection["collection_id"]
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description:<22}"), BarColumn(), TaskProgressColumn(),
+                    TimeElapsedColumn(), console=console)
+
+
+def run(method: str, n_clusters: int | None) -> int:
+    settings = get_settings()
+    migrate(settings.database_url)
+    frame = pl.read_parquet(SAMPLE)
+    k = n_clusters or frame["category"].n_unique()
+    log_dir = Path.home() / ".clusterflow" / "logs" / "services"
+    stack = Stack(settings=settings, log_dir=log_dir)
+    console.print(f"[bold]starting the services[/] (logs in {log_dir})")
+    stack.start()
+    client = Client(stack.url, namespace="demo")
+    try:
+        name = f"sample-{time.strftime('%Y%m%d-%H%M%S')}"
+        collection_id = load_sample(client, frame, name)
+        params = {"n_clusters": k} if method in ("kmeans", "spectral", "agglomerative") else {}
+        cluster = client.create_cluster(collection_ids=[collection_id], cluster_name=name, embedding_name="text",
+                                        clustering_method=method, algorithm_params=params)
+        task = client.execute(cluster["cluster_id"])
+        console.print(f"executing [bold]{method}[/] on {frame.height} documents: task {task['task_id']}")
+        with _progress() as progress:
+            bar = progress.add_task("clustering", total=1.0)
+
+            def update(t: dict) -> None:
+                extra = t.get("additional_data") or {}
+                progress.update(bar, completed=extra.get("progress", 0.0),
+                                description=f"{t['status'].lower()}: {extra.get('stage') or ''}"[:22])
+
+            done = client.wait(task["task_id"], on_update=update)
+        if done["status"] != "COMPLETED":
+            console.print(f"[red]run ended {done['status']}: {done.get('error')}[/]")
+            return 1
+        print_summary(client, cluster["cluster_id"], done["additional_data"]["run_id"], frame)
+        return 0
+    finally:
+        client.close()
+        stack.stop()
+
+
+def print_summary(client: Client, cluster_id: str, run_id: str, frame: pl.DataFrame) -> None:
+    execution = client.execution(cluster_id, run_id)
+    members = pl.DataFrame(list(client.members(cluster_id, run_id)))
+    joined = members.join(frame.select("document_id", "title", "text", "category"), on="document_id")
+    metrics = execution["metrics"]
+    ari = adjusted_rand_score(joined["category"].to_list(), joined["cluster_id"].to_list())
+    console.print(
+        f"\n[bold]{execution['num_clusters']} clusters over {execution['num_points']} documents[/]  "
+        f"silhouette {metrics['silhouette_score']:.3f}  davies-bouldin {metrics['davies_bouldin_index']:.3f}  "
+        f"agreement with the known categories (ARI) {ari:.2f}\n")
+    table = Table(show_lines=True)
+    table.add_column("cluster")
+    table.add_column("size", justify="right")
+    table.add_column("main category (share)")
+    table.add_column("members nearest the centre")
+    for centroid in execution["centroids"]:
+        group = joined.filter(pl.col("cluster_id") == centroid["cluster_id"]).sort("distance_to_centroid")
+        if group.height == 0:
+            continue
+        category, count = Counter(group["category"].to_list()).most_common(1)[0]
+        examples = "\n".join(f"• {t[:90]}" for t in group["text"].head(3).to_list())
+        label = centroid.get("label") or centroid["cluster_id"]
+        table.add_row(label, str(group.height), f"{category} ({count / group.height:.0%})", examples)
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--method", default="kmeans")
+    parser.add_argument("--n-clusters", type=int, default=None)
+    args = parser.parse_args()
+    raise SystemExit(run(args.method, args.n_clusters))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Start the five services as local processes against running servers.
+
+Used by the main job (`scripts/demo.sh`), by the e2e tests and by the benchmark: the
+same processes a deployment runs, on loopback.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from clusterflow.settings import Settings
+
+WORKERS = ("services.preparer", "services.clusterer", "services.status")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    return {f"CLUSTERFLOW_{k.upper()}": str(v) for k, v in settings.model_dump().items()}
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    argv: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> "Stack":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for module in WORKERS:
+            self.argv[module] = [sys.executable, "-m", module]
+        self.argv["gateway"] = [sys.executable, "-m", "uvicorn", "services.gateway.app:app",
+                                "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        for name in self.argv:
+            self.spawn(name)
+        self.wait_ready(timeout)
+        return self
+
+    def spawn(self, name: str) -> None:
+        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(self.argv[name], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
+            if dead:
+                raise RuntimeError(f"services exited during start: {dead}\n{self.log_tails()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"the gateway did not answer within {timeout:.0f}s\n{self.log_tails()}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.processes[name]
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def log_tails(self, lines: int = 40) -> str:
+        out = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name} ---\n" + "\n".join(text))
+        return "\n".join(out)

@@ -1,0 +1,48 @@
+"""The clusterer's algorithm layer: arrays in, arrays out, no I/O.
+
+    params     validate_params, ClusteringMethod, MAX_POINTS / cap_for
+    algorithms run_clustering -> ClusteringOutcome (labels 0..k-1 by size, -1 noise)
+    metrics    clustering_metrics -> {silhouette_score, davies_bouldin_index, calinski_harabasz_score}
+    results    compute_centroids, distances_to_centroids, assign_to_centroids, cluster_key
+    layout     project -> UMAP coordinates (2 or 3 columns)
+
+A run in ``full`` mode is, in order: sample to ``cap_for(method)`` points,
+``run_clustering``, ``clustering_metrics``, ``compute_centroids`` and
+``distances_to_centroids``, then ``project`` (unless visualization is deferred).
+"""
+
+from .algorithms import AutoKSearch, ClusteringOutcome, relabel_by_size, run_clustering
+from .layout import project, warm_up
+from .metrics import clustering_metrics
+from .params import MAX_POINTS, ClusteringMethod, cap_for, parse_method, validate_params
+from .results import (
+    NOISE,
+    Centroids,
+    assign_to_centroids,
+    cluster_key,
+    compute_centroids,
+    distances_to_centroids,
+    parse_cluster_key,
+)
+
+__all__ = [
+    "MAX_POINTS",
+    "NOISE",
+    "AutoKSearch",
+    "Centroids",
+    "ClusteringMethod",
+    "ClusteringOutcome",
+    "assign_to_centroids",
+    "cap_for",
+    "cluster_key",
+    "clustering_metrics",
+    "compute_centroids",
+    "distances_to_centroids",
+    "parse_cluster_key",
+    "parse_method",
+    "project",
+    "relabel_by_size",
+    "run_clustering",
+    "validate_params",
+    "warm_up",
+]

@@ -1,0 +1,310 @@
+"""Algorithm parameters as data: one strict pydantic model per clustering method.
+
+Names and defaults follow the reference ("Algorithms and defaults" in
+clusters-api-surface.md). Models are strict (a JSON ``5`` is an int, ``"5"`` and ``true``
+are not) and forbid unknown keys, so a typo such as ``n_cluster`` is an error instead of
+a silently ignored setting. ``validate_params`` is the single entry point; it turns
+pydantic's ValidationError into a ValueError whose text says which parameter to change
+and what it may be, e.g. ``algorithm_params.n_clusters: must be an integer >= 2 or
+"auto" (got 1)``.
+
+Sampling caps live here too because they are data about the methods, not code paths.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "AgglomerativeParams",
+    "ClusteringMethod",
+    "DBSCANParams",
+    "GaussianMixtureParams",
+    "HDBSCANParams",
+    "KMeansParams",
+    "MAX_POINTS",
+    "MeanShiftParams",
+    "OPTICSParams",
+    "PARAMS_MODELS",
+    "SPECTRAL_RBF_MAX_POINTS",
+    "SpectralParams",
+    "cap_for",
+    "validate_params",
+]
+
+
+class ClusteringMethod(str, Enum):
+    KMEANS = "kmeans"
+    DBSCAN = "dbscan"
+    HDBSCAN = "hdbscan"
+    AGGLOMERATIVE = "agglomerative"
+    SPECTRAL = "spectral"
+    GAUSSIAN_MIXTURE = "gaussian_mixture"
+    MEAN_SHIFT = "mean_shift"
+    OPTICS = "optics"
+
+
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+# A fixed default seed (the reference's random_state 42) makes reruns reproducible;
+# None is not offered because reproducibility is part of the product.
+_RandomState = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+def _count_or_auto(minimum: int, *, allow_none: bool = False):
+    """An ``int >= minimum`` or ``"auto"`` (or None), checked in one place.
+
+    pydantic reports a failed ``int | Literal["auto"]`` union as one error per member;
+    checking it here yields one message that names both accepted forms.
+    """
+    accepted = f'an integer >= {minimum} or "auto"' + (" or null" if allow_none else "")
+
+    def check(value: Any) -> Any:
+        if value == "auto" or (value is None and allow_none):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"must be {accepted}")
+        return value
+
+    kind = int | Literal["auto"] | None if allow_none else int | Literal["auto"]
+    return Annotated[kind, BeforeValidator(check)]
+
+
+class KMeansParams(BaseModel):
+    model_config = _STRICT
+
+    n_clusters: _count_or_auto(2) = 8
+    max_iter: int = Field(300, ge=1)
+    n_init: int = Field(10, ge=1, le=100)
+    tol: float = Field(1e-4, ge=0)
+    init: Literal["k-means++", "random"] = "k-means++"
+    random_state: _RandomState = 42
+
+
+class DBSCANParams(BaseModel):
+    model_config = _STRICT
+
+    eps: float = Field(0.5, gt=0)
+    min_samples: int = Field(5, ge=1)
+    metric: Literal["euclidean", "cosine", "manhattan"] = "euclidean"
+
+
+class HDBSCANParams(BaseModel):
+    """``cluster_selection_epsilon`` is a distance in the space HDBSCAN actually sees,
+    which is the reduced space when the input has more than a few dozen dimensions
+    (see ``algorithms.HDBSCAN_REDUCE_ABOVE_DIMS``)."""
+
+    model_config = _STRICT
+
+    min_cluster_size: int = Field(5, ge=2)
+    min_samples: int | None = Field(None, ge=1)  # None -> min_cluster_size
+    cluster_selection_epsilon: float = Field(0.0, ge=0)
+    max_cluster_size: int | None = Field(None, ge=2)  # None -> unlimited
+    cluster_selection_method: Literal["eom", "leaf"] = "eom"
+    allow_single_cluster: bool = False
+
+    @model_validator(mode="after")
+    def _max_not_below_min(self) -> HDBSCANParams:
+        if self.max_cluster_size is not None and self.max_cluster_size < self.min_cluster_size:
+            raise ValueError(
+                f"max_cluster_size ({self.max_cluster_size}) must be >= min_cluster_size "
+                f"({self.min_cluster_size}); raise max_cluster_size or leave it null"
+            )
+        return self
+
+
+class AgglomerativeParams(BaseModel):
+    """Exactly one of ``n_clusters`` and ``distance_threshold`` decides where the tree is
+    cut. Giving only ``distance_threshold`` clears the default ``n_clusters`` (so callers
+    need not send ``n_clusters: null``); giving both explicitly is an error."""
+
+    model_config = _STRICT
+
+    n_clusters: _count_or_auto(2, allow_none=True) = 2
+    linkage: Literal["ward", "complete", "average", "single"] = "ward"
+    distance_threshold: float | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _threshold_replaces_default_k(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("distance_threshold") is not None and "n_clusters" not in data:
+            return {**data, "n_clusters": None}
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one_cut(self) -> AgglomerativeParams:
+        if (self.n_clusters is None) == (self.distance_threshold is None):
+            raise ValueError(
+                "give exactly one of n_clusters and distance_threshold "
+                f"(got n_clusters={self.n_clusters!r}, distance_threshold={self.distance_threshold!r})"
+            )
+        return self
+
+
+class SpectralParams(BaseModel):
+    model_config = _STRICT
+
+    n_clusters: _count_or_auto(2) = 8
+    affinity: Literal["rbf", "nearest_neighbors"] = "rbf"
+    n_neighbors: int = Field(10, ge=2)  # used by affinity="nearest_neighbors" only
+    assign_labels: Literal["kmeans", "discretize"] = "kmeans"
+    random_state: _RandomState = 42
+
+
+class GaussianMixtureParams(BaseModel):
+    model_config = _STRICT
+
+    n_components: _count_or_auto(1) = 1
+    covariance_type: Literal["full", "tied", "diag", "spherical"] = "full"
+    random_state: _RandomState = 42
+
+
+class MeanShiftParams(BaseModel):
+    model_config = _STRICT
+
+    bandwidth: float | None = Field(None, gt=0)  # None -> sklearn.cluster.estimate_bandwidth
+    bin_seeding: bool = False
+
+
+class OPTICSParams(BaseModel):
+    """``eps`` is not in the reference list but ``cluster_method="dbscan"`` means nothing
+    without it (sklearn falls back to ``max_eps``, which defaults to infinity and would put
+    every point in one cluster), so it is accepted and required for that method."""
+
+    model_config = _STRICT
+
+    min_samples: int = Field(5, ge=2)
+    max_eps: float | None = Field(None, gt=0)  # None -> infinity
+    cluster_method: Literal["xi", "dbscan"] = "xi"
+    xi: float = Field(0.05, ge=0, le=1)
+    eps: float | None = Field(None, gt=0)  # cluster_method="dbscan" only
+
+    @model_validator(mode="after")
+    def _dbscan_needs_a_radius(self) -> OPTICSParams:
+        if self.cluster_method == "dbscan":
+            if self.eps is None and self.max_eps is None:
+                raise ValueError('cluster_method "dbscan" needs eps (or a finite max_eps)')
+            if self.eps is not None and self.max_eps is not None and self.eps > self.max_eps:
+                raise ValueError(f"eps ({self.eps}) must be <= max_eps ({self.max_eps})")
+        return self
+
+
+PARAMS_MODELS: dict[ClusteringMethod, type[BaseModel]] = {
+    ClusteringMethod.KMEANS: KMeansParams,
+    ClusteringMethod.DBSCAN: DBSCANParams,
+    ClusteringMethod.HDBSCAN: HDBSCANParams,
+    ClusteringMethod.AGGLOMERATIVE: AgglomerativeParams,
+    ClusteringMethod.SPECTRAL: SpectralParams,
+    ClusteringMethod.GAUSSIAN_MIXTURE: GaussianMixtureParams,
+    ClusteringMethod.MEAN_SHIFT: MeanShiftParams,
+    ClusteringMethod.OPTICS: OPTICSParams,
+}
+
+
+def parse_method(method: str | ClusteringMethod) -> ClusteringMethod:
+    try:
+        return ClusteringMethod(method)
+    except ValueError:
+        known = ", ".join(m.value for m in ClusteringMethod)
+        raise ValueError(f"unknown clustering_method {method!r}; use one of: {known}") from None
+
+
+def validate_params(method: str | ClusteringMethod, params: dict[str, Any] | None) -> BaseModel:
+    """Validate ``params`` for ``method`` and return the frozen params model.
+
+    Raises ValueError naming every offending parameter, e.g.
+    ``algorithm_params.n_clusters: must be an integer >= 2 or "auto" (got 1)``.
+    """
+    model = PARAMS_MODELS[parse_method(method)]
+    if params is None:
+        params = {}
+    if isinstance(params, model):
+        return params
+    if not isinstance(params, dict):
+        raise ValueError(f"algorithm_params must be an object (got {type(params).__name__})")
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        raise ValueError("; ".join(_describe(err, model) for err in exc.errors(include_url=False))) from None
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = ".".join(str(part) for part in err["loc"])
+    where = f"algorithm_params.{loc}" if loc else "algorithm_params"
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        known = ", ".join(model.model_fields)
+        return f"{where}: unknown parameter; {model.__name__} accepts: {known}"
+    phrases = {
+        "greater_than_equal": lambda: f"must be >= {ctx.get('ge')}",
+        "greater_than": lambda: f"must be > {ctx.get('gt')}",
+        "less_than_equal": lambda: f"must be <= {ctx.get('le')}",
+        "less_than": lambda: f"must be < {ctx.get('lt')}",
+        "literal_error": lambda: f"must be one of {ctx.get('expected')}",
+        "int_type": lambda: "must be an integer",
+        "float_type": lambda: "must be a number",
+        "bool_type": lambda: "must be true or false",
+        "finite_number": lambda: "must be a finite number",
+        # Our own validators raise ValueError("..."); pydantic prefixes "Value error, ".
+        "value_error": lambda: str(ctx.get("error", err["msg"])),
+    }
+    phrase = phrases.get(kind, lambda: err["msg"])()
+    if not err["loc"]:  # a whole-model rule: its message already quotes the values
+        return f"{where}: {phrase}"
+    return f"{where}: {phrase} (got {err['input']!r})"
+
+
+# --- sampling caps -------------------------------------------------------------------
+#
+# The most points one run may cluster; the service samples down to this before calling
+# the engine, and run_clustering refuses more. Figures are for 384-d float32 embeddings.
+#  - kmeans: MiniBatchKMeans is linear in N and streams mini-batches; 1M x 384 float32
+#    is 1.5 GB of input, which is the reference's ceiling.
+#  - gaussian_mixture: linear in N too, but each EM step costs N*k*d^2 with full
+#    covariances (~1.2e12 flops for 1M x 384, k=8) and ~100 steps, so it is held to 200K.
+#  - hdbscan, agglomerative, spectral: the reference's O(N^2) family, 50K. Agglomerative
+#    builds scipy's condensed distance matrix: 50K -> 1.25e9 float64 = 10 GB.
+#  - dbscan, optics, mean_shift are O(N^2) in the worst case as well (DBSCAN stores every
+#    eps-neighbourhood: a large eps makes that N^2 indices; OPTICS and MeanShift run a
+#    radius query per point/seed), so they get the same 50K cap rather than a promise
+#    that depends on the user's eps/bandwidth.
+MAX_POINTS: dict[ClusteringMethod, int] = {
+    ClusteringMethod.KMEANS: 1_000_000,
+    ClusteringMethod.GAUSSIAN_MIXTURE: 200_000,
+    ClusteringMethod.HDBSCAN: 50_000,
+    ClusteringMethod.AGGLOMERATIVE: 50_000,
+    ClusteringMethod.SPECTRAL: 50_000,
+    ClusteringMethod.DBSCAN: 50_000,
+    ClusteringMethod.OPTICS: 50_000,
+    ClusteringMethod.MEAN_SHIFT: 50_000,
+}
+
+# Spectral clustering with affinity="rbf" materialises a dense N x N float64 affinity:
+# 50K points would be 20 GB, 10K is 0.8 GB. affinity="nearest_neighbors" is sparse and
+# keeps the 50K cap.
+SPECTRAL_RBF_MAX_POINTS = 10_000
+
+
+def cap_for(method: str | ClusteringMethod, params: BaseModel | dict[str, Any] | None = None) -> int:
+    """The most points ``method`` may cluster in one run (``params`` refines the answer
+    for spectral clustering, whose memory depends on the affinity)."""
+    method = parse_method(method)
+    cap = MAX_POINTS[method]
+    if method is ClusteringMethod.SPECTRAL and params is not None:
+        affinity = params.get("affinity", "rbf") if isinstance(params, dict) else getattr(params, "affinity")
+        if affinity == "rbf":
+            cap = min(cap, SPECTRAL_RBF_MAX_POINTS)
+    return cap
+
+
+def resolved_min_samples(params: HDBSCANParams) -> int:
+    return params.min_samples if params.min_samples is not None else params.min_cluster_size
+
+
+def resolved_max_eps(params: OPTICSParams) -> float:
+    return params.max_eps if params.max_eps is not None else math.inf

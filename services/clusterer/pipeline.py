@@ -1,0 +1,49 @@
+"""The clusterer's numeric stages over arrays (no I/O), composed from the engine:
+cluster, summarize (metrics, centroids, distances), layout."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.clusterer.engine import (
+    ClusteringOutcome,
+    clustering_metrics,
+    compute_centroids,
+    distances_to_centroids,
+    project,
+    run_clustering,
+)
+from services.clusterer.engine import cluster_key as cluster_key  # re-exported for the handler
+
+
+@dataclass
+class Summary:
+    cluster_ids: list[int]
+    sizes: list[int]
+    centroids: np.ndarray  # (k, d) float32
+    distances: np.ndarray  # (n,) float32, NaN for noise
+    noise_count: int
+    metrics: dict[str, float | None]
+
+
+def cluster(X: np.ndarray, method: str, params: dict[str, Any], seed: int) -> ClusteringOutcome:
+    # One thread per run on small machines; scale out with more clusterer replicas.
+    return run_clustering(X, method, params, seed)
+
+
+def summarize(X: np.ndarray, labels: np.ndarray, seed: int) -> Summary:
+    centroids = compute_centroids(X, labels)
+    return Summary(
+        cluster_ids=[int(c) for c in centroids.cluster_ids],
+        sizes=[int(n) for n in centroids.num_members],
+        centroids=centroids.vectors,
+        distances=distances_to_centroids(X, labels, centroids),
+        noise_count=centroids.noise_count,
+        metrics=clustering_metrics(X, labels, seed),
+    )
+
+
+def layout(X: np.ndarray, n_components: int, seed: int) -> np.ndarray:
+    return project(X, n_components, seed)

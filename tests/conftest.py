@@ -1,0 +1,74 @@
+"""Fixtures shared by the integration and e2e tiers: the real servers.
+
+`servers` runs the project's own `deploy/local/servers.sh start` (idempotent: it reuses
+what already runs) and fails the session loudly when a server cannot start; no test
+is ever skipped for want of a server. Each session gets a fresh database, migrated
+with Alembic, so every run also proves the migrations from scratch.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from clusterflow.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = ROOT / "deploy" / "local" / "servers.sh"
+
+
+def _start_servers() -> dict[str, str]:
+    done = subprocess.run(["bash", str(SERVERS), "start"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    if done.returncode != 0:
+        pytest.fail(f"the real servers did not start (servers.sh start exited {done.returncode}):\n"
+                    f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}", pytrace=False)
+    env = subprocess.run(["bash", str(SERVERS), "env"], cwd=ROOT, capture_output=True, text=True, check=True)
+    values = {}
+    for line in env.stdout.splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            values[key] = value.strip().strip("'\"")
+    return values
+
+
+async def _admin(admin_url: str, *statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def server_env() -> dict[str, str]:
+    return _start_servers()
+
+
+@pytest.fixture(scope="session")
+def settings(server_env: dict[str, str]) -> Settings:
+    """Settings for this session: the real servers, a fresh migrated database."""
+    from clusterflow.db import migrate
+
+    base = Settings(**{k[len("CLUSTERFLOW_"):].lower(): v for k, v in server_env.items()
+                       if k.startswith("CLUSTERFLOW_")})
+    db_name = f"clusterflow_test_{os.getpid()}"
+    admin_url = base.database_url.replace("postgresql+asyncpg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
+    drop = f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'
+    asyncio.run(_admin(admin_url, drop, f'CREATE DATABASE "{db_name}"'))
+    url = base.database_url.rsplit("/", 1)[0] + "/" + db_name
+    migrate(url)
+    settings = base.model_copy(update={"database_url": url})
+    yield settings
+    asyncio.run(_admin(admin_url, drop))
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]

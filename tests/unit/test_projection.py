@@ -1,0 +1,117 @@
+"""The status projector's reducer: same read model whatever order events arrive in."""
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from contracts.api import LLMLabeling, TaskStatusEnum
+from contracts.events import (
+    CentroidSummary,
+    ClusterLabel,
+    ClusteringConfig,
+    ClusterMetrics,
+    ClustersLabeled,
+    ExecutionClustered,
+    ExecutionRequested,
+    ResultArtifacts,
+    RunStatusChanged,
+)
+from services.status.projection import apply, task_row
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+IDS = dict(namespace="ns", run_id="run_1", cluster_id="clust_1", task_id="task_1")
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def requested() -> ExecutionRequested:
+    return ExecutionRequested(**IDS, occurred_at=at(0))
+
+
+def status(s: TaskStatusEnum, progress: float | None, seconds: float, **kw) -> RunStatusChanged:
+    return RunStatusChanged(**IDS, status=s, service="preparer", progress=progress, occurred_at=at(seconds), **kw)
+
+
+def clustered(labeling: bool = False) -> ExecutionClustered:
+    return ExecutionClustered(
+        **IDS, occurred_at=at(10),
+        artifacts=ResultArtifacts(members_key="m", centroids_key="c"),
+        num_clusters=2, num_points=10,
+        metrics=ClusterMetrics(silhouette_score=0.5),
+        centroids=[CentroidSummary(cluster_id="cl_0", num_members=6), CentroidSummary(cluster_id="cl_1", num_members=4)],
+        config=ClusteringConfig(clustering_method="kmeans", embedding_name="text",
+                                llm_labeling=LLMLabeling(enabled=labeling)),
+    )
+
+
+def labeled(errors: list | None = None) -> ClustersLabeled:
+    return ClustersLabeled(**IDS, occurred_at=at(12), labels=[
+        ClusterLabel(cluster_id="cl_0", label="Cats", keywords=["cat"]),
+        ClusterLabel(cluster_id="cl_1", label="Dogs", keywords=["dog"]),
+    ], llm_labeling_errors=errors or [])
+
+
+def fold(events):
+    run = None
+    for e in events:
+        run = apply(run, e)
+    return run
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(4))))
+def test_completion_does_not_depend_on_event_order(order):
+    events = [requested(), status(TaskStatusEnum.PROCESSING, 0.2, 1), status(TaskStatusEnum.PROCESSING, 0.6, 5),
+              clustered()]
+    run = fold(events[i] for i in order)
+    assert run["status"] == "COMPLETED"
+    assert run["progress"] == 1.0 and run["num_clusters"] == 2
+    assert run["inputs"] is not None  # the request's inputs, even when it arrived last
+
+
+def test_labeling_run_waits_for_labels_then_merges_them():
+    run = fold([requested(), clustered(labeling=True)])
+    assert run["status"] == "PROCESSING" and run["stage"] == "labeling"
+    run = apply(run, labeled())
+    assert run["status"] == "COMPLETED"
+    assert [c["label"] for c in run["centroids"]] == ["Cats", "Dogs"]
+
+
+def test_labels_before_results_complete_the_run_when_results_arrive():
+    run = fold([requested(), labeled(), clustered(labeling=True)])
+    assert run["status"] == "COMPLETED" and run["centroids"][1]["label"] == "Dogs"
+
+
+def test_labeling_errors_end_completed_with_errors():
+    run = fold([requested(), clustered(labeling=True), labeled(errors=[{"cluster_id": "cl_1", "error": "bad"}])])
+    assert run["status"] == "COMPLETED_WITH_ERRORS"
+
+
+def test_offline_labels_after_completion_change_labels_not_status():
+    run = fold([requested(), clustered(labeling=False)])
+    assert run["status"] == "COMPLETED"
+    run = apply(run, labeled())
+    assert run["status"] == "COMPLETED" and run["centroids"][0]["label"] == "Cats"
+
+
+def test_terminal_status_is_final_and_progress_never_goes_back():
+    run = fold([requested(), status(TaskStatusEnum.PROCESSING, 0.6, 2),
+                status(TaskStatusEnum.PROCESSING, 0.3, 3)])
+    assert run["progress"] == 0.6
+    run = apply(run, status(TaskStatusEnum.FAILED, None, 4, error="boom"))
+    run = apply(run, status(TaskStatusEnum.PROCESSING, 0.9, 5))
+    run = apply(run, clustered())
+    assert run["status"] == "FAILED" and run["error_message"] == "boom"
+    task = task_row(run)
+    assert task["error"] == "boom" and task["additional_data"]["error"] == "boom" and task["outputs"] is None
+
+
+def test_task_row_of_a_completed_run_has_outputs_and_ids():
+    task = task_row(fold([requested(), clustered()]))
+    assert task["task_type"] == "engine_cluster_build"
+    assert task["outputs"] == [{"cluster_id": "clust_1", "run_id": "run_1", "num_clusters": 2, "num_points": 10,
+                                "silhouette_score": 0.5}]
+    assert task["additional_data"]["run_id"] == "run_1" and task["error"] is None
