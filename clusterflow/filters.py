@@ -315,9 +315,7 @@ def _check_json(value: Any, where: str, depth: int = 0) -> None:
         )
     if value is None or isinstance(value, bool):
         return
-    if isinstance(value, (int, Decimal)):
-        if isinstance(value, Decimal) and not value.is_finite():
-            raise FilterError(f"{where}: numbers must be finite, got {value}")
+    if isinstance(value, int):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -873,7 +871,11 @@ def python_predicate(
 def evaluate(flt: LogicalOperator | Mapping[str, Any] | None, payload: Any) -> bool:
     """Whether a document payload (a dict, as json.loads gives it; Decimal numbers
     are fine) matches the filter -- the same predicate `compile_filter` builds in SQL.
-    Raises FilterError for an invalid filter."""
+    Raises FilterError for an invalid filter.
+
+    The regex operator runs on Python's backtracking `re` here, which can take
+    exponential time on adversarial patterns (PostgreSQL's engine does not): prefer
+    the SQL path for untrusted filters over large data."""
     return python_predicate(flt)(payload)
 
 
@@ -950,17 +952,32 @@ def _sql_in(x: _Target, targets: list[Any], cs: bool) -> ColumnElement[bool]:
 
 
 def _sql_contains(x: _Target, target: Any, cs: bool) -> ColumnElement[bool]:
-    # Elements of the field when it is an array (none otherwise: no error).
-    array = case((_typeof(x.j, "array"), x.j), else_=cast(literal("[]", TEXT), JSONB))
-    elements = func.jsonb_array_elements(array).table_valued(
-        column("value", JSONB), joins_implicitly=True
-    )
-    member = (
-        select(literal(1))
-        .select_from(elements)
-        .where(_sql_eq(_Target.whole(elements.c.value), target, cs))
-        .exists()
-    )
+    is_array = _typeof(x.j, "array")
+    if isinstance(target, (dict, list)):
+        # Containers: jsonb containment is weaker than equality ([[1, 2]] @> [[1]]),
+        # so look for an equal element (a subquery per row: slower, and rare).
+        array = case((is_array, x.j), else_=cast(literal("[]", TEXT), JSONB))
+        elements = func.jsonb_array_elements(array).table_valued(
+            column("value", JSONB), joins_implicitly=True
+        )
+        return (
+            select(literal(1))
+            .select_from(elements)
+            .where(_sql_eq(_Target.whole(elements.c.value), target, cs))
+            .exists()
+        )
+    # Scalars: `array @> [scalar]` holds exactly when some top-level element is eq
+    # the scalar (numbers by value, strings byte for byte); GIN-indexable.
+    if isinstance(target, str) and not cs:
+        # Lowering the array's JSON text lowercases A-Z inside its strings and
+        # nothing else that matters: jsonb prints true/false/null in lower case,
+        # numbers without exponents, and escapes as \n, \t, \u001f ...
+        folded = cast(func.lower(collate(cast(x.j, TEXT), "C"), type_=TEXT), JSONB)
+        member = and_(is_array, folded.op("@>", is_comparison=True)(
+            _json_param([_ascii_lower(target)])
+        ))
+    else:
+        member = and_(is_array, x.j.op("@>", is_comparison=True)(_json_param([target])))
     if not isinstance(target, str):
         return member
     substring = and_(

@@ -26,6 +26,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import BaseModel, ValidationError
 
+from clusterflow.runstate import RunCanceled
 from clusterflow.settings import Settings
 from contracts.api import TaskStatusEnum
 from contracts.events import DeadLetter, Event, RunStatusChanged, derived_event_id
@@ -176,6 +177,9 @@ class Consumer:
                 return
             except RunFailed as exc:
                 await self._fail_run(event, str(exc))
+                return
+            except RunCanceled:
+                log.info("%s: run %s was canceled; stopping its work", self.service, event.run_id)
                 return
             except Exception as exc:  # noqa: BLE001 - transient until proven otherwise
                 if attempt == self.settings.max_attempts:

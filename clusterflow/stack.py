@@ -18,7 +18,7 @@ import httpx
 
 from clusterflow.settings import Settings
 
-WORKERS = ("services.preparer", "services.clusterer", "services.status")
+WORKERS = ("services.preparer", "services.clusterer", "services.labeler", "services.status")
 
 
 def free_port() -> int:
@@ -38,6 +38,7 @@ class Stack:
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     argv: dict[str, list[str]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # extra variables, e.g. LLM provider URLs
 
     @property
     def url(self) -> str:
@@ -55,7 +56,7 @@ class Stack:
         return self
 
     def spawn(self, name: str) -> None:
-        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **settings_env(self.settings), **self.env, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_dir / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(self.argv[name], env=env, stdout=log, stderr=subprocess.STDOUT,
                                                 start_new_session=True)

@@ -224,3 +224,21 @@ class ExecutionData(BaseModel):
     centroids: list[CentroidData] | None = None
     members: list[MemberData] | None = None
     pagination: Pagination | None = None
+
+
+class VisualizationPoint(BaseModel):
+    document_id: str
+    cluster_id: str
+    label: str | None = None
+    x: float
+    y: float
+    z: float | None = None
+
+
+class Visualization(BaseModel):
+    run_id: str
+    cluster_id: str
+    n_components: int
+    computed_now: bool = Field(description="True when this call computed the deferred layout.")
+    points: list[VisualizationPoint]
+    pagination: Pagination

@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_venv
-"$PY" -m pytest -p no:cacheprovider "${@:-tests}"
+"$PY" -m pytest -p no:cacheprovider "$@"

@@ -6,6 +6,7 @@ from faststream import FastStream
 from clusterflow.db import make_engine
 from clusterflow.idempotency import PostgresProcessedLog
 from clusterflow.messaging import Consumer, KafkaPublisher, ensure_topics, make_broker
+from clusterflow.runstate import PostgresRunState
 from clusterflow.settings import Settings, get_settings
 from clusterflow.storage import S3ObjectStore
 from contracts.topics import CLUSTERER, DATASET_PREPARED
@@ -19,6 +20,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
     publisher = KafkaPublisher(broker)
     clusterer = Clusterer(
         store=S3ObjectStore.from_settings(settings), publisher=publisher, processed=PostgresProcessedLog(engine),
+        runs=PostgresRunState(engine),
     )
     Consumer(topic=DATASET_PREPARED, group_id=CLUSTERER, service=SERVICE, handler=clusterer.handle,
              publisher=publisher, settings=settings).attach(broker)

@@ -15,6 +15,7 @@ import polars as pl
 
 from clusterflow.idempotency import ProcessedLog
 from clusterflow.messaging import Publisher, RunFailed, report_status
+from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.storage import ObjectStore, artifact_key
 from contracts.api import TaskStatusEnum
 from contracts.events import (
@@ -37,6 +38,7 @@ class Clusterer:
     store: ObjectStore
     publisher: Publisher
     processed: ProcessedLog
+    runs: RunState
 
     async def handle(self, event: DatasetPrepared) -> None:
         if await self.processed.seen(SERVICE, event.event_id):
@@ -44,6 +46,7 @@ class Clusterer:
         config = event.config
 
         async def progress(stage: str, value: float, message: str) -> None:
+            await stop_if_canceled(self.runs, event.run_id)
             await report_status(self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING,
                                 stage=stage, progress=value, message=message)
 
@@ -104,15 +107,14 @@ class Clusterer:
         })
         self.store.put_parquet(key("members"), members)
         dim = summary.centroids.shape[1]
-        centroids = pl.DataFrame({
-            "cluster_id": [pipeline.cluster_key(c) for c in summary.cluster_ids],
-            "num_members": summary.sizes,
-            "centroid": pl.Series(summary.centroids, dtype=pl.Array(pl.Float32, dim)),
-        })
-        if summary.noise_count:
-            centroids = pl.concat([centroids, pl.DataFrame(
-                {"cluster_id": [pipeline.cluster_key(NOISE)], "num_members": [summary.noise_count],
-                 "centroid": pl.Series([None], dtype=pl.Array(pl.Float32, dim))})])
+        keys = [pipeline.cluster_key(c) for c in summary.cluster_ids]
+        sizes, vectors = list(summary.sizes), summary.centroids.tolist()
+        if summary.noise_count:  # noise is listed with its count, without a centroid
+            keys, sizes, vectors = [*keys, pipeline.cluster_key(NOISE)], [*sizes, summary.noise_count], [*vectors, None]
+        centroids = pl.DataFrame(
+            {"cluster_id": keys, "num_members": sizes, "centroid": vectors},
+            schema={"cluster_id": pl.String, "num_members": pl.Int64, "centroid": pl.Array(pl.Float32, dim)},
+        )
         self.store.put_parquet(key("centroids"), centroids)
         coords_key = None
         if coords is not None:

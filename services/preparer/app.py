@@ -6,6 +6,7 @@ from faststream import FastStream
 from clusterflow.db import make_engine
 from clusterflow.idempotency import PostgresProcessedLog
 from clusterflow.messaging import Consumer, KafkaPublisher, ensure_topics, make_broker
+from clusterflow.runstate import PostgresRunState
 from clusterflow.settings import Settings, get_settings
 from clusterflow.storage import S3ObjectStore
 from contracts.topics import EXECUTION_REQUESTED, PREPARER
@@ -23,6 +24,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
         store=S3ObjectStore.from_settings(settings),
         publisher=publisher,
         processed=PostgresProcessedLog(engine),
+        runs=PostgresRunState(engine),
     )
     Consumer(topic=EXECUTION_REQUESTED, group_id=PREPARER, service=SERVICE, handler=preparer.handle,
              publisher=publisher, settings=settings).attach(broker)

@@ -14,6 +14,7 @@ import polars as pl
 from clusterflow.filters import FilterError
 from clusterflow.idempotency import ProcessedLog
 from clusterflow.messaging import Publisher, RunFailed, report_status
+from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.storage import ObjectStore, artifact_key
 from contracts.api import LogicalOperator, TaskStatusEnum
 from contracts.events import (
@@ -42,11 +43,12 @@ class Preparer:
     store: ObjectStore
     publisher: Publisher
     processed: ProcessedLog
-    seed: int = 42
+    runs: RunState
 
     async def handle(self, event: ExecutionRequested) -> None:
         if await self.processed.seen(SERVICE, event.event_id):
             return
+        await stop_if_canceled(self.runs, event.run_id)
         await report_status(self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING,
                             stage="preparing", progress=0.02, message="selecting documents")
 
@@ -75,6 +77,7 @@ class Preparer:
         if len(dataset.document_ids) == 0:
             raise RunFailed("no documents match any more: they were deleted while the run was being prepared")
 
+        await stop_if_canceled(self.runs, event.run_id)
         key = artifact_key(event.namespace, event.cluster_id, event.run_id, "dataset")
         frame = pl.DataFrame({
             "document_id": dataset.document_ids,

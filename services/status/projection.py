@@ -116,7 +116,9 @@ def _clustered(run: Run, event: ExecutionClustered) -> Run:
     if event.sampling is not None:
         run["sampling"] = event.sampling.model_dump()
     run["details"] = {**run.get("details", {}), "estimator": event.estimator,
-                      "algorithm_seconds": event.algorithm_seconds}
+                      "algorithm_seconds": event.algorithm_seconds,
+                      "vis_n_components": event.config.vis_n_components,
+                      "defer_visualization": event.config.defer_visualization, "seed": event.config.seed}
     return _maybe_complete(run, event.occurred_at)
 
 

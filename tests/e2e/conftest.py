@@ -7,13 +7,23 @@ import httpx
 import pytest
 
 from clusterflow.stack import Stack
+from tests.support.llm_servers import API_KEY, LLMServer
 
 TERMINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELED"}
 
 
 @pytest.fixture(scope="session")
-def stack(settings, tmp_path_factory):
-    s = Stack(settings=settings, log_dir=tmp_path_factory.mktemp("service-logs"))
+def llm():
+    """Our own HTTP server speaking the OpenAI, Gemini and Anthropic protocols."""
+    with LLMServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack(settings, tmp_path_factory, llm):
+    providers = {f"CLUSTERFLOW_{p}_{k}": v for p in ("OPENAI", "GOOGLE", "ANTHROPIC")
+                 for k, v in (("BASE_URL", llm.base_url), ("API_KEY", API_KEY))}
+    s = Stack(settings=settings, log_dir=tmp_path_factory.mktemp("service-logs"), env=providers)
     try:
         s.start()
     except RuntimeError as exc:

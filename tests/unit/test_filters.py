@@ -16,6 +16,7 @@ from clusterflow.filters import (
     FilterError,
     compile_filter,
     evaluate,
+    python_predicate,
     validate_filter,
 )
 from contracts.api import MAX_FILTER_DEPTH, DynamicValue, FilterCondition, LogicalOperator
@@ -300,6 +301,14 @@ def test_case_sensitive_applies_and_is_inherited() -> None:
     assert one("title", "gt", "hello", case_sensitive=False) is False
 
 
+def test_python_predicate_prepares_once() -> None:
+    matches = python_predicate({"OR": [cond("n", "gt", 4), cond("title", "regex", "^x")]})
+    assert [matches(d) for d in (DOC, {"n": 1}, {"title": "xyz"}, {})] == [True, False, True, False]
+    assert python_predicate(None)({}) is True
+    with pytest.raises(FilterError):
+        python_predicate({"AND": [cond("n", "gt", [1])]})
+
+
 def test_accepts_plain_dicts() -> None:
     assert evaluate({"n": 5}, DOC) is True
     with pytest.raises(FilterError, match="not a valid LogicalOperator"):
@@ -352,6 +361,8 @@ def test_in_needs_list(operator: str, value: Any) -> None:
         ("phrase", "", "at least one word"),
         ("eq", float("nan"), "finite"),
         ("eq", float("inf"), "finite"),
+        ("eq", Decimal("1.5"), "not JSON"),
+        ("in", [(1, 2)], "not JSON"),
         ("eq", "a\x00b", "NUL"),
         ("in", ["ok", "\ud800"], "surrogate"),
         ("eq", {"a": {"\x00": 1}}, "NUL"),
@@ -434,6 +445,11 @@ def test_bad_regexes(pattern: str, fragment: str) -> None:
         ("\\w", "é", False),
         ("\\s", "\u00a0", False),
         ("\\s", "\x0b", True),
+        ("\\s", "\x1c", False),  # str.isspace() says yes; C isspace() says no
+        ("\\s", "\x85", False),
+        ("\\w", "_", True),
+        ("k", "\u212a", False),  # no Unicode case folding (Kelvin sign)
+        ("s", "\u017f", False),  # (long s)
         ("a{2,3}?b", "aaab", True),
         ("\\.\\*\\+\\?\\(\\)\\{\\}\\|\\^\\$\\\\", ".*+?(){}|^$\\", True),
         ("#%&/ ~", "#%&/ ~", True),

@@ -17,7 +17,6 @@ Same input, same params and same seed give the same labels.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +41,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors, kneighbors_graph
 
+from .layout import umap_embedding
 from .params import (
     AgglomerativeParams,
     ClusteringMethod,
@@ -70,24 +70,30 @@ __all__ = [
 NOISE = -1
 
 # --- KMeans vs MiniBatchKMeans ---------------------------------------------------------
-# Exact KMeans up to this many points, MiniBatchKMeans above. Measured on this 2-core box
-# (384-d float32 blobs, 8 centres, KMeans n_init=10; min-max of repeated wall times,
-# the box was shared so the upper ends include contention):
-#       n     KMeans(n_init=10)   MiniBatch (seeded, below)   ARI of both vs truth
-#      5k      0.3 - 0.7 s           0.3 - 0.5 s                 1.00
-#     10k      0.4 - 0.8 s           0.9 - 1.0 s                 1.00
-#     20k      4.4 - 6.5 s           3.6 s (seed = whole set)    1.00
-#     50k      3.9 - 27 s            1.1 - 1.6 s                 1.00
-#    100k      5.3 - 10.5 s          1.2 - 2.5 s                 1.00
-#  (32 centres, 100k: KMeans 80-88 s, MiniBatch 33-43 s, both ARI 0.961.)
-# KMeans time is driven by iteration counts (some k-means++ starts need 40+ Lloyd
-# iterations), which is why 20k can cost more than 50k. Above ~20k MiniBatch wins every
-# time, and a 1M run must stay in minutes, so 20k is the switch.
+# Exact KMeans up to this many points, MiniBatchKMeans above. Measured with run_clustering
+# on this 2-core box, 384-d float32 blobs, one BLAS/OpenMP thread (see below), n_init 10,
+# min-max of 2 runs, ARI against the true blobs:
+#                  8 centres                              32 centres
+#       n     KMeans          MiniBatch (seeded)     KMeans           MiniBatch
+#      5k     0.2 s           0.2 s        1.00      -                -
+#     10k     0.5-0.7 s       0.6 s        1.00      2.6 s   0.961    2.4-2.6 s  0.962
+#     20k     2.8-3.5 s       1.2-1.8 s    1.00      5.2-5.5 s 0.961  2.5-2.6 s  0.969
+#     50k     4.1-6.0 s       0.7-0.8 s    1.00      21-22 s 0.961    2.8-2.9 s  0.964
+#    100k     12-16 s         1.0 s        1.00      39-51 s 0.961    3.6-4.6 s  0.961
+#      1M     -               15 s *       1.00      -                5.8 s *    0.969
+#   (* 1M: two threads, on the loaded box)
+# (KMeans time follows its Lloyd iteration counts, which vary by start.) Up to 20k exact
+# KMeans costs a few seconds and is the reference answer; above it MiniBatch is 4-15x
+# faster at the same ARI, and 1M points stay well under a minute.
+# Threads: with the box shared (load ~4 from other processes), sklearn's two OpenMP
+# threads made KMeans 12x slower than one thread (5k: 2.9 s vs 0.24 s; 20k: 13.1 s vs
+# 1.4 s) as they spin-wait on each other; a shared worker should run the engine under
+# threadpoolctl.threadpool_limits(1) or with OMP_WAIT_POLICY=PASSIVE.
 KMEANS_EXACT_MAX_POINTS = 20_000
-# Plain MiniBatchKMeans (sklearn n_init=3 or 10, batch 4096) merged two of the 8 blobs in
-# most seeds (ARI 0.835-0.84 at 20k-100k): its n_init only re-draws the initial centres and
-# never rescues a bad run. Seeding it with the centres of an exact KMeans(n_init) on a
-# sample fixed that (ARI 1.00 at every size above) for ~0.5 s extra.
+# Plain MiniBatchKMeans (sklearn n_init=3 or 10, batch 4096) merged two of 8 blobs for most
+# seeds (ARI 0.835-0.84 at 20k-100k): its n_init only re-draws the starting centres, then a
+# single noisy descent runs. Starting it from the centres of an exact KMeans(n_init) on a
+# seeded sample fixed that (the table above) for ~0.5 s.
 MINIBATCH_SEED_SAMPLE = 10_000
 MINIBATCH_BATCH_SIZE = 4096
 
@@ -107,6 +113,10 @@ HDBSCAN_REDUCE_ABOVE_DIMS = 50
 HDBSCAN_PCA_DIMS = 50
 HDBSCAN_UMAP_DIMS = 10
 HDBSCAN_UMAP_NEIGHBORS = 15
+# UMAP's own default is 500 epochs below 10k points and 200 above; 200 everywhere is
+# enough to separate clusters and cut 15-20 % off a 2k-point reduction (the layout keeps
+# UMAP's default, which looks better on screen).
+HDBSCAN_UMAP_EPOCHS = 200
 # Below this many points UMAP's neighbour graph means little; PCA alone is used.
 HDBSCAN_UMAP_MIN_POINTS = 100
 
@@ -183,10 +193,9 @@ def run_clustering(
     run = _RUNNERS[method]
     fitted = run(X, p, seed, n_jobs)
     labels = relabel_by_size(fitted.labels)
-    n_clusters = int(labels.max()) + 1 if labels.size else 0
     return ClusteringOutcome(
         labels=labels,
-        n_clusters=max(n_clusters, 0),
+        n_clusters=int(labels.max()) + 1,  # labels are 0..k-1 or -1, so all-noise gives 0
         noise_count=int(np.count_nonzero(labels == NOISE)),
         estimator=fitted.estimator,
         reduction=fitted.reduction,
@@ -379,15 +388,10 @@ def _reduce_for_density(X: np.ndarray, seed: int) -> tuple[np.ndarray, str | Non
     Z = PCA(n_components=dims, random_state=seed).fit_transform(X).astype(np.float32)
     reduction = f"PCA({d}->{dims})"
     if n >= HDBSCAN_UMAP_MIN_POINTS and dims > HDBSCAN_UMAP_DIMS:
-        import umap  # a heavy import (numba), needed only here and in layout
-
-        with warnings.catch_warnings():
-            # UMAP warns that random_state forces one thread; determinism is the point.
-            warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
-            Z = umap.UMAP(
-                n_components=HDBSCAN_UMAP_DIMS, n_neighbors=HDBSCAN_UMAP_NEIGHBORS, min_dist=0.0,
-                metric="euclidean", random_state=seed,
-            ).fit_transform(Z).astype(np.float32)
+        Z = umap_embedding(
+            Z, HDBSCAN_UMAP_DIMS, metric="euclidean", min_dist=0.0, seed=seed,
+            n_neighbors=HDBSCAN_UMAP_NEIGHBORS, n_epochs=HDBSCAN_UMAP_EPOCHS,
+        )
         reduction += f"+UMAP({dims}->{HDBSCAN_UMAP_DIMS})"
     return Z, reduction
 

@@ -1,13 +1,19 @@
 """Executing a cluster, and reading runs back: tasks, executions and their data."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import polars as pl
 from fastapi import APIRouter, Body, Query
 from fastapi.concurrency import run_in_threadpool
 
+from clusterflow.db.schema import executions
+from clusterflow.storage import artifact_key
+
+from clusterflow.messaging import report_status
 from contracts.api import (
+    TERMINAL_STATUSES,
     DynamicValue,
     ErrorResponse,
     ExecuteClusterByIdRequest,
@@ -27,9 +33,11 @@ from contracts.resources import (
     ListExecutionsRequest,
     MemberData,
     Pagination,
+    Visualization,
+    VisualizationPoint,
 )
 from contracts.topics import EXECUTION_REQUESTED
-from clusterflow.db.schema import executions
+from services.clusterer.pipeline import layout
 from services.gateway.deps import CallerDep, GatewayDep, NamespaceDep
 from services.gateway.errors import ApiError, bad_request, not_found
 from services.gateway.validation import check_filters
@@ -249,9 +257,109 @@ def _read_data(store, row: dict, artifacts: dict, body: ExecutionDataRequest) ->
             members = members.filter(pl.col("cluster_id") == body.cluster_id)
         total = members.height
         page = members.slice(body.offset, body.limit)
-        if artifacts.get("coords_key"):
-            coords = store.get_parquet(artifacts["coords_key"])
-            page = page.join(coords, on="document_id", how="left")
+        coords_key = _coords_key(row, artifacts)
+        if artifacts.get("coords_key") or store.exists(coords_key):
+            page = page.join(store.get_parquet(coords_key), on="document_id", how="left")
         result.members = [MemberData.model_validate(r) for r in page.iter_rows(named=True)]
         result.pagination = Pagination(limit=body.limit, offset=body.offset, total=total)
     return result
+
+
+# --- visualization ----------------------------------------------------------------------
+
+_layout_locks: dict[str, asyncio.Lock] = {}
+
+
+@router.get("/v1/clusters/{cluster_id}/executions/{run_id}/visualization", response_model=Visualization)
+async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: NamespaceDep,
+                        offset: int = Query(0, ge=0), limit: int = Query(10_000, ge=1, le=100_000)) -> Visualization:
+    """Per-document coordinates with cluster ids and labels, paged. A run executed with
+    `defer_visualization` gets its layout computed by the first call and stored at the
+    run's deterministic `coords` key, which later calls (and the data endpoint) read."""
+    cluster = await _cluster_or_404(gw, ns, cluster_id)
+    row = await gw.repo.get_execution(ns, cluster["cluster_id"], run_id)
+    if row is None:
+        raise not_found("execution", run_id)
+    artifacts = row.get("artifacts")
+    if not artifacts:
+        raise bad_request(f"run {run_id} has no results yet (status {row['status']})", code="results_not_ready",
+                          status=row["status"])
+    details = row.get("details") or {}
+    n_components = details.get("vis_n_components") or cluster["vis_n_components"]
+    key = _coords_key(row, artifacts)
+    computed = False
+    lock = _layout_locks.setdefault(run_id, asyncio.Lock())
+    async with lock:
+        if not await run_in_threadpool(gw.store.exists, key):
+            await run_in_threadpool(_compute_layout, gw.store, ns, cluster["cluster_id"], run_id, key,
+                                    n_components, details.get("seed", 42))
+            computed = True
+    _layout_locks.pop(run_id, None)
+    labels = {c["cluster_id"]: c.get("label") for c in row.get("centroids") or []}
+    page = await run_in_threadpool(_layout_page, gw.store, artifacts["members_key"], key, offset, limit)
+    total, frame = page
+    return Visualization(
+        run_id=run_id, cluster_id=cluster["cluster_id"], n_components=3 if "z" in frame.columns else 2,
+        computed_now=computed,
+        points=[VisualizationPoint(**r, label=labels.get(r["cluster_id"])) for r in frame.iter_rows(named=True)],
+        pagination=Pagination(limit=limit, offset=offset, total=total),
+    )
+
+
+def _coords_key(row: dict, artifacts: dict) -> str:
+    """Inline layouts name their key; deferred ones live at the run's deterministic key."""
+    return artifacts.get("coords_key") or artifact_key(row["namespace"], row["cluster_id"], row["run_id"], "coords")
+
+
+def _compute_layout(store, namespace: str, cluster_id: str, run_id: str, key: str, n_components: int,
+                    seed: int) -> None:
+    dataset = store.get_parquet(artifact_key(namespace, cluster_id, run_id, "dataset"))
+    coords = layout(dataset["vector"].to_numpy(), n_components, seed)
+    columns = {"document_id": dataset["document_id"], "x": coords[:, 0], "y": coords[:, 1]}
+    if n_components == 3:
+        columns["z"] = coords[:, 2]
+    store.put_parquet(key, pl.DataFrame(columns))
+
+
+def _layout_page(store, members_key: str, coords_key: str, offset: int, limit: int) -> tuple[int, pl.DataFrame]:
+    members = store.get_parquet(members_key, columns=["document_id", "cluster_id"])
+    page = members.slice(offset, limit).join(store.get_parquet(coords_key), on="document_id", how="left")
+    return members.height, page
+
+
+# --- cancellation -----------------------------------------------------------------------
+
+async def _cancel(gw, ns: str, row: dict[str, Any], *, finished_ok: bool) -> TaskResponse:
+    """Ask for the run to end as CANCELED. The projector applies it unless the run ended
+    first (terminal statuses are final); workers stop at their next stage boundary."""
+    status = TaskStatusEnum(row["status"])
+    if status in TERMINAL_STATUSES:
+        if finished_ok and status is TaskStatusEnum.CANCELED:
+            return task_response({**row, "task_type": TaskType.engine_cluster_build.value})
+        raise bad_request(f"run {row['run_id']} already ended {status.value}; only pending or running runs "
+                          "can be canceled", code="run_finished", status=status.value)
+    event = ExecutionRequested(namespace=ns, run_id=row["run_id"], cluster_id=row["cluster_id"],
+                               task_id=row["task_id"])
+    await report_status(gw.publisher, event, service="gateway", status=TaskStatusEnum.CANCELED,
+                        stage="canceled", message="canceled by request", error="canceled by request")
+    return TaskResponse(task_id=row["task_id"], task_type=TaskType.engine_cluster_build,
+                        status=TaskStatusEnum.CANCELED,
+                        additional_data={"cluster_id": row["cluster_id"], "run_id": row["run_id"]})
+
+
+@router.post("/v1/clusters/{cluster_id}/executions/{run_id}/cancel", response_model=TaskResponse)
+async def cancel_execution(cluster_id: str, run_id: str, gw: GatewayDep, ns: NamespaceDep) -> TaskResponse:
+    cluster = await _cluster_or_404(gw, ns, cluster_id)
+    row = await gw.repo.get_execution(ns, cluster["cluster_id"], run_id)
+    if row is None:
+        raise not_found("execution", run_id)
+    return await _cancel(gw, ns, {**row, "namespace": ns}, finished_ok=False)
+
+
+@tasks_router.delete("/{task_id}", response_model=TaskResponse)
+async def kill_task(task_id: str, gw: GatewayDep, ns: NamespaceDep) -> TaskResponse:
+    """Idempotent for a task already canceled; a task that completed or failed is a 400."""
+    row = await gw.repo.get_task(ns, task_id)
+    if row is None:
+        raise not_found("task", task_id)
+    return await _cancel(gw, ns, row, finished_ok=True)

@@ -1,0 +1,139 @@
+"""Benchmark: full-mode runs end to end (execute -> COMPLETED) beside the bare engine
+call on the same data in this process, and the clusterer's peak memory.
+
+    eval "$(deploy/local/servers.sh env)"
+    .venv/bin/python bench/full_mode.py --sizes 10000 100000 [--method kmeans] [--layout]
+
+Documents are loaded straight into Postgres with COPY (setup, not measured); the
+measured path is the service's: REST execute, Kafka, preparer export to S3, clusterer,
+status projector, task polling. "bare" is the same scikit-learn work (the engine's
+clustering, metrics, centroids and distances; plus the UMAP layout with --layout) on
+the same array, timed here in one process. Peak memory is the clusterer process's
+VmHWM (a fresh process per size) beside the dataset's float32 size.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+
+from clusterflow.client import Client
+from clusterflow.db import migrate
+from clusterflow.settings import get_settings
+from clusterflow.stack import Stack
+from services.clusterer import pipeline
+
+DIM = 384
+K = 20
+
+
+def make_data(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(K, DIM))
+    X = centers[rng.integers(0, K, size=n)] + rng.normal(scale=0.5, size=(n, DIM))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X.astype(np.float32)
+
+
+async def load(dsn: str, collection_id: str, X: np.ndarray) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO collections (collection_id, namespace, collection_name, embeddings) "
+            "VALUES ($1, 'bench', $1, $2::jsonb)", collection_id, f'{{"text": {DIM}}}')
+        ids = [f"doc_{i:07d}" for i in range(len(X))]
+        await conn.copy_records_to_table("documents", records=[(collection_id, i, "{}") for i in ids],
+                                         columns=["collection_id", "document_id", "payload"])
+        await conn.copy_records_to_table(
+            "document_vectors", records=[(collection_id, i, "text", X[j].tobytes()) for j, i in enumerate(ids)],
+            columns=["collection_id", "document_id", "embedding_name", "vector"])
+    finally:
+        await conn.close()
+
+
+def peak_rss_mb(pid: int) -> tuple[float, float]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields["VmHWM"].split()[0]) / 1024, int(fields["VmRSS"].split()[0]) / 1024
+
+
+def bare(X: np.ndarray, method: str, params: dict, layout: bool) -> float:
+    t0 = time.perf_counter()
+    outcome = pipeline.cluster(X, method, params, 42)
+    pipeline.summarize(X, outcome.labels, 42)
+    if layout:
+        pipeline.layout(X, 2, 42)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--method", default="kmeans")
+    parser.add_argument("--layout", action="store_true", help="include the UMAP layout (else deferred)")
+    args = parser.parse_args()
+    params = {"n_clusters": K} if args.method == "kmeans" else {"min_cluster_size": 50}
+
+    base = get_settings()
+    dsn_admin = base.database_url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/postgres"
+    db = "clusterflow_bench"
+
+    async def recreate() -> None:
+        conn = await asyncpg.connect(dsn_admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{db}"')
+        await conn.close()
+
+    asyncio.run(recreate())
+    settings = base.model_copy(update={"database_url": base.database_url.rsplit("/", 1)[0] + "/" + db})
+    migrate(settings.database_url)
+    dsn = settings.database_url.replace("+asyncpg", "")
+
+    stack = Stack(settings=settings, log_dir=Path(tempfile.mkdtemp(prefix="bench-logs-")))
+    stack.start()
+    client = Client(stack.url, namespace="bench")
+    rows = []
+    try:
+        # Warm-up run: imports, numba JIT and consumer-group joins are paid once, not per size.
+        for n in [2_000, *args.sizes]:
+            X = make_data(n)
+            collection_id = f"col_bench_{n}"
+            asyncio.run(load(dsn, collection_id, X))
+            stack.kill("services.clusterer")
+            stack.spawn("services.clusterer")
+            time.sleep(8)  # let the fresh clusterer join its group
+            baseline_mb = peak_rss_mb(stack.processes["services.clusterer"].pid)[1]
+            cluster = client.create_cluster(collection_ids=[collection_id], cluster_name=f"bench {n}",
+                                            clustering_method=args.method, algorithm_params=params,
+                                            defer_visualization=not args.layout)
+            t0 = time.perf_counter()
+            task = client.execute(cluster["cluster_id"])
+            done = client.wait(task["task_id"], timeout=3600)
+            service_s = time.perf_counter() - t0
+            assert done["status"] == "COMPLETED", done
+            peak_mb, _ = peak_rss_mb(stack.processes["services.clusterer"].pid)
+            bare_s = bare(X, args.method, params, args.layout)
+            if n == 2_000:
+                continue
+            data_mb = X.nbytes / 2**20
+            rows.append((n, service_s, bare_s, service_s / bare_s, peak_mb, baseline_mb, data_mb))
+    finally:
+        client.close()
+        stack.stop()
+
+    print(f"\nmethod={args.method} dim={DIM} layout={'inline' if args.layout else 'deferred'}")
+    print(f"{'docs':>8} {'service s':>10} {'bare s':>8} {'ratio':>6} {'peak MB':>8} {'idle MB':>8} "
+          f"{'data MB':>8} {'peak/data':>9} {'(peak-idle)/data':>16}")
+    for n, s, b, r, peak, idle, data in rows:
+        print(f"{n:>8} {s:>10.2f} {b:>8.2f} {r:>6.2f} {peak:>8.0f} {idle:>8.0f} {data:>8.0f} "
+              f"{peak / data:>9.2f} {(peak - idle) / data:>16.2f}")
+
+
+if __name__ == "__main__":
+    main()

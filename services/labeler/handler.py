@@ -1,0 +1,377 @@
+"""ExecutionClustered -> cluster labels -> ClustersLabeled, for every run.
+
+The labeler always answers: the status projector completes a run without labels when
+none were asked for and merges the labels when they arrive, so every run gets names.
+
+1. Read the members table; keep each cluster's members nearest the centroid (at most
+   `labeler_members_per_cluster`, `labeler_members_total` over the run), and read the
+   payloads of those members only, from the collections of the run's cluster.
+2. c-TF-IDF keywords for every cluster (cheap): the labels when LLM labeling is off
+   or its provider has no API key, the fallback of any cluster the LLM fails, and a
+   hint in the prompt.
+3. With LLM labeling: representatives (near the centroid and spread across it, by the
+   dataset vectors), the cache looked up, the rest labelled by the provider in batches
+   (`labeling.Conversation`), cached.
+4. Near-duplicate labels are relabelled (the LLM asked again with the taken labels,
+   then the next distinguishing keyword); noise is labelled "Noise".
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clusterflow.idempotency import ProcessedLog
+from clusterflow.messaging import Publisher, report_status
+from clusterflow.storage import artifact_key
+from contracts.api import LLMLabeling, LLMProvider, TaskStatusEnum, provider_for_model
+from contracts.events import ClusterLabel, ClustersLabeled, ExecutionClustered, derived_event_id
+from contracts.topics import EXECUTION_LABELED
+from services.labeler import cache as label_cache
+from services.labeler import ctfidf, dedup, representatives, shape
+from services.labeler.cache import LabelCache
+from services.labeler.dedup import Embedder
+from services.labeler.labeling import Conversation
+from services.labeler.prompts import ClusterBrief
+from services.labeler.providers import LLMClient
+from services.labeler.settings import LabelerSettings
+from services.labeler.sources import DocumentSource, ResultsSource
+from services.labeler.texts import MemberContent, extract, literal_context
+
+SERVICE = "labeler"
+NOISE = representatives.NOISE
+log = logging.getLogger("clusterflow.labeler")
+
+# (provider, model) -> a client, or None when the provider has no API key.
+LLMFactory = Callable[[LLMProvider, str], LLMClient | None]
+
+
+@dataclass
+class Draft:
+    """A cluster's label in the making."""
+
+    cluster_id: str
+    size: int
+    label: str
+    summary: str | None
+    keywords: list[str]
+    source: str  # "llm", "cache" or "ctfidf"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    cache_key: str | None = None
+    settled: bool = False  # made distinct by a keyword: only an exact repeat is a duplicate
+
+    def to_label(self, extra: dict[str, Any]) -> ClusterLabel:
+        return ClusterLabel(cluster_id=self.cluster_id, label=self.label, summary=self.summary,
+                            keywords=self.keywords, metadata={**self.metadata, "labeling": {"source": self.source, **extra}})
+
+
+@dataclass
+class LLMRun:
+    """The LLM side of one run: the conversation and what each cluster showed it."""
+
+    conversation: Conversation
+    briefs: dict[str, ClusterBrief]
+    model: str
+
+
+@dataclass
+class RunStats:
+    clusters: int = 0
+    llm_calls: int = 0
+    cache_hits: int = 0
+    relabeled: int = 0
+    dedup_method: str | None = None
+    seconds: float = 0.0
+
+
+def choose_model(config: LLMLabeling, settings: LabelerSettings) -> tuple[LLMProvider, str]:
+    """The provider and model to call: the run's model, else the provider's default,
+    else the reference's default (Gemini) or the first provider with a key."""
+    if config.model_name is not None:
+        return provider_for_model(config.model_name), config.model_name.value
+    provider = config.provider
+    if provider is None:
+        keyed = [p for p in (LLMProvider.google, LLMProvider.openai, LLMProvider.anthropic) if settings.api_key(p)]
+        provider = keyed[0] if keyed else LLMProvider.google
+    return provider, settings.default_model(provider)
+
+
+@dataclass
+class Labeler:
+    results: ResultsSource
+    documents: DocumentSource
+    publisher: Publisher
+    processed: ProcessedLog
+    cache: LabelCache
+    llm: LLMFactory
+    settings: LabelerSettings = field(default_factory=LabelerSettings)
+    embedder: Embedder | None = None
+    last_stats: RunStats | None = None
+
+    async def handle(self, event: ExecutionClustered) -> None:
+        if await self.processed.seen(SERVICE, event.event_id):
+            return
+        await report_status(self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING,
+                            stage="labeling", progress=0.9, message=f"labeling {event.num_clusters} clusters")
+        labeled, stats = await self.label(event)
+        await report_status(
+            self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING, stage="labeled",
+            progress=0.98,
+            message=(f"labeled {stats.clusters} clusters in {stats.seconds:.2f}s ({stats.llm_calls} LLM calls, "
+                     f"{stats.cache_hits} cached, {len(labeled.llm_labeling_errors)} errors)"),
+        )
+        await self.publisher.publish(EXECUTION_LABELED, labeled)
+        await self.processed.mark(SERVICE, event.event_id)
+
+    async def label(self, event: ExecutionClustered) -> tuple[ClustersLabeled, RunStats]:
+        started = time.perf_counter()
+        config = event.config.llm_labeling
+        flags = config or LLMLabeling()  # the defaults (summary, keywords, dedup) when none was given
+
+        members = await asyncio.to_thread(self.results.members, event.artifacts.members_key)
+        pools = representatives.pools(members, self.settings.labeler_members_per_cluster,
+                                      self.settings.labeler_members_total)
+        noise = int((members["cluster_id"] == NOISE).sum())
+        del members
+        contents = await self._contents(event, pools, config)
+        texts = {p.cluster_id: [contents[i].text for i in p.ids if i in contents] for p in pools}
+        keywords = await asyncio.to_thread(ctfidf.class_tfidf, texts, 10)
+        drafts = self._fallback(pools, contents, keywords, flags)
+
+        stats = RunStats(clusters=len(pools))
+        errors: list[dict[str, Any]] = []
+        client, extra = self._client(event, config) if pools else (None, {})
+        llm_run: LLMRun | None = None
+        try:
+            if client is not None and config is not None:
+                llm_run = await self._llm_labels(event, config, client, pools, contents, keywords, drafts,
+                                                 errors, stats)
+            stats.dedup_method = await self._dedup(drafts, keywords, flags, llm_run, stats)
+        finally:
+            if client is not None:
+                await client.aclose()
+        if llm_run is not None:
+            stats.llm_calls = llm_run.conversation.calls
+            await self._store(config, drafts, llm_run.model)
+
+        labels = [d.to_label(extra) for d in drafts]
+        if noise:
+            labels.append(ClusterLabel(cluster_id=NOISE, label="Noise",
+                                       summary=f"{noise:,} documents not assigned to any cluster",
+                                       keywords=[], metadata={"labeling": {"source": "rule"}}))
+        stats.seconds = time.perf_counter() - started
+        self.last_stats = stats
+        log.info("run %s: labeled %d clusters in %.2fs (%d LLM calls, %d cached, %d errors, dedup %s)",
+                 event.run_id, stats.clusters, stats.seconds, stats.llm_calls, stats.cache_hits, len(errors),
+                 stats.dedup_method)
+        return ClustersLabeled(
+            event_id=derived_event_id(event.run_id, EXECUTION_LABELED.name),
+            namespace=event.namespace, run_id=event.run_id, cluster_id=event.cluster_id, task_id=event.task_id,
+            labels=labels, llm_labeling_errors=errors,
+        ), stats
+
+    async def _contents(self, event: ExecutionClustered, pools: list[representatives.ClusterPool],
+                        config: LLMLabeling | None) -> dict[str, MemberContent]:
+        """The text and media of the pooled members, from their payloads in the run
+        cluster's collections (only the pooled members: never a whole cluster)."""
+        collection_ids = await self.documents.collection_ids(event.namespace, event.cluster_id)
+        wanted = [i for p in pools for i in p.ids]
+        payloads = await self.documents.payloads(collection_ids, wanted)
+        mappings = config.labeling_inputs.input_mappings if config and config.labeling_inputs else None
+        return {i: extract(i, payloads[i], mappings) for i in wanted if i in payloads}
+
+    def _client(self, event: ExecutionClustered, config: LLMLabeling | None
+                ) -> tuple[LLMClient | None, dict[str, Any]]:
+        """The LLM client the run asks for, and what the labels' metadata says of it;
+        no client when labeling is off or the provider has no API key."""
+        if config is None or not config.enabled:
+            return None, {}
+        provider, model = choose_model(config, self.settings)
+        client = self.llm(provider, model)
+        if client is None:
+            env = f"CLUSTERFLOW_{provider.value.upper()}_API_KEY"
+            log.warning("run %s asked for LLM labels from %s, which has no API key (%s): labels come from "
+                        "the documents' text", event.run_id, provider.value, env)
+            return None, {"llm_skipped": f"no API key configured for provider {provider.value} ({env})"}
+        return client, {"provider": provider.value, "model": client.model}
+
+    # ------------------------------------------------------------------ c-TF-IDF
+
+    def _fallback(self, pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+                  keywords: dict[str, ctfidf.Keywords], flags: LLMLabeling) -> list[Draft]:
+        candidates = {p.cluster_id: ctfidf.label_from_keywords(keywords[p.cluster_id].terms) or
+                      f"Cluster {p.cluster_id.removeprefix('cl_')}" for p in pools}
+        unique = ctfidf.unique_labels(candidates, {c: k.terms for c, k in keywords.items()})
+        drafts = []
+        for p in pools:
+            terms = keywords[p.cluster_id].terms
+            central = next((contents[i] for i in p.ids if i in contents and contents[i].title), None)
+            summary = None
+            if flags.include_summary:
+                parts = []
+                if central is not None:
+                    parts.append(f"Most central document: {central.title}")
+                if terms:
+                    parts.append("key terms: " + ", ".join(terms[:5]))
+                summary = "; ".join(parts) or None
+            drafts.append(Draft(cluster_id=p.cluster_id, size=p.size, label=unique[p.cluster_id],
+                                summary=summary, keywords=terms[:8] if flags.include_keywords else [],
+                                source="ctfidf"))
+        return drafts
+
+    # ----------------------------------------------------------------------- LLM
+
+    async def _llm_labels(self, event: ExecutionClustered, config: LLMLabeling, client: LLMClient,
+                          pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+                          keywords: dict[str, ctfidf.Keywords], drafts: list[Draft],
+                          errors: list[dict[str, Any]], stats: RunStats) -> LLMRun:
+        briefs = await self._briefs(event, config, pools, contents, keywords)
+        schema = shape.item_schema(config)
+        by_id = {d.cluster_id: d for d in drafts}
+        fingerprint = label_cache.config_fingerprint(config, provider=client.provider.value, model=client.model)
+        max_len = config.sample_text_max_length
+        for brief in briefs:
+            if brief.samples:
+                by_id[brief.cluster_id].cache_key = label_cache.cache_key(fingerprint, brief.samples, max_len)
+
+        cached: dict[str, dict[str, Any]] = {}
+        if config.cache_ttl_seconds > 0:
+            cached = await self.cache.get_many([d.cache_key for d in drafts if d.cache_key])
+        for draft in drafts:
+            hit = cached.get(draft.cache_key or "")
+            if hit is not None:
+                draft.label, draft.summary = hit["label"], hit.get("summary")
+                draft.keywords, draft.metadata = list(hit.get("keywords") or []), dict(hit.get("metadata") or {})
+                draft.source = "cache"
+                draft.settled = bool(hit.get("settled", False))
+                stats.cache_hits += 1
+
+        conversation = Conversation(
+            client=client, item_schema=schema, sample_max_length=max_len,
+            parameters=dict(config.parameters), custom_prompt=config.custom_prompt,
+            context=literal_context(config),
+            clusters_per_call=self.settings.llm_clusters_per_call,
+            prompt_max_chars=self.settings.llm_prompt_max_chars,
+        )
+        # A cluster with nothing to show (its documents deleted since) keeps its text label.
+        todo = [b for b in briefs if b.samples and by_id[b.cluster_id].source != "cache"]
+        taken = [d.label for d in drafts if d.source == "cache"]
+        outputs, failed = await conversation.label(todo, taken)
+        errors.extend(failed)
+        for cid, output in outputs.items():
+            self._apply(by_id[cid], output, schema, config, keywords[cid].terms)
+        return LLMRun(conversation, {b.cluster_id: b for b in briefs}, client.model)
+
+    async def _briefs(self, event: ExecutionClustered, config: LLMLabeling,
+                      pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+                      keywords: dict[str, ctfidf.Keywords]) -> list[ClusterBrief]:
+        counts = representatives.sample_counts(pools, config.max_samples_per_cluster)
+        # Members with something to show, nearest first.
+        shown = {p.cluster_id: [i for i in p.ids if i in contents and (contents[i].text or contents[i].media)]
+                 for p in pools}
+        vectors: dict[str, Any] = {}
+        if any(len(shown[p.cluster_id]) > counts[p.cluster_id] for p in pools):
+            dataset = artifact_key(event.namespace, event.cluster_id, event.run_id, "dataset")
+            try:
+                vectors = await asyncio.to_thread(self.results.vectors, dataset,
+                                                  [i for ids in shown.values() for i in ids])
+            except Exception as exc:  # noqa: BLE001 - spread is a refinement; nearest-only still works
+                log.warning("run %s: dataset vectors unreadable (%r); representatives are the nearest members",
+                            event.run_id, exc)
+        briefs = []
+        for p in pools:
+            ids = shown[p.cluster_id]
+            matrix = None
+            if ids and all(i in vectors for i in ids):
+                matrix = np.stack([vectors[i] for i in ids])
+            chosen = representatives.select(ids, matrix, counts[p.cluster_id])
+            briefs.append(ClusterBrief(cluster_id=p.cluster_id, size=p.size,
+                                       samples=[contents[i] for i in chosen],
+                                       keywords=keywords[p.cluster_id].terms))
+        return briefs
+
+    @staticmethod
+    def _apply(draft: Draft, output: dict[str, Any], schema: dict[str, Any], config: LLMLabeling,
+               terms: list[str]) -> None:
+        label = shape.label_of(output, schema)
+        if label:
+            draft.label = label
+        if config.include_summary and isinstance(output.get("summary"), str):
+            draft.summary = output["summary"]
+        if config.include_keywords:
+            given = output.get("keywords")
+            if isinstance(given, list) and all(isinstance(k, str) for k in given) and given:
+                draft.keywords = given
+            else:
+                draft.keywords = terms[:8]
+        draft.metadata = dict(output) if config.response_shape is not None else {}
+        draft.source = "llm"
+
+    # --------------------------------------------------------------------- dedup
+
+    async def _dedup(self, drafts: list[Draft], keywords: dict[str, ctfidf.Keywords], flags: LLMLabeling,
+                     llm_run: LLMRun | None, stats: RunStats) -> str | None:
+        """Relabel near-duplicates (drafts are largest cluster first: the larger keeps its label)."""
+        if len(drafts) < 2:
+            return None
+        embedder = self.embedder if (flags.use_embedding_dedup and self.settings.labeler_embedding_model) else None
+        threshold = flags.embedding_similarity_threshold
+        semantic = flags.use_embedding_dedup
+
+        similarity = dedup.Similarity(embedder)  # one per run: label embeddings computed once
+        result = await asyncio.to_thread(dedup.find_duplicates, [d.label for d in drafts], threshold,
+                                         semantic=semantic, similarity=similarity,
+                                         settled=[i for i, d in enumerate(drafts) if d.settled])
+        if not result.duplicates:
+            return result.method
+        stats.relabeled = len(result.duplicates)
+        pending = {d.index for d in result.duplicates}
+
+        if llm_run is not None and not llm_run.conversation.broken:
+            # Ask the LLM again for the duplicates, every kept label forbidden.
+            conversation = llm_run.conversation
+            targets = [llm_run.briefs[drafts[i].cluster_id] for i in sorted(pending)
+                       if drafts[i].cluster_id in llm_run.briefs]
+            kept = [d.label for i, d in enumerate(drafts) if i not in pending]
+            note = "these labels were too close to other clusters' labels: " + "; ".join(
+                f"{drafts[d.index].cluster_id} '{drafts[d.index].label}' ~ '{drafts[d.of].label}'"
+                for d in result.duplicates)
+            outputs = await conversation.relabel(targets, kept, note)
+            for i in sorted(pending):
+                draft = drafts[i]
+                output = outputs.get(draft.cluster_id)
+                new = shape.label_of(output, conversation.item_schema) if output else None
+                if not new:
+                    continue
+                others = [d.label for j, d in enumerate(drafts) if j != i]
+                close = await asyncio.to_thread(dedup.too_close, new, others, threshold, semantic=semantic,
+                                                similarity=similarity)
+                if not close:
+                    draft.label = new
+                    if flags.response_shape is not None and draft.source == "llm":
+                        draft.metadata = dict(output)
+                    pending.discard(i)
+
+        used = {d.label.casefold() for i, d in enumerate(drafts) if i not in pending}
+        for i in sorted(pending):
+            draft = drafts[i]
+            draft.label = ctfidf.disambiguate(draft.label, keywords[draft.cluster_id].terms, used)
+            draft.settled = True
+            used.add(draft.label.casefold())
+        return result.method
+
+    async def _store(self, config: LLMLabeling | None, drafts: list[Draft], model: str) -> None:
+        """Cache the labels the LLM made this run (final, after dedup)."""
+        if config is None or config.cache_ttl_seconds <= 0:
+            return
+        fresh = {d.cache_key: {"label": d.label, "summary": d.summary, "keywords": d.keywords,
+                               "metadata": d.metadata, "settled": d.settled}
+                 for d in drafts if d.source == "llm" and d.cache_key}
+        if fresh:
+            await self.cache.put_many(fresh, model=model, ttl_seconds=config.cache_ttl_seconds)
+

@@ -1,0 +1,366 @@
+"""LLM clients over each provider's own HTTP protocol (httpx, no vendor SDK).
+
+- OpenAI chat completions: `POST {base}/v1/chat/completions`, `Authorization: Bearer`,
+  `response_format: {"type": "json_object"}`; images as `image_url` parts.
+- Google Gemini: `POST {base}/v1beta/models/{model}:generateContent`, `x-goog-api-key`,
+  `generationConfig.responseMimeType: application/json`; images, video and audio as
+  `fileData {mimeType, fileUri}` parts. `gemini-3.1-flash-lite` calls
+  `gemini-2.5-flash-lite` (`resolve_google_model`).
+- Anthropic messages: `POST {base}/v1/messages`, `x-api-key`, `anthropic-version`;
+  images as `{"type": "image", "source": {"type": "url"}}` blocks.
+Media a provider cannot take (video on OpenAI or Anthropic) is sent as its URL in text.
+
+The run's `parameters` are forwarded into the request (OpenAI and Anthropic: as body
+fields; Gemini: into `generationConfig`, camel-cased), with the usual names mapped
+(`max_tokens` <-> `max_output_tokens` / `maxOutputTokens`). `json_output: false` turns
+the JSON mode off.
+
+Retries: 429, 408, 409, 425, 5xx and 529, timeouts and connection errors, with
+exponential backoff (`backoff_s * 2**n`, capped), a 429's `Retry-After` honoured (capped
+at `retry_after_max_s`), at most `max_attempts` tries. Every try is recorded in
+`client.attempts` with the delay slept after it; `sleep` is injectable.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from contracts.api import LLMProvider, resolve_google_model
+from services.labeler.prompts import Prompt, TextPart
+
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class LLMError(Exception):
+    """A call that did not produce a reply."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class LLMRequestError(LLMError):
+    """The provider refused the request (4xx other than 429): retrying will not help."""
+
+
+class LLMUnavailable(LLMError):
+    """Every attempt failed with a transient error (429, 5xx, timeout)."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    outcome: str  # the HTTP status ("200", "429"...) or the exception's name
+    delay: float | None  # seconds slept before the next attempt; None when none followed
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 4
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+    retry_after_max_s: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return max(0.0, min(retry_after, self.retry_after_max_s))
+        return min(self.backoff_s * (2 ** (attempt - 1)), self.backoff_max_s)
+
+
+@dataclass
+class LLMReply:
+    text: str
+    model: str
+    usage: dict[str, Any] = field(default_factory=dict)
+    finish_reason: str | None = None
+
+
+class LLMClient(Protocol):
+    provider: LLMProvider
+    model: str
+    attempts: list[Attempt]
+    supports_media: frozenset[str]
+
+    async def complete(self, prompt: Prompt, parameters: dict[str, Any] | None = None) -> LLMReply: ...
+    async def aclose(self) -> None: ...
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """`Retry-After` (seconds or an HTTP date), or `retry-after-ms`."""
+    ms = response.headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class HTTPLLMClient:
+    """The retrying transport shared by the three providers."""
+
+    provider: LLMProvider
+    supports_media: frozenset[str] = frozenset()
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+        default_max_tokens: int = 4096,
+    ) -> None:
+        self.model = model
+        self.api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self.default_max_tokens = default_max_tokens
+        self.attempts: list[Attempt] = []
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), transport=transport)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def complete(self, prompt: Prompt, parameters: dict[str, Any] | None = None) -> LLMReply:
+        params = dict(parameters or {})
+        json_output = bool(params.pop("json_output", True))
+        url, headers, body = self.request(prompt, params, json_output)
+        return self.parse(await self._post(url, headers, body))
+
+    # Each provider builds its request and reads its response.
+    def request(self, prompt: Prompt, params: dict[str, Any], json_output: bool
+                ) -> tuple[str, dict[str, str], dict[str, Any]]:
+        raise NotImplementedError
+
+    def parse(self, data: dict[str, Any]) -> LLMReply:
+        raise NotImplementedError
+
+    async def _post(self, url: str, headers: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        last: LLMError | None = None
+        for attempt in range(1, self.retry.max_attempts + 1):
+            retry_after: float | None = None
+            try:
+                response = await self.http.post(url, headers=headers, json=body)
+            except httpx.TimeoutException as exc:
+                outcome, last = "timeout", LLMUnavailable(f"{self.provider.value}: timed out ({type(exc).__name__})")
+            except httpx.TransportError as exc:
+                outcome, last = type(exc).__name__, LLMUnavailable(f"{self.provider.value}: {type(exc).__name__}: {exc}")
+            else:
+                outcome = str(response.status_code)
+                if response.status_code < 300:
+                    self.attempts.append(Attempt(attempt, outcome, None))
+                    try:
+                        return response.json()
+                    except ValueError as exc:
+                        raise LLMError(f"{self.provider.value}: the response is not JSON",
+                                       status=response.status_code, body=response.text[:500]) from exc
+                message = _error_message(response)
+                if response.status_code not in RETRY_STATUSES:
+                    self.attempts.append(Attempt(attempt, outcome, None))
+                    raise LLMRequestError(f"{self.provider.value} refused the request "
+                                          f"(HTTP {response.status_code}): {message}",
+                                          status=response.status_code, body=response.text[:500])
+                retry_after = retry_after_seconds(response)
+                last = LLMUnavailable(f"{self.provider.value}: HTTP {response.status_code}: {message}",
+                                      status=response.status_code, body=response.text[:500])
+            if attempt == self.retry.max_attempts:
+                self.attempts.append(Attempt(attempt, outcome, None))
+                break
+            delay = self.retry.delay(attempt, retry_after)
+            self.attempts.append(Attempt(attempt, outcome, delay))
+            await self.sleep(delay)
+        assert last is not None
+        raise LLMUnavailable(f"{last} (gave up after {self.retry.max_attempts} attempts)",
+                             status=last.status, body=last.body)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:300]
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error)[:300]
+    return str(error or data)[:300]
+
+
+# ------------------------------------------------------------------------- OpenAI
+
+class OpenAIClient(HTTPLLMClient):
+    provider = LLMProvider.openai
+    supports_media = frozenset({"image"})
+
+    def request(self, prompt, params, json_output):
+        content: list[dict[str, Any]] = []
+        for part in prompt.parts:
+            if isinstance(part, TextPart):
+                content.append({"type": "text", "text": part.text})
+            elif part.media.kind in self.supports_media:
+                content.append({"type": "image_url", "image_url": {"url": part.media.url}})
+            else:
+                content.append({"type": "text", "text": f"[{part.media.kind}: {part.media.url}]\n"})
+        user: str | list[dict[str, Any]] = content
+        if all(c["type"] == "text" for c in content):
+            user = "".join(c["text"] for c in content)
+        if "max_output_tokens" in params:
+            params.setdefault("max_tokens", params.pop("max_output_tokens"))
+        if self.model.startswith(("o1", "o3", "o4")) and "max_tokens" in params:
+            params.setdefault("max_completion_tokens", params.pop("max_tokens"))  # reasoning models
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "system", "content": prompt.system}, {"role": "user", "content": user}],
+        }
+        # JSON mode needs the word "JSON" in the messages (a custom prompt may lack it).
+        if json_output and "json" in (prompt.system + prompt.text).lower():
+            body["response_format"] = {"type": "json_object"}
+        body.update(params)
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        return f"{self.base_url}/v1/chat/completions", headers, body
+
+    def parse(self, data):
+        try:
+            choice = data["choices"][0]
+            message = choice["message"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise LLMError(f"openai: unexpected response layout: {str(data)[:300]}") from exc
+        if message.get("refusal"):
+            raise LLMError(f"openai refused: {message['refusal']}")
+        content = message.get("content") or ""
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return LLMReply(text=content, model=data.get("model", self.model), usage=data.get("usage") or {},
+                        finish_reason=choice.get("finish_reason"))
+
+
+# ------------------------------------------------------------------------- Gemini
+
+_GEMINI_RENAMES = {"max_tokens": "maxOutputTokens", "max_output_tokens": "maxOutputTokens",
+                   "top_k": "topK", "top_p": "topP", "stop": "stopSequences",
+                   "stop_sequences": "stopSequences", "candidate_count": "candidateCount",
+                   "presence_penalty": "presencePenalty", "frequency_penalty": "frequencyPenalty",
+                   "response_mime_type": "responseMimeType", "seed": "seed"}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+class GeminiClient(HTTPLLMClient):
+    provider = LLMProvider.google
+    supports_media = frozenset({"image", "video", "audio"})
+
+    def __init__(self, *, model: str, **kwargs: Any) -> None:
+        super().__init__(model=resolve_google_model(model).value, **kwargs)
+
+    def request(self, prompt, params, json_output):
+        parts: list[dict[str, Any]] = []
+        for part in prompt.parts:
+            if isinstance(part, TextPart):
+                parts.append({"text": part.text})
+            else:
+                parts.append({"fileData": {"mimeType": part.media.mime_type, "fileUri": part.media.url}})
+        config: dict[str, Any] = {}
+        if json_output:
+            config["responseMimeType"] = "application/json"
+        extra: dict[str, Any] = {}
+        for key, value in params.items():
+            if key in ("safety_settings", "safetySettings", "tools", "tool_config", "toolConfig"):
+                extra[_camel(key)] = value  # request-level fields, not generation settings
+            else:
+                config[_GEMINI_RENAMES.get(key, _camel(key))] = value
+        body: dict[str, Any] = {
+            "systemInstruction": {"parts": [{"text": prompt.system}]},
+            "contents": [{"role": "user", "parts": parts}],
+            "generationConfig": config,
+            **extra,
+        }
+        headers = {"x-goog-api-key": self.api_key}
+        return f"{self.base_url}/v1beta/models/{self.model}:generateContent", headers, body
+
+    def parse(self, data):
+        feedback = data.get("promptFeedback") or {}
+        candidates = data.get("candidates") or []
+        if not candidates:
+            reason = feedback.get("blockReason") or "no candidates"
+            raise LLMError(f"google returned no answer ({reason})")
+        candidate = candidates[0]
+        parts = (candidate.get("content") or {}).get("parts") or []
+        text = "".join(p.get("text", "") for p in parts if isinstance(p, dict) and not p.get("thought"))
+        return LLMReply(text=text, model=data.get("modelVersion", self.model),
+                        usage=data.get("usageMetadata") or {}, finish_reason=candidate.get("finishReason"))
+
+
+# ---------------------------------------------------------------------- Anthropic
+
+class AnthropicClient(HTTPLLMClient):
+    provider = LLMProvider.anthropic
+    supports_media = frozenset({"image"})
+
+    def __init__(self, *, version: str = "2023-06-01", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.version = version
+
+    def request(self, prompt, params, json_output):
+        content: list[dict[str, Any]] = []
+        for part in prompt.parts:
+            if isinstance(part, TextPart):
+                content.append({"type": "text", "text": part.text})
+            elif part.media.kind in self.supports_media:
+                content.append({"type": "image", "source": {"type": "url", "url": part.media.url}})
+            else:
+                content.append({"type": "text", "text": f"[{part.media.kind}: {part.media.url}]\n"})
+        if "max_output_tokens" in params:
+            params.setdefault("max_tokens", params.pop("max_output_tokens"))
+        if "stop" in params:
+            params.setdefault("stop_sequences", params.pop("stop"))
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": params.pop("max_tokens", self.default_max_tokens),
+            "system": prompt.system,
+            "messages": [{"role": "user", "content": content}],
+        }
+        body.update(params)
+        headers = {"x-api-key": self.api_key, "anthropic-version": self.version}
+        return f"{self.base_url}/v1/messages", headers, body
+
+    def parse(self, data):
+        blocks = data.get("content")
+        if not isinstance(blocks, list):
+            raise LLMError(f"anthropic: unexpected response layout: {str(data)[:300]}")
+        text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+        return LLMReply(text=text, model=data.get("model", self.model), usage=data.get("usage") or {},
+                        finish_reason=data.get("stop_reason"))
+
+
+CLIENTS: dict[LLMProvider, type[HTTPLLMClient]] = {
+    LLMProvider.openai: OpenAIClient,
+    LLMProvider.google: GeminiClient,
+    LLMProvider.anthropic: AnthropicClient,
+}

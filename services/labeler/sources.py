@@ -1,0 +1,96 @@
+"""The labeler's read ports and their adapters: run results in S3, payloads in Postgres.
+
+Only what labeling needs is read: the members table (three small columns), the vectors
+of the candidate representatives (a streaming scan of the dataset parquet, never the
+whole matrix in memory), and the payloads of those candidates.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+from sqlalchemy import ARRAY, String, any_, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from clusterflow.db.schema import clusters, documents
+from clusterflow.storage import ObjectStore, S3ObjectStore
+
+MEMBER_COLUMNS = ["document_id", "cluster_id", "distance_to_centroid"]
+
+
+class ResultsSource(Protocol):
+    def members(self, key: str) -> pl.DataFrame: ...
+    def vectors(self, key: str, ids: Iterable[str]) -> dict[str, np.ndarray]: ...
+
+
+class DocumentSource(Protocol):
+    async def collection_ids(self, namespace: str, cluster_id: str) -> list[str]: ...
+    async def payloads(self, collection_ids: Sequence[str], document_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+
+class ObjectStoreResults:
+    """Results read through the object store port (scanned from a file when it is S3)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def members(self, key: str) -> pl.DataFrame:
+        return self.store.get_parquet(key, columns=MEMBER_COLUMNS)
+
+    def vectors(self, key: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
+        wanted = sorted(set(ids))
+        if not wanted or not self.store.exists(key):
+            return {}
+        if isinstance(self.store, S3ObjectStore):
+            # To a temporary file, then a streaming scan: the dataset (1M x 768 float32
+            # is 3 GB) is never held in memory, only the rows asked for.
+            fd, path = tempfile.mkstemp(suffix=".parquet", prefix="labeler-")
+            os.close(fd)
+            try:
+                self.store.client.fget_object(bucket_name=self.store.bucket, object_name=key, file_path=path)
+                frame = (pl.scan_parquet(path).select("document_id", "vector")
+                         .filter(pl.col("document_id").is_in(wanted)).collect(engine="streaming"))
+            finally:
+                os.unlink(path)
+        else:
+            frame = self.store.get_parquet(key, columns=["document_id", "vector"])
+            frame = frame.filter(pl.col("document_id").is_in(wanted))
+        if frame.height == 0:
+            return {}
+        matrix = np.asarray(frame["vector"].to_numpy(), dtype=np.float32)
+        return dict(zip(frame["document_id"].to_list(), matrix))
+
+
+class PostgresPayloads:
+    def __init__(self, engine: AsyncEngine, batch: int = 5_000) -> None:
+        self.engine = engine
+        self.batch = batch
+
+    async def collection_ids(self, namespace: str, cluster_id: str) -> list[str]:
+        async with self.engine.connect() as conn:
+            found = await conn.scalar(select(clusters.c.collection_ids).where(
+                clusters.c.cluster_id == cluster_id, clusters.c.namespace == namespace))
+        return list(found or [])
+
+    async def payloads(self, collection_ids: Sequence[str], document_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not collection_ids or not document_ids:
+            return {}
+        rank = {c: i for i, c in enumerate(collection_ids)}
+        query = (select(documents.c.collection_id, documents.c.document_id, documents.c.payload)
+                 .where(documents.c.collection_id == any_(bindparam("cids", type_=ARRAY(String))),
+                        documents.c.document_id == any_(bindparam("dids", type_=ARRAY(String)))))
+        best: dict[str, tuple[int, dict[str, Any]]] = {}
+        ids = list(dict.fromkeys(document_ids))
+        async with self.engine.connect() as conn:
+            for start in range(0, len(ids), self.batch):
+                rows = await conn.execute(query, {"cids": list(collection_ids), "dids": ids[start:start + self.batch]})
+                for collection_id, document_id, payload in rows:
+                    # The same id in two collections: the cluster's first collection wins.
+                    r = rank.get(collection_id, len(rank))
+                    if document_id not in best or r < best[document_id][0]:
+                        best[document_id] = (r, payload or {})
+        return {k: v for k, (_, v) in best.items()}

@@ -1,0 +1,1 @@
+"""Test helpers shared by the tiers: stand-ins for outside services, fakes for ports."""
