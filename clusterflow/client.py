@@ -29,13 +29,20 @@ def _describe(body: Any) -> str:
 
 class Client:
     def __init__(self, base_url: str, *, api_key: str | None = None, namespace: str | None = None,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
         headers = {}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         if namespace:
             headers["X-Namespace"] = namespace
-        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+        # `transport`: tests pass an httpx.MockTransport; None is the real network.
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self.http.close()
@@ -54,6 +61,9 @@ class Client:
     def create_collection(self, name: str, embeddings: dict[str, int], **extra: Any) -> dict:
         return self._call("POST", "/v1/collections", json={"collection_name": name, "embeddings": embeddings, **extra})
 
+    def list_collections(self, limit: int = 50, offset: int = 0) -> dict:
+        return self._call("GET", "/v1/collections", params={"limit": limit, "offset": offset})
+
     def get_collection(self, collection_id: str) -> dict:
         return self._call("GET", f"/v1/collections/{collection_id}")
 
@@ -66,6 +76,12 @@ class Client:
     # clusters and runs
     def create_cluster(self, **body: Any) -> dict:
         return self._call("POST", "/v1/clusters", json=body)
+
+    def list_clusters(self, limit: int = 50, offset: int = 0, **body: Any) -> dict:
+        return self._call("POST", "/v1/clusters/list", params={"limit": limit, "offset": offset}, json=body or None)
+
+    def get_document(self, collection_id: str, document_id: str) -> dict:
+        return self._call("GET", f"/v1/collections/{collection_id}/documents/{document_id}")
 
     def get_cluster(self, cluster_id: str) -> dict:
         return self._call("GET", f"/v1/clusters/{cluster_id}")
@@ -80,9 +96,18 @@ class Client:
         suffix = f"/{run_id}" if run_id else ""
         return self._call("GET", f"/v1/clusters/{cluster_id}/executions{suffix}")
 
-    def wait(self, task_id: str, *, timeout: float = 1800, on_update: Callable[[dict], None] | None = None) -> dict:
-        """Poll until the task ends, backing off from 0.25 s to 2 s."""
-        deadline, delay = time.monotonic() + timeout, 0.25
+    def execution_data(self, cluster_id: str, run_id: str, **body: Any) -> dict:
+        """One page of `POST .../executions/{run_id}/data` (body: ExecutionDataRequest fields)."""
+        return self._call("POST", f"/v1/clusters/{cluster_id}/executions/{run_id}/data", json=body)
+
+    def points(self, cluster_id: str, run_id: str) -> dict:
+        """A run's layout as columns (the web view's endpoint)."""
+        return self._call("GET", f"/v1/clusters/{cluster_id}/executions/{run_id}/points")
+
+    def wait(self, task_id: str, *, timeout: float = 1800, on_update: Callable[[dict], None] | None = None,
+             interval: float = 0.25, max_interval: float = 2.0) -> dict:
+        """Poll until the task ends, backing off from `interval` (0.25 s) to `max_interval` (2 s)."""
+        deadline, delay = time.monotonic() + timeout, interval
         while True:
             task = self.task(task_id)
             if on_update:
@@ -92,15 +117,23 @@ class Client:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"task {task_id} still {task['status']} after {timeout:.0f}s")
             time.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+            delay = min(delay * 1.5, max_interval)
 
     def members(self, cluster_id: str, run_id: str, page_size: int = 5000) -> Iterator[dict]:
+        for page in self.member_pages(cluster_id, run_id, page_size):
+            yield from page
+
+    def member_pages(self, cluster_id: str, run_id: str, page_size: int = 5000,
+                     on_total: Callable[[int], None] | None = None) -> Iterator[list[dict]]:
+        """The run's members page by page; `on_total` hears the total after the first page."""
         offset = 0
         while True:
-            page = self._call("POST", f"/v1/clusters/{cluster_id}/executions/{run_id}/data",
-                              json={"include_centroids": False, "include_members": True,
-                                    "offset": offset, "limit": page_size})
-            yield from page["members"]
+            page = self.execution_data(cluster_id, run_id, include_centroids=False, include_members=True,
+                                       offset=offset, limit=page_size)
+            total = page["pagination"]["total"]
+            if offset == 0 and on_total:
+                on_total(total)
+            yield page["members"] or []
             offset += page_size
-            if offset >= page["pagination"]["total"]:
+            if offset >= total or not page["members"]:
                 return

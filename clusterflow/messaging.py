@@ -46,8 +46,9 @@ class Publisher(Protocol):
 
 
 class KafkaPublisher:
-    def __init__(self, broker: KafkaBroker) -> None:
+    def __init__(self, broker: KafkaBroker, prefix: str = "") -> None:
         self.broker = broker
+        self.prefix = prefix
 
     async def publish(self, topic: Topic, event: BaseModel, key: str | None = None) -> None:
         if not isinstance(event, topic.event):
@@ -55,7 +56,7 @@ class KafkaPublisher:
         key = key if key is not None else str(getattr(event, topic.key))
         await self.broker.publish(
             event.model_dump_json().encode(),
-            topic=topic.name,
+            topic=self.prefix + topic.name,
             key=key.encode(),
             headers={"event_type": getattr(event, "event_type", type(event).__name__)},
         )
@@ -74,15 +75,15 @@ def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
     )
 
 
-async def ensure_topics(bootstrap: str, topics: tuple[Topic, ...] = ALL_TOPICS) -> None:
+async def ensure_topics(bootstrap: str, topics: tuple[Topic, ...] = ALL_TOPICS, prefix: str = "") -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name=t.name, num_partitions=t.partitions, replication_factor=1)
+            NewTopic(name=prefix + t.name, num_partitions=t.partitions, replication_factor=1)
             for t in topics
-            if t.name not in existing
+            if prefix + t.name not in existing
         ]
         if missing:
             try:
@@ -150,7 +151,7 @@ class Consumer:
 
     def attach(self, broker: KafkaBroker) -> None:
         @broker.subscriber(
-            self.topic.name,
+            self.settings.topic_prefix + self.topic.name,
             group_id=self.group_id,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK,

@@ -15,6 +15,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLUSTERFLOW_", extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:19092"
+    # Prepended to every topic name (contracts/topics.py holds the names): lets several
+    # deployments, or test sessions, share one Kafka cluster without seeing each other.
+    topic_prefix: str = ""
     database_url: str = "postgresql+asyncpg://clusterflow:clusterflow@127.0.0.1:15432/clusterflow"
     s3_endpoint: str = "127.0.0.1:18333"
     s3_access_key: str = "clusterflow"

@@ -8,4 +8,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_venv
+# The web view's e2e test screenshots the page in headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null; then
+  echo "installing Debian's chromium for the web view test" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 "$PY" -m pytest -p no:cacheprovider "$@"

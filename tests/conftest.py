@@ -64,7 +64,8 @@ def settings(server_env: dict[str, str]) -> Settings:
     asyncio.run(_admin(admin_url, drop, f'CREATE DATABASE "{db_name}"'))
     url = base.database_url.rsplit("/", 1)[0] + "/" + db_name
     migrate(url)
-    settings = base.model_copy(update={"database_url": url})
+    # Topics of its own: sessions sharing the servers never consume each other's runs.
+    settings = base.model_copy(update={"database_url": url, "topic_prefix": f"{db_name}."})
     yield settings
     asyncio.run(_admin(admin_url, drop))
 

@@ -17,7 +17,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
     settings = settings or get_settings()
     broker = make_broker(settings, client_id="clusterflow-clusterer")
     engine = make_engine(settings.database_url, pool_size=2)
-    publisher = KafkaPublisher(broker)
+    publisher = KafkaPublisher(broker, settings.topic_prefix)
     clusterer = Clusterer(
         store=S3ObjectStore.from_settings(settings), publisher=publisher, processed=PostgresProcessedLog(engine),
         runs=PostgresRunState(engine),
@@ -29,7 +29,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
 
     @app.on_startup
     async def _topics() -> None:
-        await ensure_topics(settings.kafka_bootstrap)
+        await ensure_topics(settings.kafka_bootstrap, prefix=settings.topic_prefix)
 
     @app.after_shutdown
     async def _close() -> None:

@@ -16,6 +16,7 @@ from contracts.api import ErrorResponse, HTTPValidationError
 from services.gateway import errors
 from services.gateway.deps import Gateway
 from services.gateway.repository import GatewayRepository
+from services.gateway import web
 from services.gateway.routes import clusters, collections, runs
 
 
@@ -27,10 +28,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url)
         broker = make_broker(settings, client_id="clusterflow-gateway")
         store = S3ObjectStore.from_settings(settings)
-        await ensure_topics(settings.kafka_bootstrap)
+        await ensure_topics(settings.kafka_bootstrap, prefix=settings.topic_prefix)
         await broker.connect()
         app.state.gateway = Gateway(
-            settings=settings, repo=GatewayRepository(engine), publisher=KafkaPublisher(broker), store=store,
+            settings=settings, repo=GatewayRepository(engine),
+            publisher=KafkaPublisher(broker, settings.topic_prefix), store=store,
         )
         try:
             yield
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(runs.router)
     app.include_router(runs.tasks_router)
+    app.include_router(web.router)
 
     @app.get("/health", tags=["Operations"])
     async def health() -> dict:

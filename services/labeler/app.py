@@ -57,7 +57,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
         settings = LabelerSettings(**settings.model_dump())
     broker = make_broker(settings, client_id="clusterflow-labeler")
     engine = make_engine(settings.database_url, pool_size=2)
-    publisher = KafkaPublisher(broker)
+    publisher = KafkaPublisher(broker, settings.topic_prefix)
     labeler = Labeler(
         results=ObjectStoreResults(S3ObjectStore.from_settings(settings)),
         documents=PostgresPayloads(engine),
@@ -75,7 +75,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
 
     @app.on_startup
     async def _topics() -> None:
-        await ensure_topics(settings.kafka_bootstrap)
+        await ensure_topics(settings.kafka_bootstrap, prefix=settings.topic_prefix)
 
     @app.after_shutdown
     async def _close() -> None:

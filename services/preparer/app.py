@@ -18,7 +18,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
     settings = settings or get_settings()
     broker = make_broker(settings, client_id="clusterflow-preparer")
     engine = make_engine(settings.database_url)
-    publisher = KafkaPublisher(broker)
+    publisher = KafkaPublisher(broker, settings.topic_prefix)
     preparer = Preparer(
         documents=PostgresDocuments(engine),
         store=S3ObjectStore.from_settings(settings),
@@ -33,7 +33,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
 
     @app.on_startup
     async def _topics() -> None:
-        await ensure_topics(settings.kafka_bootstrap)
+        await ensure_topics(settings.kafka_bootstrap, prefix=settings.topic_prefix)
 
     @app.after_shutdown
     async def _close() -> None:

@@ -21,7 +21,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
     broker = make_broker(settings, client_id="clusterflow-status")
     engine = make_engine(settings.database_url)
     store = ReadModelStore(engine)
-    publisher = KafkaPublisher(broker)
+    publisher = KafkaPublisher(broker, settings.topic_prefix)
 
     async def handle(event) -> None:
         await store.project(event)
@@ -34,7 +34,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
 
     @app.on_startup
     async def _topics() -> None:
-        await ensure_topics(settings.kafka_bootstrap)
+        await ensure_topics(settings.kafka_bootstrap, prefix=settings.topic_prefix)
 
     @app.after_shutdown
     async def _close() -> None:

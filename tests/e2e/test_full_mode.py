@@ -181,7 +181,7 @@ def test_a_run_published_straight_to_kafka_appears_like_any_other(api, stack, co
         broker = make_broker(settings, client_id="e2e-external")
         await broker.connect()
         try:
-            await KafkaPublisher(broker).publish(EXECUTION_REQUESTED, ExecutionRequested(
+            await KafkaPublisher(broker, settings.topic_prefix).publish(EXECUTION_REQUESTED, ExecutionRequested(
                 namespace="e2e", run_id=run_id, cluster_id=cluster_id, task_id=task_id))
         finally:
             await broker.stop()

@@ -190,7 +190,8 @@ async def test_the_labeler_consumes_an_event_from_kafka_through_the_consumer(wor
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name=topic.name, num_partitions=1, replication_factor=1)])
+        await admin.create_topics([NewTopic(name=settings.topic_prefix + topic.name, num_partitions=1,
+                                            replication_factor=1)])
     finally:
         await admin.close()
 
@@ -205,7 +206,7 @@ async def test_the_labeler_consumes_an_event_from_kafka_through_the_consumer(wor
     event = _event(world, run, _write_run(world, run))
     await broker.start()
     try:
-        await KafkaPublisher(broker).publish(topic, event)
+        await KafkaPublisher(broker, settings.topic_prefix).publish(topic, event)
         for _ in range(300):
             if outputs.on(EXECUTION_LABELED):
                 break

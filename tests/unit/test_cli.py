@@ -1,0 +1,358 @@
+"""The `clusterflow` CLI against a fake API (httpx.MockTransport): no servers."""
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from clusterflow import cli, client
+
+DIM = 3
+
+
+class FakeApi:
+    """Just enough of the gateway: records every request, answers from small tables."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.upserts: list[dict] = []
+        self.collections = {"col_1": {"collection_id": "col_1", "namespace": "ns", "collection_name": "docs",
+                                      "embeddings": {"text": DIM}, "metadata": {}, "document_count": 0,
+                                      "created_at": "2025-01-01T00:00:00Z"}}
+        self.task_states = [("PENDING", None, 0.0), ("IN_PROGRESS", "clustering", 0.4),
+                            ("IN_PROGRESS", "layout", 0.8), ("COMPLETED", "completed", 1.0)]
+        self.task_error: str | None = None
+        self.polls = 0
+        self.members = [{"document_id": f"d{i}", "cluster_id": f"cl_{i % 3}", "distance_to_centroid": i / 10,
+                         "x": float(i), "y": -float(i), "z": None} for i in range(25)]
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path, method = request.url.path, request.method
+        body = json.loads(request.content) if request.content else None
+        if method == "GET" and path == "/v1/collections":
+            return self.ok({"results": list(self.collections.values()),
+                            "pagination": {"limit": 100, "offset": 0, "total": len(self.collections)}})
+        if method == "POST" and path == "/v1/collections":
+            if body["collection_name"] == "taken":
+                return self.error(409, "A collection named 'taken' already exists")
+            row = {**self.collections["col_1"], "collection_id": "col_2", "collection_name": body["collection_name"],
+                   "embeddings": body["embeddings"]}
+            return self.ok(row)
+        if m := re.fullmatch(r"/v1/collections/([^/]+)", path):
+            found = [c for c in self.collections.values() if m[1] in (c["collection_id"], c["collection_name"])]
+            return self.ok(found[0]) if found else self.error(404, "Collection not found")
+        if m := re.fullmatch(r"/v1/collections/([^/]+)/documents", path):
+            docs = body["documents"]
+            bad = [i for i, d in enumerate(docs) if len(d["embeddings"]["text"]) != DIM]
+            if bad:
+                return httpx.Response(422, json={"detail": [
+                    {"loc": ["body", "documents", i, "embeddings", "text"],
+                     "msg": f"dimension mismatch: expected {DIM}", "type": "value_error"} for i in bad]})
+            self.upserts.append(body)
+            return self.ok({"collection_id": m[1], "upserted": len(docs)})
+        if method == "POST" and path == "/v1/clusters":
+            return self.ok({"cluster_id": "clust_1", "cluster_name": body["cluster_name"],
+                            "clustering_method": body["clustering_method"],
+                            "algorithm_params": body["algorithm_params"], "embedding_name": "text",
+                            "collection_ids": body["collection_ids"]})
+        if method == "POST" and path == "/v1/clusters/clust_1/execute":
+            return self.ok({"task_id": "task_1", "task_type": "engine_cluster_build", "status": "PENDING",
+                            "additional_data": {"cluster_id": "clust_1", "run_id": "run_1", "progress": 0.0},
+                            "queue_position": 1})
+        if re.fullmatch(r"/v1/clusters/[^/]+/execute", path):
+            return self.error(404, "Cluster not found")
+        if path == "/v1/tasks/task_1":
+            status, stage, progress = self.task_states[min(self.polls, len(self.task_states) - 1)]
+            self.polls += 1
+            return self.ok({"task_id": "task_1", "task_type": "engine_cluster_build", "status": status,
+                            "additional_data": {"run_id": "run_1", "cluster_id": "clust_1", "stage": stage,
+                                                "progress": progress},
+                            "outputs": [{"num_clusters": 3}] if status == "COMPLETED" else None,
+                            "error": self.task_error if status == "FAILED" else None})
+        if path.startswith("/v1/tasks/"):
+            return self.error(404, "Task not found")
+        if path in ("/v1/clusters/clust_1/executions", "/v1/clusters/clust_1/executions/run_1"):
+            return self.ok({"run_id": "run_1", "cluster_id": "clust_1", "task_id": "task_1", "status": "COMPLETED",
+                            "clustering_method": "kmeans", "num_clusters": 2, "num_points": 25, "noise_count": 5,
+                            "metrics": {"silhouette_score": 0.4567, "davies_bouldin_index": 0.8,
+                                        "calinski_harabasz_score": 120.0},
+                            "centroids": [
+                                {"cluster_id": "cl_-1", "num_members": 5, "keywords": []},
+                                {"cluster_id": "cl_1", "num_members": 8, "label": "Space probes",
+                                 "keywords": ["orbit", "probe"]},
+                                {"cluster_id": "cl_0", "num_members": 12, "label": "Medieval history",
+                                 "keywords": ["king", "castle", "siege"]}]})
+        if path == "/v1/clusters/clust_1/executions/run_1/data":
+            page = self.members[body["offset"]:body["offset"] + body["limit"]]
+            return self.ok({"run_id": "run_1", "cluster_id": "clust_1", "members": page, "centroids": None,
+                            "pagination": {"limit": body["limit"], "offset": body["offset"],
+                                           "total": len(self.members)}})
+        if path.startswith("/v1/clusters/"):
+            return self.error(404, "Cluster not found")
+        return self.error(404, "Not Found")
+
+    @staticmethod
+    def ok(body: dict) -> httpx.Response:
+        return httpx.Response(200, json=body)
+
+    @staticmethod
+    def error(status: int, message: str) -> httpx.Response:
+        return httpx.Response(status, json={"success": False, "status": status,
+                                            "error": {"message": message, "type": "Error"}})
+
+
+@pytest.fixture
+def fake() -> FakeApi:
+    return FakeApi()
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch):
+    monkeypatch.setattr(client.time, "sleep", lambda s: None)
+
+
+def run(fake: FakeApi, *args: str, env: dict | None = None):
+    return CliRunner().invoke(cli.app, ["--namespace", "ns", *args], obj={"transport": httpx.MockTransport(fake)},
+                              env=env)
+
+
+def vectors(n: int) -> list[list[float]]:
+    return [[i + 0.5, -i * 1.0, 0.25] for i in range(n)]
+
+
+# --- ingest -----------------------------------------------------------------------------
+
+def _expected_batches(fake: FakeApi, n: int, batch: int) -> None:
+    sizes = [len(u["documents"]) for u in fake.upserts]
+    assert sizes == [batch] * (n // batch) + ([n % batch] if n % batch else [])
+    docs = [d for u in fake.upserts for d in u["documents"]]
+    assert [d["document_id"] for d in docs] == [f"doc-{i}" for i in range(n)]
+    assert docs[3]["embeddings"] == {"text": [3.5, -3.0, 0.25]}
+    assert docs[3]["payload"] == {"title": "title 3", "year": 2003, "score": 0.75}
+    upserts = [r for r in fake.requests if r.url.path.endswith("/documents")]
+    assert all(r.url.path == "/v1/collections/col_1/documents" for r in upserts)
+    assert all(r.headers["X-Namespace"] == "ns" for r in fake.requests)
+
+
+def _frame(n: int) -> pl.DataFrame:
+    return pl.DataFrame({"document_id": [f"doc-{i}" for i in range(n)], "title": [f"title {i}" for i in range(n)],
+                         "year": [2000 + i for i in range(n)], "score": [0.75] * n,
+                         "embedding": vectors(n)})
+
+
+def test_ingest_parquet_in_batches(fake, tmp_path):
+    path = tmp_path / "docs.parquet"
+    _frame(23).with_columns(pl.col("embedding").cast(pl.Array(pl.Float32, DIM))).write_parquet(path)
+    result = run(fake, "ingest", "docs", str(path), "--batch-size", "10")
+    assert result.exit_code == 0, result.output
+    _expected_batches(fake, 23, 10)
+    assert "upserted 23 documents into col_1" in result.stdout
+
+
+def test_ingest_csv_with_json_encoded_vectors(fake, tmp_path):
+    path = tmp_path / "docs.csv"
+    frame = _frame(12)
+    frame.with_columns(pl.Series("embedding", [json.dumps(v) for v in vectors(12)])).write_csv(path)
+    result = run(fake, "ingest", "col_1", str(path), "--batch-size", "5")
+    assert result.exit_code == 0, result.output
+    _expected_batches(fake, 12, 5)
+
+
+def test_ingest_jsonl_with_other_column_names(fake, tmp_path):
+    path = tmp_path / "docs.jsonl"
+    rows = [{"id": f"doc-{i}", "vec": v, "title": f"title {i}", "year": 2000 + i, "score": 0.75}
+            for i, v in enumerate(vectors(7))]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    result = run(fake, "ingest", "docs", str(path), "--id-column", "id", "--embedding-column", "vec",
+                 "--batch-size", "3")
+    assert result.exit_code == 0, result.output
+    _expected_batches(fake, 7, 3)
+
+
+def test_ingest_missing_column_is_a_usage_error(fake, tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text(json.dumps({"document_id": "a", "vector": [1, 2, 3]}) + "\n")
+    result = run(fake, "ingest", "docs", str(path))
+    assert result.exit_code == 2
+    assert "no column 'embedding'" in result.output
+    assert fake.upserts == []
+
+
+def test_ingest_unknown_extension_is_a_usage_error(fake, tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text("x")
+    result = run(fake, "ingest", "docs", str(path))
+    assert result.exit_code == 2 and "--format" in result.output
+
+
+def test_ingest_422_names_the_batch_in_one_line(fake, tmp_path):
+    path = tmp_path / "docs.jsonl"
+    rows = [{"document_id": f"d{i}", "embedding": [1.0, 2.0, 3.0] if i < 4 else [1.0, 2.0]} for i in range(6)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    result = run(fake, "ingest", "docs", str(path), "--batch-size", "4")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: batch 2 (rows 5-6; 4 documents were stored before it): HTTP 422")
+    assert "body.documents.0.embeddings.text: dimension mismatch" in lines[0]
+    assert len(fake.upserts) == 1
+
+
+def test_ingest_bad_vector_names_the_row(fake, tmp_path):
+    path = tmp_path / "docs.csv"
+    path.write_text('document_id,embedding\na,"[1,2,3]"\nb,not-a-list\n')
+    result = run(fake, "ingest", "docs", str(path))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: docs.csv: row 2: embedding is not a JSON list of numbers "
+                                     "(0 documents were stored before it)")
+
+
+# --- errors -----------------------------------------------------------------------------
+
+def test_api_404_is_one_line_and_exit_1(fake):
+    result = run(fake, "execute", "clust_nope")
+    assert result.exit_code == 1
+    assert result.stderr == "error: HTTP 404: Cluster not found\n"
+    assert result.stdout == ""
+
+
+def test_409_on_create(fake):
+    result = run(fake, "collections", "create", "taken", "--embedding", "text=3")
+    assert result.exit_code == 1
+    assert result.stderr == "error: HTTP 409: A collection named 'taken' already exists\n"
+
+
+def test_unreachable_server_is_one_line():
+    def refuse(request):
+        raise httpx.ConnectError("Connection refused", request=request)
+
+    result = CliRunner().invoke(cli.app, ["--url", "http://127.0.0.1:9", "task", "t"],
+                                obj={"transport": httpx.MockTransport(refuse)})
+    assert result.exit_code == 1
+    assert result.stderr == "error: cannot reach http://127.0.0.1:9: Connection refused\n"
+
+
+def test_many_422_details_are_summarised():
+    exc = client.ApiError(422, {"detail": [{"loc": ["body", "x", i], "msg": "bad", "type": "t"} for i in range(9)]})
+    text = cli.describe(exc)
+    assert text == "HTTP 422: invalid request: body.x.0: bad; body.x.1: bad; body.x.2: bad (and 6 more)"
+
+
+def test_bad_embedding_option_is_a_usage_error(fake):
+    result = run(fake, "collections", "create", "docs2", "--embedding", "text")
+    assert result.exit_code == 2 and "NAME=VALUE" in result.output
+
+
+# --- commands ---------------------------------------------------------------------------
+
+def test_collections_create_and_list(fake):
+    result = run(fake, "collections", "create", "docs2", "--embedding", "text=384", "-e", "image=512", "--json")
+    assert result.exit_code == 0, result.output
+    sent = json.loads(fake.requests[-1].content)
+    assert sent == {"collection_name": "docs2", "embeddings": {"text": 384, "image": 512}}
+    assert json.loads(result.stdout)["collection_id"] == "col_2"
+    result = run(fake, "collections", "list")
+    assert result.exit_code == 0 and "col_1" in result.stdout and "text=3" in result.stdout
+
+
+def test_clusters_create_parses_params_as_json(fake):
+    result = run(fake, "clusters", "create", "--collection", "docs", "--name", "topics", "--method", "hdbscan",
+                 "--param", "min_cluster_size=50", "--param", "metric=euclidean", "--param", "eps=0.5",
+                 "--param", 'weights=[1, 2]', "--param", "flag=true", "--sample-size", "100")
+    assert result.exit_code == 0, result.output
+    sent = json.loads(fake.requests[-1].content)
+    assert sent["algorithm_params"] == {"min_cluster_size": 50, "metric": "euclidean", "eps": 0.5,
+                                        "weights": [1, 2], "flag": True}
+    assert sent["collection_ids"] == ["col_1"] and sent["clustering_method"] == "hdbscan"
+    assert sent["sample_size"] == 100 and sent["vis_n_components"] == 2
+    assert "created cluster clust_1" in result.stdout
+
+
+def test_execute_without_wait_prints_the_task(fake):
+    result = run(fake, "execute", "clust_1", "--sample-size", "10", "--vis-n-components", "3",
+                 "--defer-visualization")
+    assert result.exit_code == 0, result.output
+    assert json.loads(fake.requests[-1].content) == {"sample_size": 10, "vis_n_components": 3,
+                                                     "defer_visualization": True}
+    assert "task_1" in result.stdout and "run_1" in result.stdout
+    assert fake.polls == 0
+
+
+def test_execute_wait_polls_until_terminal(fake):
+    result = run(fake, "execute", "clust_1", "--wait")
+    assert result.exit_code == 0, result.output
+    assert fake.polls == len(fake.task_states)
+    assert "run run_1 completed: 3 clusters" in result.stdout
+    assert "/v1/clusters/clust_1/executions/run_1/view?namespace=ns" in result.stdout
+
+
+def test_execute_wait_exits_1_when_the_run_fails(fake):
+    fake.task_states = [("IN_PROGRESS", "clustering", 0.3), ("FAILED", "failed", 0.3)]
+    fake.task_error = "n_clusters=5000 exceeds the 25 documents"
+    result = run(fake, "execute", "clust_1", "--wait")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == \
+        "error: run run_1 ended FAILED: n_clusters=5000 exceeds the 25 documents"
+    assert fake.polls == 2
+
+
+def test_results_table(fake):
+    result = run(fake, "results", "clust_1")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "silhouette 0.457" in text and "Medieval history" in text and "king, castle, siege" in text
+    assert text.index("cl_0") < text.index("cl_1") < text.index("cl_-1 (noise)")
+    assert fake.requests[-1].url.path == "/v1/clusters/clust_1/executions"
+    run(fake, "results", "clust_1", "run_1")
+    assert fake.requests[-1].url.path == "/v1/clusters/clust_1/executions/run_1"
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_export_pages_through_data(fake, tmp_path, suffix):
+    out = tmp_path / f"members.{suffix}"
+    result = run(fake, "export", "clust_1", "run_1", str(out), "--page-size", "10")
+    assert result.exit_code == 0, result.output
+    frame = pl.read_parquet(out) if suffix == "parquet" else pl.read_csv(out)
+    assert frame.columns == ["document_id", "cluster_id", "distance_to_centroid", "x", "y", "z"]
+    assert frame.height == 25 and frame["document_id"].to_list() == [f"d{i}" for i in range(25)]
+    offsets = [json.loads(r.content)["offset"] for r in fake.requests if r.url.path.endswith("/data")]
+    assert offsets == [0, 10, 20]
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_export_refuses_other_formats(fake, tmp_path):
+    result = run(fake, "export", "clust_1", "run_1", str(tmp_path / "out.xlsx"))
+    assert result.exit_code == 2
+
+
+def test_task_and_env_options(fake):
+    result = CliRunner().invoke(cli.app, ["task", "task_1"], obj={"transport": httpx.MockTransport(fake)},
+                                env={"CLUSTERFLOW_NAMESPACE": "from-env", "CLUSTERFLOW_API_KEY": "sekret",
+                                     "CLUSTERFLOW_URL": "http://gateway.example:8000"})
+    assert result.exit_code == 0, result.output
+    request = fake.requests[-1]
+    assert request.headers["X-Namespace"] == "from-env"
+    assert request.headers["Authorization"] == "Bearer sekret"
+    assert str(request.url) == "http://gateway.example:8000/v1/tasks/task_1"
+    assert "PENDING" in result.stdout and "run_1" in result.stdout
+
+
+def test_jsonable_payload_values():
+    from datetime import date, datetime
+    from decimal import Decimal
+
+    assert cli.jsonable({"d": date(2024, 1, 2), "t": datetime(2024, 1, 2, 3, 4), "n": float("nan"),
+                         "x": Decimal("1.5"), "l": [1, None]}) == \
+        {"d": "2024-01-02", "t": "2024-01-02T03:04:00", "n": None, "x": 1.5, "l": [1, None]}
+
+
+def test_help_lists_the_commands():
+    result = CliRunner().invoke(cli.app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("collections", "ingest", "clusters", "execute", "results", "export", "task"):
+        assert command in result.stdout

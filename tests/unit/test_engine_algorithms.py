@@ -1,0 +1,179 @@
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+import services.clusterer.engine.algorithms as algorithms
+from services.clusterer.engine import relabel_by_size, run_clustering
+
+# Well-separated blobs give spectral clustering a disconnected affinity graph, by design.
+pytestmark = pytest.mark.filterwarnings("ignore:Graph is not fully connected")
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny inputs gain nothing from threads, and on a shared box sklearn's OpenMP threads
+    # made KMeans ~12x slower than one thread (see algorithms.py).
+    with threadpool_limits(1):
+        yield
+
+
+# Five well-separated centres in 4-d: the known k for the "auto" tests.
+FIVE_CENTRES = 10.0 * np.vstack([np.eye(4), -np.ones((1, 4))])
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(n_samples=300, n_features=5, centers=4, cluster_std=0.5, random_state=0)
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def five_blobs():
+    X, y = make_blobs(n_samples=400, centers=FIVE_CENTRES, cluster_std=1.0, random_state=3)
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def blobs_384():
+    # Embedding-sized: 2,000 points in 384-d, 6 clusters.
+    X, y = make_blobs(n_samples=2_000, n_features=384, centers=6, cluster_std=4.0, center_box=(-3, 3), random_state=0)
+    return X.astype(np.float32), y
+
+
+SEPARABLE = {
+    "kmeans": ({"n_clusters": 4}, "KMeans"),
+    "dbscan": ({"eps": 1.0}, "DBSCAN"),
+    "hdbscan": ({}, "HDBSCAN"),
+    "agglomerative": ({"n_clusters": 4}, "AgglomerativeClustering"),
+    "spectral": ({"n_clusters": 4}, "SpectralClustering"),
+    "gaussian_mixture": ({"n_components": 4}, "GaussianMixture"),
+    "mean_shift": ({"bandwidth": 2.0}, "MeanShift"),
+    "optics": ({"min_samples": 10}, "OPTICS"),
+}
+
+
+@pytest.mark.parametrize("method", sorted(SEPARABLE))
+def test_each_method_recovers_separated_blobs(blobs, method):
+    X, y = blobs
+    params, estimator = SEPARABLE[method]
+    outcome = run_clustering(X, method, params, seed=7)
+    assert outcome.estimator == estimator
+    assert outcome.n_clusters == 4
+    assert adjusted_rand_score(y, outcome.labels) >= 0.9
+    assert outcome.labels.dtype == np.int32 and outcome.labels.shape == (len(X),)
+    assert outcome.noise_count == int((outcome.labels == -1).sum())
+    assert outcome.seconds > 0
+
+
+@pytest.mark.parametrize("method", sorted(SEPARABLE))
+def test_same_input_and_seed_give_the_same_labels(blobs, method):
+    X, _ = blobs
+    params, _ = SEPARABLE[method]
+    first = run_clustering(X, method, params, seed=3).labels
+    second = run_clustering(X.copy(), method, params, seed=3).labels
+    np.testing.assert_array_equal(first, second)
+
+
+def test_labels_are_numbered_by_size_with_noise_kept(blobs):
+    X, _ = blobs
+    labels = run_clustering(X, "dbscan", {"eps": 0.6, "min_samples": 8}).labels
+    sizes = np.bincount(labels[labels >= 0])
+    assert list(sizes) == sorted(sizes, reverse=True)
+    assert (labels >= -1).all()
+
+
+def test_relabel_by_size_orders_by_size_then_first_appearance():
+    raw = np.array([7, 3, 3, -5, 9, 9, 7, -1, 9])
+    np.testing.assert_array_equal(relabel_by_size(raw), [1, 2, 2, -1, 0, 0, 1, -1, 0])
+    np.testing.assert_array_equal(relabel_by_size(np.array([-1, -1])), [-1, -1])
+
+
+def test_mean_shift_has_no_noise_and_records_the_estimated_bandwidth(blobs):
+    X, _ = blobs
+    outcome = run_clustering(X, "mean_shift", {})
+    assert outcome.noise_count == 0
+    assert outcome.params["bandwidth"] > 0
+
+
+def test_kmeans_at_384_dims(blobs_384):
+    X, y = blobs_384
+    outcome = run_clustering(X, "kmeans", {"n_clusters": 6})
+    assert outcome.estimator == "KMeans" and outcome.reduction is None
+    assert adjusted_rand_score(y, outcome.labels) >= 0.9
+
+
+def test_large_inputs_switch_to_a_well_seeded_minibatch(blobs_384, monkeypatch):
+    X, y = blobs_384
+    monkeypatch.setattr(algorithms, "KMEANS_EXACT_MAX_POINTS", 500)
+    monkeypatch.setattr(algorithms, "MINIBATCH_SEED_SAMPLE", 400)
+    outcome = run_clustering(X, "kmeans", {"n_clusters": 6})
+    assert outcome.estimator == "MiniBatchKMeans"
+    assert adjusted_rand_score(y, outcome.labels) >= 0.9
+    np.testing.assert_array_equal(outcome.labels, run_clustering(X, "kmeans", {"n_clusters": 6}).labels)
+
+
+def test_hdbscan_at_384_dims_reduces_first(blobs_384):
+    X, y = blobs_384
+    outcome = run_clustering(X, "hdbscan", {"min_cluster_size": 20}, seed=1)
+    assert outcome.reduction == "PCA(384->50)+UMAP(50->10)"
+    assert outcome.params["min_samples"] == 20  # None resolves to min_cluster_size
+    assert adjusted_rand_score(y, outcome.labels) >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "criterion"),
+    [
+        ("kmeans", "n_clusters", "silhouette"),
+        ("agglomerative", "n_clusters", "silhouette"),
+        ("spectral", "n_clusters", "silhouette"),
+        ("gaussian_mixture", "n_components", "bic"),
+    ],
+)
+def test_auto_finds_the_known_number_of_clusters(five_blobs, method, key, criterion):
+    X, y = five_blobs
+    outcome = run_clustering(X, method, {key: "auto"})
+    assert outcome.auto_k is not None and outcome.auto_k.criterion == criterion
+    assert outcome.auto_k.chosen == 5 == outcome.n_clusters == outcome.params[key]
+    assert min(outcome.auto_k.scores) == (1 if criterion == "bic" else 2)
+    assert max(outcome.auto_k.scores) == 20
+    assert adjusted_rand_score(y, outcome.labels) >= 0.9
+
+
+def test_agglomerative_distance_threshold_cuts_the_tree(five_blobs):
+    X, _ = five_blobs
+    outcome = run_clustering(X, "agglomerative", {"distance_threshold": 50.0})
+    assert outcome.n_clusters == 5
+    assert outcome.params["n_clusters"] is None
+
+
+@pytest.mark.parametrize(
+    ("X", "method", "params", "message"),
+    [
+        (np.zeros((1, 3)), "kmeans", {}, "at least 2 points (got 1)"),
+        (np.zeros(5), "kmeans", {}, "must be a 2-D array"),
+        (np.array([[0.0, 1.0], [np.nan, 1.0], [2.0, 2.0]]), "kmeans", {"n_clusters": 2}, "1 embedding(s) contain NaN"),
+        (np.eye(5), "kmeans", {"n_clusters": 6}, "algorithm_params.n_clusters (6) exceeds the number of points (5)"),
+        (np.eye(5), "gaussian_mixture", {"n_components": 6}, "algorithm_params.n_components (6) exceeds"),
+        (np.eye(5), "agglomerative", {"n_clusters": 6}, "algorithm_params.n_clusters (6) exceeds"),
+        (np.eye(5), "spectral", {"n_clusters": 5}, "needs more points (5) than algorithm_params.n_clusters (5)"),
+        (np.eye(5), "spectral", {"n_clusters": 2, "affinity": "nearest_neighbors"}, "n_neighbors (10) must be below"),
+        (np.eye(4), "hdbscan", {"min_cluster_size": 5}, "min_cluster_size (5) exceeds the number of points (4)"),
+        (np.eye(4), "optics", {}, "min_samples (5) exceeds the number of points (4)"),
+        (np.eye(2), "kmeans", {"n_clusters": "auto"}, '"auto" needs at least 3 points'),
+        (np.eye(3), "kmeans", {"n_clusters": 1}, "algorithm_params.n_clusters: must be an integer >= 2"),
+        (np.eye(3), "birch", {}, "unknown clustering_method 'birch'"),
+        (np.zeros((10_001, 2)), "spectral", {}, "spectral clusters at most 10,000 points per run (got 10,001)"),
+    ],
+)
+def test_impossible_requests_raise_a_clear_value_error(X, method, params, message):
+    with pytest.raises(ValueError) as caught:
+        run_clustering(X, method, params)
+    assert message in str(caught.value)
+
+
+def test_dbscan_refuses_an_eps_that_would_exhaust_memory(blobs, monkeypatch):
+    X, _ = blobs
+    monkeypatch.setattr(algorithms, "DBSCAN_MAX_NEIGHBOR_PAIRS", 10_000)
+    with pytest.raises(ValueError, match=r"algorithm_params.eps=100.0 is too large .* lower eps"):
+        run_clustering(X, "dbscan", {"eps": 100.0})

@@ -1,0 +1,74 @@
+"""UMAP layouts. The first UMAP call in a process pays numba's JIT compile (see layout.py),
+so the inputs here are small and each path is run once per module."""
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+from sklearn.datasets import make_blobs
+
+from services.clusterer.engine import project
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:umap")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny inputs gain nothing from threads, and on a shared box sklearn's OpenMP threads
+    # made KMeans ~12x slower than one thread (see algorithms.py).
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def embeddings():
+    X, _ = make_blobs(n_samples=300, n_features=32, centers=3, random_state=0)
+    return X.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def layout_2d(embeddings):
+    return project(embeddings, 2, seed=1)
+
+
+@pytest.fixture(scope="module")
+def sampled_layout(embeddings):
+    progress: list[float] = []
+    coords = project(embeddings, 3, seed=1, fit_sample=120, chunk_size=100, on_progress=progress.append)
+    return coords, progress
+
+
+def test_two_dimensional_layout(embeddings, layout_2d):
+    assert layout_2d.shape == (len(embeddings), 2)
+    assert layout_2d.dtype == np.float32
+    assert np.isfinite(layout_2d).all()
+
+
+def test_layout_is_reproducible(embeddings, layout_2d):
+    np.testing.assert_array_equal(project(embeddings, 2, seed=1), layout_2d)
+
+
+def test_fit_on_a_sample_then_transform_the_rest_in_chunks(embeddings, sampled_layout):
+    coords, progress = sampled_layout
+    assert coords.shape == (len(embeddings), 3)
+    assert coords.dtype == np.float32 and np.isfinite(coords).all()
+    assert coords[:, 2].std() > 0  # the third axis is really used
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    assert len(progress) == 1 + 2  # the fit, then 180 transformed points in chunks of 100
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 15])
+@pytest.mark.parametrize("n_components", [2, 3])
+def test_tiny_inputs_fall_back_without_crashing(n, n_components):
+    X = np.random.default_rng(n).normal(size=(n, 384)).astype(np.float32)
+    coords = project(X, n_components)
+    assert coords.shape == (n, n_components) and coords.dtype == np.float32
+    assert np.isfinite(coords).all()
+
+
+def test_identical_points_fall_back_to_zeros():
+    np.testing.assert_array_equal(project(np.ones((4, 8)), 2), np.zeros((4, 2), np.float32))
+
+
+def test_only_two_or_three_components():
+    with pytest.raises(ValueError, match="vis_n_components must be 2 or 3"):
+        project(np.ones((30, 4)), 4)

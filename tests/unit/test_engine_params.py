@@ -1,0 +1,146 @@
+import pytest
+from pydantic import ValidationError
+
+from services.clusterer.engine.params import (
+    MAX_POINTS,
+    PARAMS_MODELS,
+    SPECTRAL_RBF_MAX_POINTS,
+    ClusteringMethod,
+    cap_for,
+    validate_params,
+)
+
+DEFAULTS = {
+    "kmeans": dict(n_clusters=8, max_iter=300, n_init=10, tol=1e-4, init="k-means++", random_state=42),
+    "dbscan": dict(eps=0.5, min_samples=5, metric="euclidean"),
+    "hdbscan": dict(
+        min_cluster_size=5, min_samples=None, cluster_selection_epsilon=0.0, max_cluster_size=None,
+        cluster_selection_method="eom", allow_single_cluster=False,
+    ),
+    "agglomerative": dict(n_clusters=2, linkage="ward", distance_threshold=None),
+    "spectral": dict(n_clusters=8, affinity="rbf", n_neighbors=10, assign_labels="kmeans", random_state=42),
+    "gaussian_mixture": dict(n_components=1, covariance_type="full", random_state=42),
+    "mean_shift": dict(bandwidth=None, bin_seeding=False),
+    "optics": dict(min_samples=5, max_eps=None, cluster_method="xi", xi=0.05, eps=None),
+}
+
+
+def test_the_eight_methods_are_the_enum_and_all_have_models_and_caps():
+    names = {m.value for m in ClusteringMethod}
+    assert names == set(DEFAULTS)
+    assert set(PARAMS_MODELS) == set(MAX_POINTS) == set(ClusteringMethod)
+
+
+@pytest.mark.parametrize("method", sorted(DEFAULTS))
+def test_defaults_follow_the_reference(method):
+    assert validate_params(method, {}).model_dump() == DEFAULTS[method]
+    assert validate_params(ClusteringMethod(method), None).model_dump() == DEFAULTS[method]
+
+
+REJECTIONS = [
+    ("kmeans", {"n_clusters": 1}, 'algorithm_params.n_clusters: must be an integer >= 2 or "auto" (got 1)'),
+    ("kmeans", {"n_clusters": "many"}, "algorithm_params.n_clusters: must be an integer >= 2"),
+    ("kmeans", {"n_clusters": True}, "algorithm_params.n_clusters: must be an integer >= 2"),
+    ("kmeans", {"n_clusters": 4.0}, "algorithm_params.n_clusters: must be an integer >= 2"),
+    ("kmeans", {"max_iter": 0}, "algorithm_params.max_iter: must be >= 1 (got 0)"),
+    ("kmeans", {"n_init": 0}, "algorithm_params.n_init: must be >= 1 (got 0)"),
+    ("kmeans", {"n_init": 101}, "algorithm_params.n_init: must be <= 100 (got 101)"),
+    ("kmeans", {"tol": -0.1}, "algorithm_params.tol: must be >= 0"),
+    ("kmeans", {"init": "k-means||"}, "algorithm_params.init: must be one of 'k-means++' or 'random'"),
+    ("kmeans", {"random_state": -1}, "algorithm_params.random_state: must be >= 0 (got -1)"),
+    ("kmeans", {"random_state": None}, "algorithm_params.random_state: must be an integer (got None)"),
+    ("kmeans", {"max_iter": "300"}, "algorithm_params.max_iter: must be an integer (got '300')"),
+    ("dbscan", {"eps": 0}, "algorithm_params.eps: must be > 0"),
+    ("dbscan", {"min_samples": 0}, "algorithm_params.min_samples: must be >= 1 (got 0)"),
+    ("dbscan", {"metric": "l3"}, "algorithm_params.metric: must be one of 'euclidean', 'cosine' or 'manhattan'"),
+    ("hdbscan", {"min_cluster_size": 1}, "algorithm_params.min_cluster_size: must be >= 2 (got 1)"),
+    ("hdbscan", {"min_samples": 0}, "algorithm_params.min_samples: must be >= 1 (got 0)"),
+    ("hdbscan", {"cluster_selection_epsilon": -1.0}, "algorithm_params.cluster_selection_epsilon: must be >= 0"),
+    ("hdbscan", {"max_cluster_size": 1}, "algorithm_params.max_cluster_size: must be >= 2 (got 1)"),
+    ("hdbscan", {"min_cluster_size": 10, "max_cluster_size": 5}, "max_cluster_size (5) must be >= min_cluster_size (10)"),
+    ("hdbscan", {"cluster_selection_method": "tree"}, "algorithm_params.cluster_selection_method: must be one of 'eom' or 'leaf'"),
+    ("hdbscan", {"allow_single_cluster": "yes"}, "algorithm_params.allow_single_cluster: must be true or false"),
+    ("agglomerative", {"n_clusters": 1}, "algorithm_params.n_clusters: must be an integer >= 2 or \"auto\" or null"),
+    ("agglomerative", {"linkage": "centroid"}, "algorithm_params.linkage: must be one of 'ward', 'complete', 'average' or 'single'"),
+    ("agglomerative", {"n_clusters": None, "distance_threshold": 0}, "algorithm_params.distance_threshold: must be > 0"),
+    ("agglomerative", {"n_clusters": 3, "distance_threshold": 1.5}, "give exactly one of n_clusters and distance_threshold"),
+    ("agglomerative", {"n_clusters": None}, "give exactly one of n_clusters and distance_threshold"),
+    ("spectral", {"n_clusters": 1}, "algorithm_params.n_clusters: must be an integer >= 2"),
+    ("spectral", {"affinity": "cosine"}, "algorithm_params.affinity: must be one of 'rbf' or 'nearest_neighbors'"),
+    ("spectral", {"n_neighbors": 1}, "algorithm_params.n_neighbors: must be >= 2 (got 1)"),
+    ("spectral", {"assign_labels": "cluster_qr"}, "algorithm_params.assign_labels: must be one of 'kmeans' or 'discretize'"),
+    ("gaussian_mixture", {"n_components": 0}, 'algorithm_params.n_components: must be an integer >= 1 or "auto" (got 0)'),
+    ("gaussian_mixture", {"covariance_type": "banded"}, "algorithm_params.covariance_type: must be one of 'full', 'tied', 'diag' or 'spherical'"),
+    ("mean_shift", {"bandwidth": 0}, "algorithm_params.bandwidth: must be > 0"),
+    ("mean_shift", {"bin_seeding": 1}, "algorithm_params.bin_seeding: must be true or false (got 1)"),
+    ("optics", {"min_samples": 1}, "algorithm_params.min_samples: must be >= 2 (got 1)"),
+    ("optics", {"max_eps": 0}, "algorithm_params.max_eps: must be > 0"),
+    ("optics", {"cluster_method": "hdbscan"}, "algorithm_params.cluster_method: must be one of 'xi' or 'dbscan'"),
+    ("optics", {"xi": 1.5}, "algorithm_params.xi: must be <= 1"),
+    ("optics", {"xi": -0.1}, "algorithm_params.xi: must be >= 0"),
+    ("optics", {"cluster_method": "dbscan"}, 'cluster_method "dbscan" needs eps (or a finite max_eps)'),
+    ("optics", {"cluster_method": "dbscan", "eps": 2.0, "max_eps": 1.0}, "eps (2.0) must be <= max_eps (1.0)"),
+]
+
+
+@pytest.mark.parametrize(("method", "params", "message"), REJECTIONS)
+def test_out_of_range_values_are_rejected_with_the_parameter_and_its_range(method, params, message):
+    with pytest.raises(ValueError) as caught:
+        validate_params(method, params)
+    assert message in str(caught.value)
+    assert not isinstance(caught.value, ValidationError)  # callers see one plain ValueError
+
+
+def test_every_bad_parameter_is_reported_at_once():
+    with pytest.raises(ValueError) as caught:
+        validate_params("kmeans", {"n_clusters": 0, "init": "x"})
+    assert "algorithm_params.n_clusters" in str(caught.value)
+    assert "algorithm_params.init" in str(caught.value)
+
+
+def test_unknown_parameter_is_rejected_listing_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"algorithm_params\.n_cluster: unknown parameter; KMeansParams accepts: n_clusters, max_iter"):
+        validate_params("kmeans", {"n_cluster": 3})
+
+
+def test_unknown_method_is_rejected_listing_the_known_ones():
+    with pytest.raises(ValueError, match="unknown clustering_method 'birch'; use one of: kmeans, dbscan, hdbscan"):
+        validate_params("birch", {})
+
+
+def test_params_must_be_an_object():
+    with pytest.raises(ValueError, match="algorithm_params must be an object"):
+        validate_params("kmeans", [1, 2])  # type: ignore[arg-type]
+
+
+def test_auto_and_explicit_choices_are_accepted():
+    assert validate_params("kmeans", {"n_clusters": "auto"}).n_clusters == "auto"
+    assert validate_params("spectral", {"n_clusters": "auto", "affinity": "nearest_neighbors"}).n_clusters == "auto"
+    assert validate_params("gaussian_mixture", {"n_components": "auto"}).n_components == "auto"
+    assert validate_params("agglomerative", {"n_clusters": "auto", "linkage": "average"}).n_clusters == "auto"
+    assert validate_params("optics", {"cluster_method": "dbscan", "eps": 0.5}).eps == 0.5
+    assert validate_params("dbscan", {"eps": 1}).eps == 1.0  # a JSON integer is a fine number
+
+
+def test_a_distance_threshold_alone_clears_the_default_n_clusters():
+    p = validate_params("agglomerative", {"distance_threshold": 2.5})
+    assert (p.n_clusters, p.distance_threshold) == (None, 2.5)
+
+
+def test_validated_params_are_frozen_and_pass_through():
+    p = validate_params("kmeans", {"n_clusters": 3})
+    with pytest.raises(ValidationError):
+        p.n_clusters = 4
+    assert validate_params("kmeans", p) is p
+
+
+def test_sampling_caps():
+    assert cap_for("kmeans") == 1_000_000
+    for method in ("hdbscan", "spectral", "agglomerative", "dbscan", "optics", "mean_shift"):
+        assert cap_for(method) == 50_000
+    assert cap_for("gaussian_mixture") == 200_000
+    assert cap_for("spectral", {"affinity": "rbf"}) == SPECTRAL_RBF_MAX_POINTS
+    assert cap_for("spectral", validate_params("spectral", {})) == SPECTRAL_RBF_MAX_POINTS
+    assert cap_for("spectral", {"affinity": "nearest_neighbors"}) == 50_000
+    with pytest.raises(ValueError, match="unknown clustering_method"):
+        cap_for("birch")
