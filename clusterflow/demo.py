@@ -18,11 +18,12 @@ from sklearn.metrics import adjusted_rand_score
 
 from clusterflow.client import Client
 from clusterflow.db import migrate
+from clusterflow.keys import create_key
 from clusterflow.settings import get_settings
 from clusterflow.stack import Stack
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample_documents.parquet"
-console = Console()
+console = Console(width=max(Console().width, 120))
 
 
 def load_sample(client: Client, frame: pl.DataFrame, name: str) -> str:
@@ -57,7 +58,11 @@ def run(method: str, n_clusters: int | None) -> int:
     stack = Stack(settings=settings, log_dir=log_dir)
     console.print(f"[bold]starting the services[/] (logs in {log_dir})")
     stack.start()
-    client = Client(stack.url, namespace="demo")
+    # The gateway requires an API key (CLUSTERFLOW_AUTH_REQUIRED): the demo makes its own,
+    # for the namespace "demo", straight in the database (what `python -m clusterflow.keys
+    # create --namespace demo` does).
+    api_key = create_key(settings.database_url, ["demo"], name="demo") if settings.auth_required else None
+    client = Client(stack.url, namespace="demo", api_key=api_key)
     try:
         name = f"sample-{time.strftime('%Y%m%d-%H%M%S')}"
         collection_id = load_sample(client, frame, name)
@@ -85,8 +90,18 @@ def run(method: str, n_clusters: int | None) -> int:
         stack.stop()
 
 
+def labeled_execution(client: Client, cluster_id: str, run_id: str, wait_s: float = 20.0) -> dict:
+    """The finished run, once the labeler's labels are in (they follow completion)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        execution = client.execution(cluster_id, run_id)
+        if all(c.get("label") for c in execution["centroids"]) or time.monotonic() > deadline:
+            return execution
+        time.sleep(0.5)
+
+
 def print_summary(client: Client, cluster_id: str, run_id: str, frame: pl.DataFrame) -> None:
-    execution = client.execution(cluster_id, run_id)
+    execution = labeled_execution(client, cluster_id, run_id)
     members = pl.DataFrame(list(client.members(cluster_id, run_id)))
     joined = members.join(frame.select("document_id", "title", "text", "category"), on="document_id")
     metrics = execution["metrics"]
@@ -96,7 +111,7 @@ def print_summary(client: Client, cluster_id: str, run_id: str, frame: pl.DataFr
         f"silhouette {metrics['silhouette_score']:.3f}  davies-bouldin {metrics['davies_bouldin_index']:.3f}  "
         f"agreement with the known categories (ARI) {ari:.2f}\n")
     table = Table(show_lines=True)
-    table.add_column("cluster")
+    table.add_column("cluster: label")
     table.add_column("size", justify="right")
     table.add_column("main category (share)")
     table.add_column("members nearest the centre")
@@ -105,9 +120,12 @@ def print_summary(client: Client, cluster_id: str, run_id: str, frame: pl.DataFr
         if group.height == 0:
             continue
         category, count = Counter(group["category"].to_list()).most_common(1)[0]
-        examples = "\n".join(f"• {t[:90]}" for t in group["text"].head(3).to_list())
-        label = centroid.get("label") or centroid["cluster_id"]
-        table.add_row(label, str(group.height), f"{category} ({count / group.height:.0%})", examples)
+        examples = "\n".join(f"• [bold]{title}[/]: {text[:80]}…" for title, text in
+                              group.select("title", "text").head(3).iter_rows())
+        label = f"{centroid['cluster_id']}: {centroid.get('label') or '-'}"
+        keywords = ", ".join((centroid.get("keywords") or [])[:4])
+        table.add_row(f"{label}\n[dim]{keywords}[/]", str(group.height),
+                      f"{category} ({count / group.height:.0%})", examples)
     console.print(table)
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.metrics import davies_bouldin_score, silhouette_score
+
+from .results import compute_centroids, distances_to_centroids
 
 __all__ = ["SILHOUETTE_SAMPLE", "clustering_metrics"]
 
@@ -32,8 +34,9 @@ def clustering_metrics(
     if len(labels) != len(X):
         raise ValueError(f"labels ({len(labels)}) and embeddings ({len(X)}) differ in length")
     clustered = labels >= 0
-    Xc = np.asarray(X, dtype=np.float32)[clustered]
-    lc = labels[clustered]
+    X = np.asarray(X, dtype=np.float32)
+    # Without noise, score X itself: a masked copy would double the memory of a large run.
+    Xc, lc = (X, labels) if clustered.all() else (X[clustered], labels[clustered])
     result: dict[str, float | None] = {
         "silhouette_score": None,
         "davies_bouldin_index": None,
@@ -42,7 +45,7 @@ def clustering_metrics(
     if not _scorable(lc):
         return result
     result["davies_bouldin_index"] = _finite(davies_bouldin_score(Xc, lc))
-    result["calinski_harabasz_score"] = _finite(calinski_harabasz_score(Xc, lc))
+    result["calinski_harabasz_score"] = _finite(calinski_harabasz(Xc, lc))
 
     # Sample ourselves (rather than silhouette_score's sample_size) so a sample that
     # misses all but one cluster yields None instead of raising.
@@ -63,3 +66,18 @@ def _finite(value: float) -> float | None:
     # Calinski-Harabasz is inf when every cluster is a set of identical points.
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def calinski_harabasz(X: np.ndarray, labels: np.ndarray) -> float:
+    """scikit-learn's Calinski-Harabasz score, in chunks: its implementation makes a
+    float64 copy of X (2x the dataset for float32 input); this one adds a few MB.
+
+    Expects labels 0..k-1 without noise (what the caller passes)."""
+    centroids = compute_centroids(X, labels)
+    counts = centroids.num_members.astype(np.float64)
+    vectors = centroids.vectors.astype(np.float64)
+    n, k = len(labels), len(counts)
+    mean = counts @ vectors / n
+    between = float(counts @ ((vectors - mean) ** 2).sum(axis=1))
+    within = float(np.square(distances_to_centroids(X, labels, centroids), dtype=np.float64).sum())
+    return 1.0 if within == 0.0 else between * (n - k) / (within * (k - 1))
