@@ -2,7 +2,6 @@
 the compiled SQL's hygiene (bound parameters only). No I/O."""
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Any
 
