@@ -27,18 +27,49 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
 
     # Consumers retry a transient failure (S3, Postgres briefly away) this many times,
-    # with exponential backoff from `retry_backoff_s`, before dead-lettering the event.
-    max_attempts: int = Field(default=5, ge=1)
+    # with exponential backoff from `retry_backoff_s` doubling up to `retry_backoff_max_s`,
+    # before dead-lettering the event. The defaults wait 0.5+1+2+4+8+16+30 = 61.5 s in
+    # all (plus the attempts themselves): a server restart or a one-minute S3 outage is
+    # survived, a permanent fault ends the run FAILED within about a minute.
+    max_attempts: int = Field(default=8, ge=1)
     retry_backoff_s: float = Field(default=0.5, gt=0)
+    retry_backoff_max_s: float = Field(default=30.0, gt=0)
 
     # A whole clustering run can take minutes; the consumer must not be evicted from
     # its group meanwhile (work runs in a thread, so heartbeats go on).
     max_poll_interval_ms: int = 30 * 60 * 1000
+    # BLAS/OpenMP threads one clustering run may use (see services/clusterer/pipeline.py).
+    clusterer_threads: int = Field(default=1, ge=1)
 
     # Request bodies above this size are refused with 413 before being read whole.
     max_body_bytes: int = 64 * 1024 * 1024
     # Documents per upsert call.
     max_batch_documents: int = 10_000
+    # One document's payload, as compact JSON: a larger one is refused with 413.
+    max_document_payload_bytes: int = Field(default=1024 * 1024, ge=1)
+
+    # Every REST call but /health and /ready needs `Authorization: Bearer <key>` (keys:
+    # `python -m clusterflow.keys create --namespace NS`) and may use only the key's
+    # namespaces. False turns the checks off: for a trusted network only.
+    auth_required: bool = True
+    # The gateway remembers a verified key this long: a revoked key stops working
+    # within this many seconds, and a busy gateway reads api_keys once per key per period.
+    auth_cache_seconds: float = Field(default=5.0, ge=0)
+
+    # The status service's watchdog: a run that is not finished and has had no event
+    # for this long is ended FAILED ("no progress for N s (last stage X)"), so nothing
+    # stays PENDING or PROCESSING forever. It checks every `watchdog_interval_seconds`
+    # (0: a tenth of the stall, at least 1 s and at most 60 s).
+    watchdog_stall_seconds: float = Field(default=1800.0, gt=0)
+    watchdog_interval_seconds: float = Field(default=0.0, ge=0)
+
+    # Workers serve /metrics, /health and /ready on this port (None: the service's
+    # default, preparer 9101, clusterer 9102, labeler 9103, status 9104; 0: no server).
+    # The gateway serves them on its own port. Consumer lag is measured every
+    # `metrics_lag_interval_seconds`.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    metrics_lag_interval_seconds: float = Field(default=15.0, gt=0)
 
 
 @lru_cache

@@ -2,11 +2,16 @@
 cluster, summarize (metrics, centroids, distances), layout."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import sklearn
+from threadpoolctl import threadpool_limits
+
+from clusterflow.settings import get_settings
 
 from services.clusterer.engine import (
     ClusteringOutcome,
@@ -34,13 +39,23 @@ class Summary:
 WORKING_MEMORY_MB = 128
 
 
+@contextmanager
+def _numeric_context() -> Iterator[None]:
+    # BLAS/OpenMP threads per run (CLUSTERFLOW_CLUSTERER_THREADS, default 1): on a shared
+    # 2-core box two OpenMP threads made KMeans up to 12x slower than one (see
+    # engine/algorithms.py); scale out with clusterer replicas instead.
+    with threadpool_limits(limits=get_settings().clusterer_threads), \
+            sklearn.config_context(working_memory=WORKING_MEMORY_MB):
+        yield
+
+
 def cluster(X: np.ndarray, method: str, params: dict[str, Any], seed: int) -> ClusteringOutcome:
-    with sklearn.config_context(working_memory=WORKING_MEMORY_MB):
+    with _numeric_context():
         return run_clustering(X, method, params, seed)
 
 
 def summarize(X: np.ndarray, labels: np.ndarray, seed: int) -> Summary:
-    with sklearn.config_context(working_memory=WORKING_MEMORY_MB):
+    with _numeric_context():
         return _summarize(X, labels, seed)
 
 
@@ -57,4 +72,5 @@ def _summarize(X: np.ndarray, labels: np.ndarray, seed: int) -> Summary:
 
 
 def layout(X: np.ndarray, n_components: int, seed: int) -> np.ndarray:
-    return project(X, n_components, seed)
+    with _numeric_context():
+        return project(X, n_components, seed)

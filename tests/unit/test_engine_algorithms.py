@@ -119,6 +119,7 @@ def test_hdbscan_at_384_dims_reduces_first(blobs_384):
     assert outcome.reduction == "PCA(384->50)+UMAP(50->10)"
     assert outcome.params["min_samples"] == 20  # None resolves to min_cluster_size
     assert adjusted_rand_score(y, outcome.labels) >= 0.9
+    np.testing.assert_array_equal(run_clustering(X, "hdbscan", {"min_cluster_size": 20}, seed=1).labels, outcome.labels)
 
 
 @pytest.mark.parametrize(

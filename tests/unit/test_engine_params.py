@@ -136,9 +136,10 @@ def test_validated_params_are_frozen_and_pass_through():
 
 def test_sampling_caps():
     assert cap_for("kmeans") == 1_000_000
-    for method in ("hdbscan", "spectral", "agglomerative", "dbscan", "optics", "mean_shift"):
+    for method in ("hdbscan", "spectral", "agglomerative", "dbscan"):
         assert cap_for(method) == 50_000
     assert cap_for("gaussian_mixture") == 200_000
+    assert (cap_for("optics"), cap_for("mean_shift")) == (10_000, 5_000)
     assert cap_for("spectral", {"affinity": "rbf"}) == SPECTRAL_RBF_MAX_POINTS
     assert cap_for("spectral", validate_params("spectral", {})) == SPECTRAL_RBF_MAX_POINTS
     assert cap_for("spectral", {"affinity": "nearest_neighbors"}) == 50_000

@@ -87,8 +87,8 @@ NOISE = -1
 # faster at the same ARI, and 1M points stay well under a minute.
 # Threads: with the box shared (load ~4 from other processes), sklearn's two OpenMP
 # threads made KMeans 12x slower than one thread (5k: 2.9 s vs 0.24 s; 20k: 13.1 s vs
-# 1.4 s) as they spin-wait on each other; a shared worker should run the engine under
-# threadpoolctl.threadpool_limits(1) or with OMP_WAIT_POLICY=PASSIVE.
+# 1.4 s; OMP_WAIT_POLICY=PASSIVE did not help), so a worker on a shared box should call
+# the engine under threadpoolctl.threadpool_limits(1).
 KMEANS_EXACT_MAX_POINTS = 20_000
 # Plain MiniBatchKMeans (sklearn n_init=3 or 10, batch 4096) merged two of 8 blobs for most
 # seeds (ARI 0.835-0.84 at 20k-100k): its n_init only re-draws the starting centres, then a
@@ -242,8 +242,9 @@ def _as_matrix(X: Any) -> np.ndarray:
         raise ValueError(f"clustering needs at least 2 points (got {n})")
     if d < 1:
         raise ValueError("embeddings have no dimensions")
-    if not np.isfinite(X).all():
-        bad = int(np.count_nonzero(~np.isfinite(X).all(axis=1)))
+    # In row blocks: a whole-matrix isfinite() would allocate n x d bools (384 MB at 1M x 384).
+    bad = sum(int(np.count_nonzero(~np.isfinite(X[i : i + 65_536]).all(axis=1))) for i in range(0, n, 65_536))
+    if bad:
         raise ValueError(f"{bad} embedding(s) contain NaN or infinite values; drop or fix them first")
     return X
 
@@ -368,7 +369,7 @@ def _run_hdbscan(X: np.ndarray, p: HDBSCANParams, seed: int, n_jobs: int | None)
     Z, reduction = _reduce_for_density(X, seed)
     model = hdbscan.HDBSCAN(
         min_cluster_size=p.min_cluster_size,
-        min_samples=min(resolved_min_samples(p), len(X) - 1),
+        min_samples=min(resolved_min_samples(p), len(X) - 1),  # the package fails at >= n
         cluster_selection_epsilon=p.cluster_selection_epsilon,
         max_cluster_size=p.max_cluster_size or 0,  # the package's "no limit" is 0
         cluster_selection_method=p.cluster_selection_method,
@@ -473,7 +474,7 @@ def _run_mean_shift(X: np.ndarray, p: MeanShiftParams, seed: int, n_jobs: int | 
     if bandwidth is None:
         # estimate_bandwidth is O(m^2) in the rows it sees, hence the seeded sample.
         sample = X[_sample_rows(len(X), MEAN_SHIFT_BANDWIDTH_SAMPLE, seed)]
-        bandwidth = float(estimate_bandwidth(sample, quantile=0.3))
+        bandwidth = float(estimate_bandwidth(sample, quantile=0.3))  # sklearn MeanShift's own default
         if not bandwidth > 0:
             raise ValueError(
                 "could not estimate a bandwidth (the sampled points coincide); set algorithm_params.bandwidth"

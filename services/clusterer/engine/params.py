@@ -14,6 +14,7 @@ Sampling caps live here too because they are data about the methods, not code pa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from enum import Enum
 from typing import Annotated, Any, Literal
 
@@ -33,6 +34,7 @@ __all__ = [
     "SPECTRAL_RBF_MAX_POINTS",
     "SpectralParams",
     "cap_for",
+    "parse_method",
     "validate_params",
 ]
 
@@ -55,12 +57,10 @@ _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 _RandomState = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
-def _count_or_auto(minimum: int, *, allow_none: bool = False):
-    """An ``int >= minimum`` or ``"auto"`` (or None), checked in one place.
-
-    pydantic reports a failed ``int | Literal["auto"]`` union as one error per member;
-    checking it here yields one message that names both accepted forms.
-    """
+def _count_or_auto(minimum: int, *, allow_none: bool = False) -> Callable[[Any], Any]:
+    """Check an ``int >= minimum`` or ``"auto"`` (or None) in one place: pydantic reports a
+    failed ``int | Literal["auto"]`` union as one error per member, this gives one message
+    that names every accepted form."""
     accepted = f'an integer >= {minimum} or "auto"' + (" or null" if allow_none else "")
 
     def check(value: Any) -> Any:
@@ -70,14 +70,18 @@ def _count_or_auto(minimum: int, *, allow_none: bool = False):
             raise ValueError(f"must be {accepted}")
         return value
 
-    kind = int | Literal["auto"] | None if allow_none else int | Literal["auto"]
-    return Annotated[kind, BeforeValidator(check)]
+    return check
+
+
+ClusterCount = Annotated[int | Literal["auto"], BeforeValidator(_count_or_auto(2))]
+ComponentCount = Annotated[int | Literal["auto"], BeforeValidator(_count_or_auto(1))]
+ClusterCountOrNone = Annotated[int | Literal["auto"] | None, BeforeValidator(_count_or_auto(2, allow_none=True))]
 
 
 class KMeansParams(BaseModel):
     model_config = _STRICT
 
-    n_clusters: _count_or_auto(2) = 8
+    n_clusters: ClusterCount = 8
     max_iter: int = Field(300, ge=1)
     n_init: int = Field(10, ge=1, le=100)
     tol: float = Field(1e-4, ge=0)
@@ -124,7 +128,7 @@ class AgglomerativeParams(BaseModel):
 
     model_config = _STRICT
 
-    n_clusters: _count_or_auto(2, allow_none=True) = 2
+    n_clusters: ClusterCountOrNone = 2
     linkage: Literal["ward", "complete", "average", "single"] = "ward"
     distance_threshold: float | None = Field(None, gt=0)
 
@@ -148,7 +152,7 @@ class AgglomerativeParams(BaseModel):
 class SpectralParams(BaseModel):
     model_config = _STRICT
 
-    n_clusters: _count_or_auto(2) = 8
+    n_clusters: ClusterCount = 8
     affinity: Literal["rbf", "nearest_neighbors"] = "rbf"
     n_neighbors: int = Field(10, ge=2)  # used by affinity="nearest_neighbors" only
     assign_labels: Literal["kmeans", "discretize"] = "kmeans"
@@ -158,7 +162,7 @@ class SpectralParams(BaseModel):
 class GaussianMixtureParams(BaseModel):
     model_config = _STRICT
 
-    n_components: _count_or_auto(1) = 1
+    n_components: ComponentCount = 1
     covariance_type: Literal["full", "tied", "diag", "spherical"] = "full"
     random_state: _RandomState = 42
 
@@ -262,17 +266,22 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
 # --- sampling caps -------------------------------------------------------------------
 #
 # The most points one run may cluster; the service samples down to this before calling
-# the engine, and run_clustering refuses more. Figures are for 384-d float32 embeddings.
-#  - kmeans: MiniBatchKMeans is linear in N and streams mini-batches; 1M x 384 float32
-#    is 1.5 GB of input, which is the reference's ceiling.
-#  - gaussian_mixture: linear in N too, but each EM step costs N*k*d^2 with full
-#    covariances (~1.2e12 flops for 1M x 384, k=8) and ~100 steps, so it is held to 200K.
-#  - hdbscan, agglomerative, spectral: the reference's O(N^2) family, 50K. Agglomerative
-#    builds scipy's condensed distance matrix: 50K -> 1.25e9 float64 = 10 GB.
-#  - dbscan, optics, mean_shift are O(N^2) in the worst case as well (DBSCAN stores every
-#    eps-neighbourhood: a large eps makes that N^2 indices; OPTICS and MeanShift run a
-#    radius query per point/seed), so they get the same 50K cap rather than a promise
-#    that depends on the user's eps/bandwidth.
+# the engine, and run_clustering refuses more. Figures are for 384-d float32 embeddings on
+# a 2-core box (one thread, shared with other work, so idle is ~2x faster).
+#  - kmeans: MiniBatchKMeans is linear in N and streams mini-batches: 1M x 384 took 15 s;
+#    the input alone is 1.5 GB. The reference's ceiling.
+#  - gaussian_mixture: linear in N too, but one EM step costs N*k*d^2 with full
+#    covariances (1.2e12 flops at 1M x 384, k=8: tens of seconds) and a hard run takes
+#    ~100 steps, so it is held to 200K.
+#  - hdbscan, agglomerative, spectral, dbscan: the reference's O(N^2) cap, 50K. HDBSCAN
+#    (after its reduction) took 32 s at 50K; DBSCAN and spectral's neighbour graph are
+#    one 50K x 50K distance pass (~1e12 flops); agglomerative holds scipy's condensed
+#    distance matrix, 1.25e9 float64 = 10 GB at 50K.
+#  - optics: one neighbour query per point from Python: 2K took 30 s, 5K 138 s
+#    (quadratic), so 10K is ~10 min and 50K would be hours.
+#  - mean_shift: a neighbour query per seed per iteration, every point a seed: 1K took
+#    15 s, 2K 92 s, 4K 300 s, so 5K (~8 min) is the most that finishes in minutes.
+#    (bin_seeding does not cut the seeds in 384-d, where every point has its own bin.)
 MAX_POINTS: dict[ClusteringMethod, int] = {
     ClusteringMethod.KMEANS: 1_000_000,
     ClusteringMethod.GAUSSIAN_MIXTURE: 200_000,
@@ -280,8 +289,8 @@ MAX_POINTS: dict[ClusteringMethod, int] = {
     ClusteringMethod.AGGLOMERATIVE: 50_000,
     ClusteringMethod.SPECTRAL: 50_000,
     ClusteringMethod.DBSCAN: 50_000,
-    ClusteringMethod.OPTICS: 50_000,
-    ClusteringMethod.MEAN_SHIFT: 50_000,
+    ClusteringMethod.OPTICS: 10_000,
+    ClusteringMethod.MEAN_SHIFT: 5_000,
 }
 
 # Spectral clustering with affinity="rbf" materialises a dense N x N float64 affinity:
