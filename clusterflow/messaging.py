@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -26,6 +27,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import BaseModel, ValidationError
 
+from clusterflow.observability import EVENTS, HANDLER_SECONDS, PUBLISHED
 from clusterflow.runstate import RunCanceled
 from clusterflow.settings import Settings
 from contracts.api import TaskStatusEnum
@@ -60,6 +62,7 @@ class KafkaPublisher:
             key=key.encode(),
             headers={"event_type": getattr(event, "event_type", type(event).__name__)},
         )
+        PUBLISHED.labels(topic.name).inc()
 
 
 def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
@@ -164,35 +167,48 @@ class Consumer:
             await self.process(message.body, partition=record.partition, offset=record.offset)
 
     async def process(self, body: bytes, *, partition: int | None = None, offset: int | None = None) -> None:
+        # Metrics in one place (clusterflow/observability.py): the outcome of each event
+        # (ok, failed, dead_lettered, canceled; each retry counts as `retried`) and the
+        # time from its arrival to its end, retries included.
+        started = time.perf_counter()
+        outcome = "error"  # something below raised (e.g. the dead-letter publish itself)
+        try:
+            outcome = await self._process(body, partition=partition, offset=offset)
+        finally:
+            EVENTS.labels(self.topic.name, self.service, outcome).inc()
+            HANDLER_SECONDS.labels(self.topic.name, self.service).observe(time.perf_counter() - started)
+
+    async def _process(self, body: bytes, *, partition: int | None, offset: int | None) -> str:
         try:
             event = self.topic.event.model_validate_json(body)
         except (ValidationError, ValueError) as exc:
             await self.dead_letter(body, f"event does not parse as {self.topic.event.__name__}: {exc}", exc,
                                    partition=partition, offset=offset)
-            return
+            return "dead_lettered"
 
         delay = self.settings.retry_backoff_s
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
                 await self.handler(event)
-                return
+                return "ok"
             except RunFailed as exc:
                 await self._fail_run(event, str(exc))
-                return
+                return "failed"
             except RunCanceled:
                 log.info("%s: run %s was canceled; stopping its work", self.service, event.run_id)
-                return
+                return "canceled"
             except Exception as exc:  # noqa: BLE001 - transient until proven otherwise
                 if attempt == self.settings.max_attempts:
                     log.exception("%s gave up on %s after %d attempts", self.service, self.topic.name, attempt)
                     await self.dead_letter(body, f"failed after {attempt} attempts: {exc!r}", exc,
                                            partition=partition, offset=offset)
                     await self._fail_run(event, f"{self.service} failed: {exc}")
-                    return
+                    return "dead_lettered"
+                EVENTS.labels(self.topic.name, self.service, "retried").inc()
                 log.warning("%s: attempt %d on %s failed (%r); retrying in %.1fs",
                             self.service, attempt, self.topic.name, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, self.settings.retry_backoff_max_s)
 
     async def _fail_run(self, event: Any, error: str) -> None:
         if self.report_failures and isinstance(event, Event):

@@ -27,6 +27,11 @@ class PostgresRunState:
             return await conn.scalar(select(executions.c.status).where(executions.c.run_id == run_id))
 
 
+# A run ended by a request (CANCELED) or by the watchdog (FAILED: no progress for too
+# long) is not worked on any more; a late worker drops it at its next stage boundary.
+_STOPPED = {TaskStatusEnum.CANCELED.value, TaskStatusEnum.FAILED.value}
+
+
 async def stop_if_canceled(state: RunState, run_id: str) -> None:
-    if await state.status(run_id) == TaskStatusEnum.CANCELED.value:
+    if await state.status(run_id) in _STOPPED:
         raise RunCanceled(run_id)

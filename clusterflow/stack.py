@@ -28,7 +28,7 @@ def free_port() -> int:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    return {f"CLUSTERFLOW_{k.upper()}": str(v) for k, v in settings.model_dump().items()}
+    return {f"CLUSTERFLOW_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
 
 
 @dataclass
@@ -39,10 +39,18 @@ class Stack:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     argv: dict[str, list[str]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra variables, e.g. LLM provider URLs
+    # Each worker's /metrics, /health and /ready port (CLUSTERFLOW_METRICS_PORT), free ones.
+    metrics_ports: dict[str, int] = field(default_factory=lambda: {m: free_port() for m in WORKERS})
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """{service: its /metrics URL}, the gateway's included ("preparer", "gateway"...)."""
+        urls = {m.rsplit(".", 1)[-1]: f"http://127.0.0.1:{p}/metrics" for m, p in self.metrics_ports.items()}
+        return {**urls, "gateway": f"{self.url}/metrics"}
 
     def start(self, timeout: float = 60.0) -> "Stack":
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -57,6 +65,8 @@ class Stack:
 
     def spawn(self, name: str) -> None:
         env = {**os.environ, **settings_env(self.settings), **self.env, "PYTHONUNBUFFERED": "1"}
+        if name in self.metrics_ports:
+            env.update(CLUSTERFLOW_METRICS_PORT=str(self.metrics_ports[name]), CLUSTERFLOW_METRICS_HOST="127.0.0.1")
         log = open(self.log_dir / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(self.argv[name], env=env, stdout=log, stderr=subprocess.STDOUT,
                                                 start_new_session=True)

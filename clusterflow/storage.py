@@ -5,6 +5,7 @@ Per-run artifacts live under `<namespace>/<cluster_id>/<run_id>/<name>.parquet`.
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 from typing import Protocol
 
@@ -24,6 +25,9 @@ class ObjectStore(Protocol):
     def get_parquet(self, key: str, columns: list[str] | None = None) -> pl.DataFrame: ...
     def exists(self, key: str) -> bool: ...
     def delete_prefix(self, prefix: str) -> int: ...
+    # Whole files, for what is streamed row group by row group rather than held as a frame.
+    def download(self, key: str, path: str) -> None: ...
+    def upload(self, key: str, path: str) -> int: ...
 
 
 class S3ObjectStore:
@@ -67,6 +71,14 @@ class S3ObjectStore:
         with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
             self.client.fget_object(bucket_name=self.bucket, object_name=key, file_path=tmp.name)
             return pl.read_parquet(tmp.name, columns=columns)
+
+    def download(self, key: str, path: str) -> None:
+        self.client.fget_object(bucket_name=self.bucket, object_name=key, file_path=path)
+
+    def upload(self, key: str, path: str) -> int:
+        self.client.fput_object(bucket_name=self.bucket, object_name=key, file_path=path,
+                                content_type="application/vnd.apache.parquet")
+        return os.path.getsize(path)
 
     def exists(self, key: str) -> bool:
         try:

@@ -67,6 +67,10 @@ class ExecutionRequested(Event):
     event_type: Literal["execution.requested"] = "execution.requested"
     options: ExecuteClusterByIdRequest = Field(default_factory=ExecuteClusterByIdRequest)
     requested_by: str | None = None
+    # mode=assign: the run whose centroids are used, pinned by the gateway when it
+    # accepted the request. None: the preparer takes the cluster's latest completed
+    # full run with centroids (what an external publisher gets).
+    source_run_id: str | None = None
 
 
 class ClusteringConfig(BaseModel):
@@ -83,6 +87,8 @@ class ClusteringConfig(BaseModel):
     defer_visualization: bool = False
     llm_labeling: LLMLabeling | None = None
     seed: int = 42
+    # mode=assign: minimum cosine similarity to a centroid, below it a document is noise.
+    assignment_threshold: float | None = Field(default=None, ge=0, le=1)
 
 
 class SamplingInfo(BaseModel):
@@ -93,15 +99,6 @@ class SamplingInfo(BaseModel):
     requested_sample_size: int | None = None
     cap: int | None = Field(default=None, description="the engine's cap for the method, when it applied")
     reason: str | None = None
-
-
-class DatasetPrepared(Event):
-    event_type: Literal["dataset.prepared"] = "dataset.prepared"
-    dataset_key: str
-    num_points: int = Field(ge=1)
-    dimension: int = Field(ge=1)
-    config: ClusteringConfig
-    sampling: SamplingInfo
 
 
 class ClusterMetrics(BaseModel):
@@ -118,12 +115,90 @@ class CentroidSummary(BaseModel):
     label: str | None = None
     summary: str | None = None
     keywords: list[str] = Field(default_factory=list)
+    # The cluster's identity across the full runs of one cluster definition
+    # ("sc_<12 hex>"): kept by the cluster a later run matches to it (services/clusterer/
+    # lineage.py), inherited by assign runs. None for noise and composite groups.
+    stable_id: str | None = None
+
+
+class SourceRun(BaseModel):
+    """A completed run that another run builds on: the previous full run (stable ids),
+    the run an assign run uses the centroids of, or one source of a composite run.
+    Resolved by the preparer from the executions read model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    cluster_id: str
+    mode: str = "full"
+    members_key: str
+    centroids_key: str
+    num_points: int | None = None
+    labeling_enabled: bool = False  # whether its labels came from an LLM
+    centroids: list[CentroidSummary] = Field(default_factory=list)
+
+
+LineageKind = Literal["continued", "split", "merged", "new", "dissolved"]
+
+
+class LineageEvent(BaseModel):
+    """What became of clusters between two full runs of one cluster definition (the
+    kinds are defined in services/clusterer/lineage.py). `previous_*` name the previous
+    run's clusters, `current_*` this run's, in the same order as their ids."""
+
+    kind: LineageKind
+    previous_cluster_ids: list[str] = Field(default_factory=list)
+    previous_stable_ids: list[str] = Field(default_factory=list)
+    current_cluster_ids: list[str] = Field(default_factory=list)
+    current_stable_ids: list[str] = Field(default_factory=list)
+    similarity: float | None = None
+
+
+class Lineage(BaseModel):
+    """A full run's clusters matched to the previous completed full run's."""
+
+    previous_run_id: str | None = None
+    basis: Literal["members", "centroids"] | None = None
+    shared_documents: int = 0
+    events: list[LineageEvent] = Field(default_factory=list)
+
+
+class SourceClusterGroup(BaseModel):
+    """A composite run: one source run's cluster and the cross-run group it joined."""
+
+    source_run_id: str
+    source_cluster_id: str
+    source_stable_id: str | None = None
+    label: str | None = None
+    num_members: int = Field(ge=0)
+    cluster_id: str  # the group, "cl_<n>" of the composite run
+    similarity: float  # cosine similarity of the source centroid to its group's
 
 
 class ResultArtifacts(BaseModel):
     members_key: str
     centroids_key: str
     coords_key: str | None = None
+
+
+class DatasetPrepared(Event):
+    """The run's dataset is in S3. Mode by mode (`config.mode`):
+    - full: `dataset_key` holds the documents to cluster; `previous` is the cluster's
+      latest completed full run, whose clusters this run's are matched to (stable ids);
+    - assign: `dataset_key` holds the documents to assign (row groups, streamed);
+      `source` is the run whose centroids they go to;
+    - composite: `dataset_key` holds the centroids of the `sources` runs, one row each.
+    """
+
+    event_type: Literal["dataset.prepared"] = "dataset.prepared"
+    dataset_key: str
+    num_points: int = Field(ge=1)
+    dimension: int = Field(ge=1)
+    config: ClusteringConfig
+    sampling: SamplingInfo
+    source: SourceRun | None = None
+    sources: list[SourceRun] = Field(default_factory=list)
+    previous: SourceRun | None = None
 
 
 class ExecutionClustered(Event):
@@ -138,6 +213,10 @@ class ExecutionClustered(Event):
     algorithm_seconds: float | None = None
     config: ClusteringConfig
     sampling: SamplingInfo | None = None
+    source_run_id: str | None = None  # assign: the run whose centroids were used
+    source_execution_ids: list[str] = Field(default_factory=list)  # composite: its sources
+    lineage: Lineage | None = None  # full: matched to the previous full run
+    source_clusters: list[SourceClusterGroup] = Field(default_factory=list)  # composite
 
 
 class ClusterLabel(BaseModel):

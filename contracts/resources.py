@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contracts.api import LLMLabeling, LogicalOperator, TaskStatusEnum
-from contracts.events import CentroidSummary, ClusterMetrics, SamplingInfo
+from contracts.events import CentroidSummary, ClusterMetrics, Lineage, SamplingInfo, SourceClusterGroup
 
 MAX_DIMENSION = 8192
 NAME = Field(min_length=1, max_length=256)
@@ -177,6 +177,15 @@ class ClusterExecutionResult(BaseModel):
     centroids: list[CentroidSummary] = Field(default_factory=list)
     sampling: SamplingInfo | None = None
     llm_labeling_errors: list[dict[str, Any]] = Field(default_factory=list)
+    source_run_id: str | None = Field(
+        default=None, description="mode=assign: the completed full run whose centroids the documents went to.")
+    source_execution_ids: list[str] | None = Field(
+        default=None, description="mode=composite: the runs whose centroids were grouped.")
+    source_clusters: list[SourceClusterGroup] | None = Field(
+        default=None, description="mode=composite: every source run's cluster and the group (cluster_id) it joined.")
+    lineage: Lineage | None = Field(
+        default=None, description="mode=full: this run's clusters matched to the previous completed full run's "
+        "(continued, split, merged, new, dissolved); centroids carry the stable ids.")
 
 
 class ListExecutionsRequest(_Request):
@@ -201,7 +210,7 @@ class ExecutionDataRequest(_Request):
     include_members: bool = False
     include_centroid_vectors: bool = False
     cluster_id: str | None = Field(default=None, description="Only members of this cluster, e.g. 'cl_0'.")
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=2_147_483_647)
     limit: int = Field(default=1000, ge=1, le=10_000)
 
 
@@ -213,6 +222,9 @@ class MemberData(BaseModel):
     document_id: str
     cluster_id: str
     distance_to_centroid: float | None = None
+    similarity: float | None = Field(default=None, description="assign runs: cosine similarity to the centroid.")
+    source_run_id: str | None = Field(default=None, description="composite runs: the run the member comes from.")
+    source_cluster_id: str | None = Field(default=None, description="composite runs: its cluster in that run.")
     x: float | None = None
     y: float | None = None
     z: float | None = None
@@ -242,3 +254,29 @@ class Visualization(BaseModel):
     computed_now: bool = Field(description="True when this call computed the deferred layout.")
     points: list[VisualizationPoint]
     pagination: Pagination
+
+
+# --- enrichment -------------------------------------------------------------------------
+
+class EnrichRequest(_Request):
+    """POST /v1/clusters/enrich: write runs' cluster assignments onto documents."""
+
+    clustering_ids: list[str] = Field(
+        min_length=1, max_length=20,
+        description="Run ids (completed) whose members are written; a document in several runs gets the "
+        "values of the last run listed.")
+    source_collection_id: str = Field(description="The collection whose documents are enriched.")
+    target_collection_id: str | None = Field(
+        default=None,
+        description="When given, the enriched documents (payload and vectors) are copied into this collection "
+        "and the source is left unchanged; else the source documents are updated in place.")
+    batch_size: int = Field(default=1000, ge=1, le=10_000)
+    parallelism: int = Field(default=1, ge=1, le=8)
+
+
+class EnrichResponse(BaseModel):
+    processed: int = Field(description="Members read from the runs (one per document).")
+    enriched: int = Field(description="Documents written.")
+    failed: int = Field(description="Members whose document is not in the source collection, or whose batch failed.")
+    batches: int
+    errors: list[str] = Field(default_factory=list, description="The first errors, when batches failed.")

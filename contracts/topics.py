@@ -70,7 +70,9 @@ STATUS_CHANGED = Topic(
     name="clustering.status",
     event=RunStatusChanged,
     key="cluster_id",
-    producers=(GATEWAY, PREPARER, CLUSTERER, LABELER),
+    # The status service's watchdog reports stalled runs as FAILED here too, so that the
+    # projector stays the only writer of the read models.
+    producers=(GATEWAY, PREPARER, CLUSTERER, LABELER, STATUS),
     consumers=(STATUS,),
 )
 DEAD_LETTERS = Topic(

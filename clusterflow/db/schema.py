@@ -156,6 +156,13 @@ executions = Table(
     Column("labels", JSONB),
     Column("labeling_enabled", Boolean, nullable=False, server_default="false"),
     Column("llm_labeling_errors", JSONB),
+    # assign: the run whose centroids were used; composite: the runs whose centroids
+    # were grouped, and where each of their clusters went (SourceClusterGroup).
+    Column("source_run_id", String(64)),
+    Column("source_execution_ids", JSONB),
+    Column("source_clusters", JSONB),
+    # full: the clusters matched to the previous full run's (contracts.events.Lineage).
+    Column("lineage", JSONB),
     Column("error_message", Text),
     Column("stage", String(32)),
     Column("progress", Float, nullable=False, server_default="0"),
@@ -203,3 +210,23 @@ label_cache = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("ix_label_cache_expires", "expires_at"),
 )
+
+
+# Owned by the gateway: API keys, stored as a hash only (clusterflow/keys.py). A key
+# reads `cfk_<key_id>_<secret>`; `key_id` finds the row, sha256 of the whole key must
+# equal `key_hash`. `namespaces` lists what the key may use as X-Namespace ("*": all).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("name", String(256)),
+    Column("namespaces", ARRAY(String(128)), nullable=False),
+    _created(),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+# The gateway's queue position (waiting tasks created before one) and its recent mean
+# run time (the latest completed executions), cheap on every execute call.
+Index("ix_tasks_status_created", tasks.c.status, tasks.c.created_at)
+Index("ix_executions_status_completed", executions.c.status, executions.c.completed_at)

@@ -5,6 +5,7 @@ from faststream import FastStream
 
 from clusterflow.db import make_engine
 from clusterflow.idempotency import PostgresProcessedLog
+from clusterflow.observability import install_worker_observability
 from clusterflow.messaging import Consumer, KafkaPublisher, ensure_topics, make_broker
 from clusterflow.runstate import PostgresRunState
 from clusterflow.settings import Settings, get_settings
@@ -26,6 +27,8 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
              publisher=publisher, settings=settings).attach(broker)
 
     app = FastStream(broker)
+    install_worker_observability(app, service='clusterer', settings=settings, broker=broker,
+                                 engine=engine, consumers=[(DATASET_PREPARED.name, CLUSTERER)])
 
     @app.on_startup
     async def _topics() -> None:

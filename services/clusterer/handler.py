@@ -4,33 +4,66 @@ ExecutionClustered.
 The numeric work runs in a worker thread (numpy and scikit-learn release the GIL), so
 the consumer keeps heart-beating to its group during a long run, and progress
 reports go out between the stages.
+
+By mode (`config.mode`):
+- full: cluster the dataset; then match the clusters to the previous completed full
+  run's (`lineage.py`): a matched cluster keeps its stable id and its label (not the
+  label when this run asks for LLM labels and the previous run had none).
+- assign: stream the dataset row group by row group to the source run's centroids
+  (`assign.py`); members are written incrementally, one row group at a time. The
+  clusters are the source's: same ids, stable ids and labels.
+- composite: group the source runs' centroids (`composite.py`); the members of every
+  source run inherit their cluster's group, streamed source by source.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import tempfile
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from clusterflow.idempotency import ProcessedLog
+from clusterflow.observability import algorithm_timer
 from clusterflow.messaging import Publisher, RunFailed, report_status
 from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.storage import ObjectStore, artifact_key
-from contracts.api import TaskStatusEnum
+from contracts.api import ExecutionMode, TaskStatusEnum
 from contracts.events import (
     CentroidSummary,
     ClusterMetrics,
     DatasetPrepared,
     ExecutionClustered,
+    Lineage,
+    LineageEvent,
     ResultArtifacts,
+    SourceClusterGroup,
+    SourceRun,
     derived_event_id,
 )
 from contracts.topics import EXECUTION_CLUSTERED
-from services.clusterer import pipeline
+from services.clusterer import composite, lineage, pipeline
+from services.clusterer.assign import MEMBERS_SCHEMA, Assigner, vectors_of
 from services.clusterer.engine import NOISE
 
 SERVICE = "clusterer"
+NOISE_KEY = pipeline.cluster_key(NOISE)
+BATCH_ROWS = 65_536  # rows per streamed batch: 65k x 384 float32 = 100 MB
+log = logging.getLogger("clusterflow.clusterer")
+
+COMPOSITE_MEMBERS_SCHEMA = pa.schema([
+    ("document_id", pa.string()),
+    ("source_run_id", pa.string()),
+    ("source_cluster_id", pa.string()),
+    ("cluster_id", pa.string()),
+    ("distance_to_centroid", pa.float32()),
+])
 
 
 @dataclass
@@ -43,12 +76,36 @@ class Clusterer:
     async def handle(self, event: DatasetPrepared) -> None:
         if await self.processed.seen(SERVICE, event.event_id):
             return
+        if event.config.mode is ExecutionMode.assign:
+            clustered = await self._assign(event)
+        elif event.config.mode is ExecutionMode.composite:
+            clustered = await self._composite(event)
+        else:
+            clustered = await self._full(event)
+        await self.publisher.publish(EXECUTION_CLUSTERED, clustered)
+        await self.processed.mark(SERVICE, event.event_id)
+
+    async def _progress(self, event: DatasetPrepared, stage: str, value: float, message: str) -> None:
+        await stop_if_canceled(self.runs, event.run_id)
+        await report_status(self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING,
+                            stage=stage, progress=value, message=message)
+
+    def _key(self, event: DatasetPrepared, name: str) -> str:
+        return artifact_key(event.namespace, event.cluster_id, event.run_id, name)
+
+    def _clustered(self, event: DatasetPrepared, **fields) -> ExecutionClustered:
+        return ExecutionClustered(
+            event_id=derived_event_id(event.run_id, EXECUTION_CLUSTERED.name),
+            namespace=event.namespace, run_id=event.run_id, cluster_id=event.cluster_id, task_id=event.task_id,
+            config=event.config, sampling=event.sampling, **fields)
+
+    # --------------------------------------------------------------------------- full
+
+    async def _full(self, event: DatasetPrepared) -> ExecutionClustered:
         config = event.config
 
         async def progress(stage: str, value: float, message: str) -> None:
-            await stop_if_canceled(self.runs, event.run_id)
-            await report_status(self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING,
-                                stage=stage, progress=value, message=message)
+            await self._progress(event, stage, value, message)
 
         await progress("loading", 0.2, f"loading {event.num_points} vectors")
         frame = await asyncio.to_thread(self.store.get_parquet, event.dataset_key)
@@ -59,7 +116,8 @@ class Clusterer:
         await progress("clustering", 0.3, f"running {config.clustering_method}")
         try:
             clustering = await asyncio.to_thread(
-                pipeline.cluster, X, config.clustering_method, config.algorithm_params, config.seed)
+                algorithm_timer(config.clustering_method)(pipeline.cluster),
+                X, config.clustering_method, config.algorithm_params, config.seed)
         except ValueError as exc:  # the engine's message says what to change
             raise RunFailed(f"clustering failed: {exc}") from exc
 
@@ -72,50 +130,100 @@ class Clusterer:
             coords = await asyncio.to_thread(pipeline.layout, X, config.vis_n_components, config.seed)
         del X
 
-        await progress("writing", 0.85, "writing results")
-        artifacts = await asyncio.to_thread(self._write, event, ids, clustering.labels, summary, coords)
+        members = pl.DataFrame({
+            "document_id": ids,
+            "cluster_id": pl.Series([pipeline.cluster_key(int(c)) for c in clustering.labels], dtype=pl.String),
+            # Noise has no centroid: its distance is null, not NaN (which JSON cannot carry).
+            "distance_to_centroid": pl.Series(summary.distances, dtype=pl.Float32).fill_nan(None),
+        })
+        keys = [pipeline.cluster_key(c) for c in summary.cluster_ids]
+        await progress("lineage", 0.8, "matching clusters to the previous run")
+        match, lineage_model = await asyncio.to_thread(
+            self._lineage, event, keys, summary.centroids, members)
+        # A matched cluster keeps its label, unless this run asks for LLM labels and the
+        # previous one had none: then the LLM names every cluster anew.
+        asks_llm = bool(config.llm_labeling and config.llm_labeling.enabled)
+        inherited = {c.cluster_id: c for c in event.previous.centroids} \
+            if event.previous and (event.previous.labeling_enabled or not asks_llm) else {}
+        centroids = []
+        for key, n in zip(keys, summary.sizes):
+            before = inherited.get(match.inherited.get(key, ""))
+            centroids.append(CentroidSummary(
+                cluster_id=key, num_members=n, stable_id=match.stable_ids[key],
+                **({"label": before.label, "summary": before.summary, "keywords": before.keywords}
+                   if before is not None else {})))
+        if summary.noise_count:
+            centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=summary.noise_count))
 
-        await self.publisher.publish(EXECUTION_CLUSTERED, ExecutionClustered(
-            event_id=derived_event_id(event.run_id, EXECUTION_CLUSTERED.name),
-            namespace=event.namespace, run_id=event.run_id, cluster_id=event.cluster_id, task_id=event.task_id,
+        await progress("writing", 0.85, "writing results")
+        artifacts = await asyncio.to_thread(self._write, event, ids, members, summary, centroids, coords)
+
+        return self._clustered(
+            event,
             artifacts=artifacts,
             num_clusters=clustering.n_clusters,
             num_points=len(ids),
             noise_count=summary.noise_count,
             metrics=ClusterMetrics(**summary.metrics),
-            centroids=[CentroidSummary(cluster_id=pipeline.cluster_key(c), num_members=n)
-                       for c, n in zip(summary.cluster_ids, summary.sizes)]
-            + ([CentroidSummary(cluster_id=pipeline.cluster_key(NOISE), num_members=summary.noise_count)]
-               if summary.noise_count else []),
+            centroids=centroids,
             estimator=clustering.estimator + (f" after {clustering.reduction}" if clustering.reduction else ""),
             algorithm_seconds=round(clustering.seconds, 3),
-            config=config,
-            sampling=event.sampling,
-        ))
-        await self.processed.mark(SERVICE, event.event_id)
+            lineage=lineage_model,
+        )
 
-    def _write(self, event: DatasetPrepared, ids: pl.Series, labels: np.ndarray,
-               summary: "pipeline.Summary", coords: np.ndarray | None) -> ResultArtifacts:
+    def _lineage(self, event: DatasetPrepared, keys: list[str], vectors: np.ndarray, members: pl.DataFrame
+                 ) -> tuple[lineage.Match, Lineage]:
+        """This run's clusters matched to the previous full run's (all new without one)."""
+        previous = event.previous
+        match = None
+        if previous is not None:
+            try:
+                before = self._previous_clusters(previous)
+                match = lineage.match_clusters(before, lineage.RunClusters(keys=keys, vectors=vectors,
+                                                                           members=members), event.run_id)
+            except Exception as exc:  # noqa: BLE001 - a lost previous result must not fail every later run
+                log.warning("run %s: the previous run %s cannot be read (%r); its clusters start new lineages",
+                            event.run_id, previous.run_id, exc)
+                before = None
+        if match is None:
+            previous, before = None, None
+            match = lineage.first_run(event.run_id, keys)
+        prev_ids = dict(zip(before.keys, before.stable_ids)) if before is not None else {}
+        return match, Lineage(
+            previous_run_id=previous.run_id if previous else None,
+            basis=match.basis, shared_documents=match.shared_documents,
+            events=[LineageEvent(kind=e.kind, previous_cluster_ids=e.previous,
+                                 previous_stable_ids=[prev_ids[k] for k in e.previous],
+                                 current_cluster_ids=e.current,
+                                 current_stable_ids=[match.stable_ids[k] for k in e.current],
+                                 similarity=e.similarity)
+                    for e in match.events],
+        )
+
+    def _previous_clusters(self, previous: SourceRun) -> lineage.RunClusters:
+        frame = self.store.get_parquet(previous.centroids_key, columns=["cluster_id", "centroid"])
+        frame = frame.filter((pl.col("cluster_id") != NOISE_KEY) & pl.col("centroid").is_not_null())
+        keys = frame["cluster_id"].to_list()
+        summaries = {c.cluster_id: c for c in previous.centroids}
+        # A run from before stable ids: its clusters get the ids its first run would have.
+        stable = [(summaries[k].stable_id if k in summaries else None) or lineage.new_stable_id(previous.run_id, k)
+                  for k in keys]
+        members = self.store.get_parquet(previous.members_key, columns=["document_id", "cluster_id"])
+        return lineage.RunClusters(keys=keys, vectors=np.asarray(frame["centroid"].to_numpy(), dtype=np.float32),
+                                   stable_ids=stable, members=members)
+
+    def _write(self, event: DatasetPrepared, ids: pl.Series, members: pl.DataFrame,
+               summary: "pipeline.Summary", centroids: list[CentroidSummary],
+               coords: np.ndarray | None) -> ResultArtifacts:
         def key(name: str) -> str:
-            return artifact_key(event.namespace, event.cluster_id, event.run_id, name)
+            return self._key(event, name)
 
-        members = pl.DataFrame({
-            "document_id": ids,
-            "cluster_id": [pipeline.cluster_key(int(c)) for c in labels],
-            # Noise has no centroid: its distance is null, not NaN (which JSON cannot carry).
-            "distance_to_centroid": pl.Series(summary.distances, dtype=pl.Float32).fill_nan(None),
-        })
         self.store.put_parquet(key("members"), members)
         dim = summary.centroids.shape[1]
-        keys = [pipeline.cluster_key(c) for c in summary.cluster_ids]
-        sizes, vectors = list(summary.sizes), summary.centroids.tolist()
+        vectors = summary.centroids.tolist()
         if summary.noise_count:  # noise is listed with its count, without a centroid
-            keys, sizes, vectors = [*keys, pipeline.cluster_key(NOISE)], [*sizes, summary.noise_count], [*vectors, None]
-        centroids = pl.DataFrame(
-            {"cluster_id": keys, "num_members": sizes, "centroid": vectors},
-            schema={"cluster_id": pl.String, "num_members": pl.Int64, "centroid": pl.Array(pl.Float32, dim)},
-        )
-        self.store.put_parquet(key("centroids"), centroids)
+            vectors = [*vectors, None]
+        self.store.put_parquet(key("centroids"), centroids_frame(centroids, vectors, dim))
         coords_key = None
         if coords is not None:
             columns = {"document_id": ids, "x": coords[:, 0], "y": coords[:, 1]}
@@ -124,3 +232,178 @@ class Clusterer:
             self.store.put_parquet(key("coords"), pl.DataFrame(columns))
             coords_key = key("coords")
         return ResultArtifacts(members_key=key("members"), centroids_key=key("centroids"), coords_key=coords_key)
+
+    # ------------------------------------------------------------------------- assign
+
+    async def _assign(self, event: DatasetPrepared) -> ExecutionClustered:
+        source = event.source
+        if source is None:
+            raise RunFailed("an assign run needs a source run with centroids")
+        threshold = event.config.assignment_threshold
+        threshold = 0.5 if threshold is None else threshold
+        await self._progress(event, "loading", 0.2, f"loading the centroids of run {source.run_id}")
+        frame = await asyncio.to_thread(self.store.get_parquet, source.centroids_key, ["cluster_id", "centroid"])
+        frame = frame.filter((pl.col("cluster_id") != NOISE_KEY) & pl.col("centroid").is_not_null())
+        if frame.height == 0:
+            raise RunFailed(f"the source run {source.run_id} has no centroids to assign to")
+        keys = frame["cluster_id"].to_list()
+        vectors = np.asarray(frame["centroid"].to_numpy(), dtype=np.float32)
+        if vectors.shape[1] != event.dimension:
+            raise RunFailed(f"the documents have {event.dimension} dimensions but the centroids of run "
+                            f"{source.run_id} have {vectors.shape[1]}")
+        assigner = Assigner(keys=keys, vectors=vectors, threshold=threshold)
+
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
+            dataset = os.path.join(tmp, "dataset.parquet")
+            members = os.path.join(tmp, "members.parquet")
+            await asyncio.to_thread(self.store.download, event.dataset_key, dataset)
+            downloaded = time.perf_counter()
+            await self._progress(event, "assigning", 0.3,
+                                 f"assigning {event.num_points} documents to {len(keys)} centroids")
+            assigning = time.perf_counter()
+            await asyncio.to_thread(assign_file, assigner, dataset, members)
+            seconds = time.perf_counter() - assigning
+            await self._progress(event, "writing", 0.85, "writing results")
+            await asyncio.to_thread(self.store.upload, self._key(event, "members"), members)
+        log.info("run %s: assigned %d documents (download %.2fs, assign %.2fs, upload %.2fs)", event.run_id,
+                 assigner.points, downloaded - started, seconds, time.perf_counter() - assigning - seconds)
+
+        summaries = {c.cluster_id: c for c in source.centroids}
+        centroids = [
+            CentroidSummary(cluster_id=k, num_members=int(n),
+                            **{f: getattr(summaries[k], f) for f in ("label", "summary", "keywords", "stable_id")
+                               if k in summaries})
+            for k, n in zip(keys, assigner.counts)
+        ]
+        vector_rows = vectors.tolist()
+        if assigner.noise:
+            centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=assigner.noise))
+            vector_rows.append(None)
+        await asyncio.to_thread(self.store.put_parquet, self._key(event, "centroids"),
+                                centroids_frame(centroids, vector_rows, vectors.shape[1]))
+        return self._clustered(
+            event,
+            artifacts=ResultArtifacts(members_key=self._key(event, "members"),
+                                      centroids_key=self._key(event, "centroids")),
+            num_clusters=len(keys), num_points=assigner.points, noise_count=assigner.noise,
+            centroids=centroids,
+            estimator=f"nearest centroid of run {source.run_id} (cosine >= {threshold:g})",
+            algorithm_seconds=round(seconds, 3),
+            source_run_id=source.run_id,
+        )
+
+    # ---------------------------------------------------------------------- composite
+
+    async def _composite(self, event: DatasetPrepared) -> ExecutionClustered:
+        if len(event.sources) < 2:
+            raise RunFailed("a composite run needs at least 2 source runs")
+        await self._progress(event, "clustering", 0.3,
+                             f"grouping {event.num_points} centroids of {len(event.sources)} runs")
+        dataset = await asyncio.to_thread(self.store.get_parquet, event.dataset_key)
+        started = time.perf_counter()
+        grouping = await asyncio.to_thread(
+            composite.group_centroids, np.asarray(dataset["vector"].to_numpy(), dtype=np.float32),
+            dataset["num_members"].to_numpy())
+        seconds = time.perf_counter() - started
+        group_keys = [pipeline.cluster_key(g) for g in range(grouping.n_groups)]
+        group_of = {(r, c): group_keys[g] for r, c, g in
+                    zip(dataset["source_run_id"], dataset["source_cluster_id"], grouping.labels)}
+
+        await self._progress(event, "writing", 0.6, "writing the members of the source runs")
+        with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
+            members = os.path.join(tmp, "members.parquet")
+            counts = await asyncio.to_thread(self._inherit_members, event.sources, group_of, tmp, members)
+            await asyncio.to_thread(self.store.upload, self._key(event, "members"), members)
+
+        summaries = {(s.run_id, c.cluster_id): c for s in event.sources for c in s.centroids}
+        source_clusters = []
+        best: dict[str, tuple[int, CentroidSummary]] = {}
+        for r, c, n, g, sim in zip(dataset["source_run_id"], dataset["source_cluster_id"], dataset["num_members"],
+                                   grouping.labels, grouping.similarity):
+            summary = summaries.get((r, c))
+            source_clusters.append(SourceClusterGroup(
+                source_run_id=r, source_cluster_id=c, source_stable_id=summary.stable_id if summary else None,
+                label=summary.label if summary else None, num_members=int(n), cluster_id=group_keys[g],
+                similarity=round(float(sim), 6)))
+            # A group is named after its largest labelled source cluster.
+            if summary is not None and summary.label and (group_keys[g] not in best or n > best[group_keys[g]][0]):
+                best[group_keys[g]] = (int(n), summary)
+        centroids = [
+            CentroidSummary(cluster_id=k, num_members=counts.get(k, 0),
+                            **({"label": best[k][1].label, "summary": best[k][1].summary,
+                                "keywords": best[k][1].keywords} if k in best else {}))
+            for k in group_keys
+        ]
+        vector_rows = grouping.centroids.tolist()
+        noise = counts.get(NOISE_KEY, 0)
+        if noise:
+            centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=noise))
+            vector_rows.append(None)
+        await asyncio.to_thread(self.store.put_parquet, self._key(event, "centroids"),
+                                centroids_frame(centroids, vector_rows, grouping.centroids.shape[1]))
+        return self._clustered(
+            event,
+            artifacts=ResultArtifacts(members_key=self._key(event, "members"),
+                                      centroids_key=self._key(event, "centroids")),
+            num_clusters=grouping.n_groups, num_points=sum(counts.values()), noise_count=noise,
+            centroids=centroids,
+            estimator=(f"agglomerative (average linkage, cosine >= {composite.COMPOSITE_MIN_SIMILARITY:g}) "
+                       f"over {event.num_points} centroids"),
+            algorithm_seconds=round(seconds, 3),
+            source_execution_ids=[s.run_id for s in event.sources],
+            source_clusters=source_clusters,
+        )
+
+    def _inherit_members(self, sources: list[SourceRun], group_of: dict[tuple[str, str], str], tmp: str,
+                         path: str) -> dict[str, int]:
+        """Every member of every source run, with its cluster's group; streamed source by
+        source and batch by batch. Returns the member count of each group."""
+        counts: dict[str, int] = {}
+        with pq.ParquetWriter(path, COMPOSITE_MEMBERS_SCHEMA, compression="zstd") as writer:
+            for source in sources:
+                local = os.path.join(tmp, f"source-{source.run_id}.parquet")
+                self.store.download(source.members_key, local)
+                mapping = {c: g for (r, c), g in group_of.items() if r == source.run_id}
+                for batch in pq.ParquetFile(local).iter_batches(
+                        batch_size=BATCH_ROWS, columns=["document_id", "cluster_id", "distance_to_centroid"]):
+                    frame = pl.from_arrow(batch)
+                    frame = frame.select(
+                        pl.col("document_id").cast(pl.String),
+                        pl.lit(source.run_id, dtype=pl.String).alias("source_run_id"),
+                        pl.col("cluster_id").cast(pl.String).alias("source_cluster_id"),
+                        pl.col("cluster_id").cast(pl.String)
+                        .replace_strict(mapping, default=NOISE_KEY, return_dtype=pl.String).alias("cluster_id"),
+                        pl.col("distance_to_centroid").cast(pl.Float32),
+                    )
+                    for key, n in frame["cluster_id"].value_counts().iter_rows():
+                        counts[key] = counts.get(key, 0) + n
+                    writer.write_table(frame.to_arrow().cast(COMPOSITE_MEMBERS_SCHEMA))
+                os.unlink(local)
+        return counts
+
+
+def assign_file(assigner: Assigner, dataset: str, members: str, batch_rows: int = BATCH_ROWS) -> None:
+    """Assign a dataset file row group by row group (each in slices of `batch_rows`),
+    writing each slice's members as it goes. Row groups are read one at a time on
+    purpose: `ParquetFile.iter_batches` reads ahead and held 2.3 GB of a 1M x 384 file,
+    this holds one row group (the preparer writes 65k rows each)."""
+    source = pq.ParquetFile(dataset)
+    with pq.ParquetWriter(members, MEMBERS_SCHEMA, compression="zstd") as writer:
+        for group in range(source.num_row_groups):
+            table = source.read_row_group(group, columns=["document_id", "vector"], use_threads=False)
+            for start in range(0, table.num_rows, batch_rows):
+                part = table.slice(start, batch_rows)
+                X = vectors_of(part.column("vector"), assigner.dimension)
+                writer.write_table(assigner.assign(part.column("document_id"), X))
+            del table
+
+
+def centroids_frame(centroids: list[CentroidSummary], vectors: list, dim: int) -> pl.DataFrame:
+    """The centroids parquet: one row per cluster (noise last, without a vector)."""
+    return pl.DataFrame(
+        {"cluster_id": [c.cluster_id for c in centroids], "num_members": [c.num_members for c in centroids],
+         "centroid": vectors, "stable_id": [c.stable_id for c in centroids]},
+        schema={"cluster_id": pl.String, "num_members": pl.Int64, "centroid": pl.Array(pl.Float32, dim),
+                "stable_id": pl.String},
+    )

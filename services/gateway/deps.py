@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPBearer
 
+from clusterflow.keys import ApiKey, KeyStore, valid_namespace
 from clusterflow.messaging import Publisher
 from clusterflow.settings import Settings
 from clusterflow.storage import ObjectStore
@@ -23,22 +25,74 @@ class Gateway:
     repo: GatewayRepository
     publisher: Publisher
     store: ObjectStore
+    keys: KeyStore | None = None
 
 
 def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-def namespace(x_namespace: Annotated[str | None, Header()] = None) -> str:
-    value = (x_namespace or DEFAULT_NAMESPACE).strip()
-    if not value or len(value) > 128 or not all(c.isalnum() or c in "-_." for c in value):
+# Declares the scheme in the OpenAPI document; the header is parsed below, so that a
+# missing or malformed one gets the ErrorResponse shape rather than FastAPI's default.
+_bearer = HTTPBearer(auto_error=False, description="An API key: `python -m clusterflow.keys create "
+                     "--namespace NS` prints one.")
+
+
+def _unauthorized(message: str, code: str) -> ApiError:
+    return ApiError(401, message, code=code)
+
+
+async def authenticate(request: Request, authorization: str | None) -> ApiKey | None:
+    """The caller's key, or a 401. None when authentication is turned off."""
+    gw: Gateway = request.app.state.gateway
+    settings = getattr(gw, "settings", None)  # None: a test double without settings
+    if settings is None or not settings.auth_required:
+        return None
+    if gw.keys is None:  # fail closed: a gateway built without its key store serves no one
+        raise ApiError(503, "Authentication is not available", code="auth_unavailable")
+    if not authorization:
+        raise _unauthorized("An API key is required: send Authorization: Bearer <key>", "missing_api_key")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("Authorization must be 'Bearer <key>'", "invalid_authorization")
+    key = await gw.keys.verify(token)
+    if key is None:
+        raise _unauthorized("The API key is not valid (unknown, malformed or revoked)", "invalid_api_key")
+    return key
+
+
+async def namespace(
+    request: Request,
+    x_namespace: Annotated[str | None, Header(description="The namespace to work in; a key scoped to one "
+                                                          "namespace may leave it out.")] = None,
+    _credentials: Annotated[object, Security(_bearer)] = None,
+) -> str:
+    """The request's namespace, once its caller is authenticated and allowed to use it.
+
+    Every route takes it, so every route but /health and /ready is authenticated: 401
+    without a valid key, 403 for a namespace the key does not cover. A request without
+    X-Namespace uses the key's namespace when the key has exactly one, else "default".
+    """
+    key = await authenticate(request, request.headers.get("authorization"))
+    request.state.api_key = key
+    raw = x_namespace if x_namespace is not None else (key.only_namespace if key else None)
+    value = (raw or DEFAULT_NAMESPACE).strip()
+    if not valid_namespace(value):
         raise ApiError(400, "X-Namespace must be 1 to 128 letters, digits, '-', '_' or '.'",
                        code="invalid_namespace")
+    if key is not None and not key.allows(value):
+        raise ApiError(403, f"This API key may not use the namespace {value!r}", code="namespace_forbidden",
+                       details={"namespace": value, "key_id": key.key_id})
     return value
 
 
-def caller(authorization: Annotated[str | None, Header()] = None) -> str | None:
-    """The key's fingerprint, recorded on runs; authentication itself comes later."""
+def caller(request: Request, _ns: Annotated[str, Depends(namespace)]) -> str | None:
+    """Who asked (recorded on runs): the key's id, never the key."""
+    key: ApiKey | None = getattr(request.state, "api_key", None)
+    if key is not None:
+        return key.key_id
+    authorization = request.headers.get("authorization")
     if not authorization:
         return None
     import hashlib

@@ -12,6 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from asyncpg.exceptions import DataError as PostgresDataError
+from asyncpg.exceptions._base import DataError as ArgumentDataError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.api import ErrorDetail, ErrorResponse
@@ -84,7 +87,36 @@ def install(app: FastAPI) -> None:
         ]
         return JSONResponse(status_code=422, content={"detail": jsonable_encoder(detail)})
 
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        cause = _driver_error(exc)
+        if isinstance(cause, _DATA_ERRORS):
+            # A value PostgreSQL cannot hold or compare (a NUL character in text or JSON, a
+            # number out of range): the client's input, not a server fault. Nothing was stored.
+            return error_response(400, f"A value in the request cannot be stored or compared: {_first_line(cause)}",
+                                  code="invalid_value")
+        log.exception("database error")
+        return error_response(500, "Internal server error", details={"error_type": type(cause).__name__})
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return error_response(500, "Internal server error", details={"error_type": type(exc).__name__})
+
+
+# Server side (SQLSTATE class 22: data exception) and client side (a query argument
+# asyncpg cannot encode, e.g. an integer past int64).
+_DATA_ERRORS = (PostgresDataError, ArgumentDataError)
+
+
+def _driver_error(exc: DBAPIError) -> BaseException:
+    """The asyncpg exception under SQLAlchemy's and its adapter's wrappers."""
+    seen: BaseException = exc.orig if exc.orig is not None else exc
+    while seen.__cause__ is not None and not isinstance(seen, _DATA_ERRORS):
+        seen = seen.__cause__
+    return seen
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

@@ -6,12 +6,14 @@ resource of another namespace is simply "not found".
 """
 from __future__ import annotations
 
+import time
 import uuid
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, delete, func, insert, or_, select, true, update
+from sqlalchemy import ARRAY, Float, String, and_, bindparam, delete, func, insert, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,9 +38,27 @@ def pack_vector(values: list[float]) -> bytes:
     return np.asarray(values, dtype="<f4").tobytes()
 
 
+# The recent mean run time changes slowly: the execute path reads it at most this often.
+MEAN_RUN_TIME_TTL_S = 2.0
+
+
 class GatewayRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, autocommit: AsyncEngine | None = None) -> None:
         self.engine = engine
+        # Single statements on the hot paths (execute, task polling) run on an engine in
+        # autocommit mode when one is given: no BEGIN and ROLLBACK round trips.
+        self.autocommit = autocommit
+        self._mean_run_time: tuple[float, float | None] = (0.0, None)  # (valid until, seconds)
+
+    @asynccontextmanager
+    async def _single(self):
+        """A connection for single-statement reads and writes, outside a transaction."""
+        if self.autocommit is not None:
+            async with self.autocommit.connect() as conn:
+                yield conn
+        else:
+            async with self.engine.connect() as conn:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
     # --- collections -------------------------------------------------------------------
 
@@ -170,7 +190,7 @@ class GatewayRepository:
         ).outerjoin(latest, true())
 
     async def get_cluster(self, namespace: str, cluster_id: str) -> dict[str, Any] | None:
-        async with self.engine.connect() as conn:
+        async with self._single() as conn:
             row = (await conn.execute(
                 self._cluster_query().where(
                     clusters.c.namespace == namespace,
@@ -224,7 +244,7 @@ class GatewayRepository:
 
     async def record_run_request(self, *, run_id: str, task_id: str, namespace: str, cluster_id: str,
                                  options: dict[str, Any]) -> datetime:
-        async with self.engine.begin() as conn:
+        async with self._single() as conn:  # one INSERT: atomic on its own
             return await conn.scalar(
                 insert(run_requests).values(
                     run_id=run_id, task_id=task_id, namespace=namespace, cluster_id=cluster_id, options=options
@@ -236,7 +256,7 @@ class GatewayRepository:
             await conn.execute(delete(run_requests).where(run_requests.c.run_id == run_id))
 
     async def get_task(self, namespace: str, task_id: str) -> dict[str, Any] | None:
-        async with self.engine.connect() as conn:
+        async with self._single() as conn:
             row = (await conn.execute(
                 select(tasks).where(tasks.c.namespace == namespace, tasks.c.task_id == task_id)
             )).mappings().first()
@@ -256,20 +276,43 @@ class GatewayRepository:
         }
 
     async def queue_position(self, created_at: datetime) -> tuple[int, float | None]:
-        """1-based position among runs not yet started, and the recent mean run time."""
+        """1-based position among runs not yet started, and the seconds one run takes at
+        the recent pace (None before any run completed).
+
+        The pace is the smaller of two readings over the last 20 completed runs: the mean
+        time between their completions (what a busy, pipelined system achieves) and their
+        mean duration (what an idle one does; from the start of the work, or from the
+        request while its start is not projected yet). One statement: an indexed count
+        (ix_tasks_status_created), the pace (ix_executions_status_completed) read at most
+        every MEAN_RUN_TIME_TTL_S."""
         waiting = [TaskStatusEnum.PENDING.value, TaskStatusEnum.QUEUED.value]
-        async with self.engine.connect() as conn:
-            ahead = await conn.scalar(
-                select(func.count()).select_from(tasks)
-                .where(tasks.c.status.in_(waiting), tasks.c.created_at < created_at)
-            ) or 0
-            recent = (
-                select((func.extract("epoch", executions.c.completed_at - executions.c.started_at)).label("s"))
-                .where(executions.c.status == TaskStatusEnum.COMPLETED.value, executions.c.started_at.is_not(None))
-                .order_by(executions.c.completed_at.desc()).limit(20).subquery()
-            )
-            mean_s = await conn.scalar(select(func.avg(recent.c.s)))
-        return ahead + 1, (float(mean_s) if mean_s is not None else None)
+        ahead = (select(func.count()).select_from(tasks)
+                 .where(tasks.c.status.in_(waiting), tasks.c.created_at < created_at).scalar_subquery())
+        now = time.monotonic()
+        valid_until, pace_s = self._mean_run_time
+        async with self._single() as conn:
+            if valid_until > now:
+                count = await conn.scalar(select(ahead))
+            else:
+                recent = (
+                    select(executions.c.completed_at,
+                           func.extract("epoch", executions.c.completed_at - func.coalesce(
+                               executions.c.started_at, executions.c.created_at)).label("s"))
+                    .where(executions.c.status == TaskStatusEnum.COMPLETED.value,
+                           executions.c.completed_at.is_not(None))
+                    .order_by(executions.c.completed_at.desc()).limit(20).subquery()
+                )
+                pace = select(func.count(), func.extract("epoch", func.max(recent.c.completed_at)
+                                                         - func.min(recent.c.completed_at)),
+                              func.avg(recent.c.s)).select_from(recent).subquery()
+                count, n, span, mean = (await conn.execute(select(ahead, *pace.c))).one()
+                readings = [float(mean)] if mean is not None else []
+                if n and n >= 2 and span:
+                    readings.append(float(span) / (n - 1))
+                pace_s = min(readings) if readings else None
+                if pace_s is not None:  # until a first run completes, ask every time
+                    self._mean_run_time = (now + MEAN_RUN_TIME_TTL_S, pace_s)
+        return (count or 0) + 1, pace_s
 
     async def get_execution(self, namespace: str, cluster_id: str, run_id: str | None) -> dict[str, Any] | None:
         query = select(executions).where(executions.c.namespace == namespace, executions.c.cluster_id == cluster_id)
@@ -314,6 +357,94 @@ class GatewayRepository:
             "avg_num_clusters": float(agg[2]) if agg[2] is not None else None,
         }
         return [dict(r) for r in rows], total, stats
+
+    async def get_run(self, namespace: str, run_id: str) -> dict[str, Any] | None:
+        """A run of any cluster of the namespace (composite sources, enrichment); one
+        accepted but not yet projected is PENDING, as in `get_execution`."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(executions).where(executions.c.namespace == namespace, executions.c.run_id == run_id)
+            )).mappings().first()
+            if row is not None:
+                return dict(row)
+            req = (await conn.execute(
+                select(run_requests).where(run_requests.c.namespace == namespace, run_requests.c.run_id == run_id)
+            )).mappings().first()
+        if req is None:
+            return None
+        return {"run_id": run_id, "task_id": req["task_id"], "cluster_id": req["cluster_id"], "namespace": namespace,
+                "status": TaskStatusEnum.PENDING.value, "mode": req["options"].get("mode", "full"),
+                "created_at": req["created_at"], "artifacts": None, "num_clusters": None}
+
+    async def latest_completed_full_run(self, namespace: str, cluster_id: str) -> dict[str, Any] | None:
+        """The cluster's latest completed full run with centroids: what mode=assign uses."""
+        completed = [TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value]
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(executions).where(
+                    executions.c.namespace == namespace, executions.c.cluster_id == cluster_id,
+                    executions.c.mode == "full", executions.c.status.in_(completed),
+                    executions.c.artifacts.is_not(None), executions.c.num_clusters > 0,
+                ).order_by(executions.c.created_at.desc(), executions.c.run_id.desc()).limit(1)
+            )).mappings().first()
+        return dict(row) if row else None
+
+    async def embedding_dimension(self, namespace: str, cluster_id: str) -> int | None:
+        """The dimension of the embedding a cluster clusters (declared by its collections)."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(clusters.c.embedding_name, clusters.c.collection_ids)
+                .where(clusters.c.namespace == namespace, clusters.c.cluster_id == cluster_id)
+            )).first()
+            if row is None:
+                return None
+            dims = (await conn.scalars(
+                select(collections.c.embeddings[row.embedding_name].as_integer())
+                .where(collections.c.collection_id.in_(list(row.collection_ids)))
+            )).all()
+        found = {d for d in dims if d is not None}
+        return found.pop() if len(found) == 1 else None
+
+    # --- enrichment --------------------------------------------------------------------
+
+    async def enrich_batch(self, source_collection_id: str, target_collection_id: str | None,
+                           rows: dict[str, list[Any]], embedding_names: list[str]) -> int:
+        """Merge the batch's cluster fields into the documents' payloads (`payload ||
+        jsonb_build_object(...)`, so re-running writes the same values over the same keys):
+        in place, or into copies of the documents and their vectors in the target
+        collection. One transaction per batch. Returns the documents written."""
+        values = (
+            "unnest(:document_id, :cluster_id, :cluster_label, :distance, :stable_id, :run_id) "
+            "AS v(document_id, cluster_id, cluster_label, distance_to_centroid, stable_id, run_id)"
+        )
+        fields = ("jsonb_build_object('cluster_id', v.cluster_id, 'cluster_label', v.cluster_label, "
+                  "'distance_to_centroid', v.distance_to_centroid, 'cluster_stable_id', v.stable_id, "
+                  "'cluster_run_id', v.run_id)")
+        params = {**rows, "source": source_collection_id}
+        binds = [bindparam(k, type_=ARRAY(Float if k == "distance" else String)) for k in rows]
+        async with self.engine.begin() as conn:
+            if target_collection_id is None:
+                result = await conn.execute(text(
+                    f"UPDATE documents AS d SET payload = d.payload || {fields}, updated_at = now() "
+                    f"FROM {values} WHERE d.collection_id = :source AND d.document_id = v.document_id"
+                ).bindparams(*binds), params)
+                return result.rowcount
+            result = await conn.execute(text(
+                "INSERT INTO documents (collection_id, document_id, payload) "
+                f"SELECT :target, d.document_id, d.payload || {fields} FROM documents AS d JOIN {values} "
+                "ON d.document_id = v.document_id WHERE d.collection_id = :source "
+                "ON CONFLICT (collection_id, document_id) DO UPDATE SET payload = EXCLUDED.payload, updated_at = now()"
+            ).bindparams(*binds), {**params, "target": target_collection_id})
+            await conn.execute(text(
+                "INSERT INTO document_vectors (collection_id, document_id, embedding_name, vector) "
+                "SELECT :target, dv.document_id, dv.embedding_name, dv.vector FROM document_vectors AS dv "
+                "WHERE dv.collection_id = :source AND dv.document_id = ANY(:document_id) "
+                "AND dv.embedding_name = ANY(:names) "
+                "ON CONFLICT (collection_id, embedding_name, document_id) DO UPDATE SET vector = EXCLUDED.vector"
+            ).bindparams(bindparam("document_id", type_=ARRAY(String)), bindparam("names", type_=ARRAY(String))),
+                {"target": target_collection_id, "source": source_collection_id,
+                 "document_id": rows["document_id"], "names": embedding_names})
+            return result.rowcount
 
     async def active_runs(self, cluster_id: str) -> list[str]:
         active = [s.value for s in TaskStatusEnum if s not in TERMINAL_STATUSES]

@@ -8,6 +8,7 @@ from faststream import FastStream
 
 from clusterflow.db import make_engine
 from clusterflow.idempotency import PostgresProcessedLog
+from clusterflow.observability import install_worker_observability
 from clusterflow.messaging import Consumer, KafkaPublisher, ensure_topics, make_broker
 from clusterflow.settings import Settings
 from clusterflow.storage import S3ObjectStore
@@ -72,6 +73,8 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
              publisher=publisher, settings=settings).attach(broker)
 
     app = FastStream(broker)
+    install_worker_observability(app, service='labeler', settings=settings, broker=broker,
+                                 engine=engine, consumers=[(EXECUTION_CLUSTERED.name, LABELER)])
 
     @app.on_startup
     async def _topics() -> None:

@@ -5,6 +5,7 @@ from faststream import FastStream
 
 from clusterflow.db import make_engine
 from clusterflow.idempotency import PostgresProcessedLog
+from clusterflow.observability import install_worker_observability
 from clusterflow.messaging import Consumer, KafkaPublisher, ensure_topics, make_broker
 from clusterflow.runstate import PostgresRunState
 from clusterflow.settings import Settings, get_settings
@@ -30,6 +31,8 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
              publisher=publisher, settings=settings).attach(broker)
 
     app = FastStream(broker)
+    install_worker_observability(app, service='preparer', settings=settings, broker=broker,
+                                 engine=engine, consumers=[(EXECUTION_REQUESTED.name, PREPARER)])
 
     @app.on_startup
     async def _topics() -> None:

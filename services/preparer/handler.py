@@ -3,9 +3,23 @@
 Resolves the run's configuration once (the cluster definition plus the per-run
 overrides, which are never persisted), applies the filters, takes a seeded sample
 when there are more matches than the run may cluster, and exports in bulk.
+
+By mode:
+- full: the dataset in one frame (the clusterer needs it whole); the cluster's latest
+  completed full run rides along as `previous`, for stable cluster identities.
+- assign: the source run is the one the gateway pinned (`ExecutionRequested.
+  source_run_id`), else the cluster's latest completed full run with centroids. The
+  documents stream from Postgres into the parquet file row group by row group. The
+  engine's sampling caps do not apply (assignment is linear); only the run's own
+  `sample_size` does (the cluster's stored `sample_size` sizes its clusterings).
+- composite: the dataset is the centroids of the `source_execution_ids` runs (any
+  completed run of the namespace with centroids of one dimension), one row each.
 """
 from __future__ import annotations
 
+import asyncio
+import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,25 +30,33 @@ from clusterflow.idempotency import ProcessedLog
 from clusterflow.messaging import Publisher, RunFailed, report_status
 from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.storage import ObjectStore, artifact_key
-from contracts.api import LogicalOperator, TaskStatusEnum
+from contracts.api import MIN_COMPOSITE_SOURCES, ExecutionMode, LogicalOperator, TaskStatusEnum
 from contracts.events import (
+    CentroidSummary,
     ClusteringConfig,
     DatasetPrepared,
     ExecutionRequested,
     SamplingInfo,
+    SourceRun,
     derived_event_id,
 )
 from contracts.topics import DATASET_PREPARED
 from services.clusterer.engine import cap_for, validate_params
-from services.preparer.export import Dataset, Selection
+from services.preparer.export import Dataset, Exported, Selection
 
 SERVICE = "preparer"
+COMPLETED = (TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value)
+NOISE_KEY = "cl_-1"
 
 
 class DocumentSource(Protocol):
     async def load_cluster(self, namespace: str, cluster_id: str) -> dict[str, Any] | None: ...
     async def count(self, sel: Selection) -> int: ...
     async def export(self, sel: Selection, *, limit: int | None, seed: int) -> Dataset: ...
+    async def export_to_parquet(self, sel: Selection, path: str, *, limit: int | None, seed: int) -> Exported: ...
+    async def load_run(self, namespace: str, run_id: str) -> dict[str, Any] | None: ...
+    async def latest_full_run(self, namespace: str, cluster_id: str, *, exclude: str | None = None
+                              ) -> dict[str, Any] | None: ...
 
 
 @dataclass
@@ -56,7 +78,26 @@ class Preparer:
         if cluster is None:
             raise RunFailed(f"cluster {event.cluster_id} does not exist in namespace {event.namespace!r}")
         config = resolve_config(cluster, event)
+        if config.mode is ExecutionMode.composite:
+            prepared, details = await self._composite(event, config)
+        else:
+            prepared, details = await self._documents(event, cluster, config)
+
+        await self.publisher.publish(DATASET_PREPARED, prepared)
+        await report_status(
+            self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING, stage="prepared",
+            progress=0.15, message=f"dataset of {prepared.num_points} {details.pop('unit', 'documents')} ready",
+            details={"sampling": prepared.sampling.model_dump(), "clustering_method": config.clustering_method,
+                     "labeling_enabled": bool(config.llm_labeling and config.llm_labeling.enabled), **details},
+        )
+        await self.processed.mark(SERVICE, event.event_id)
+
+    async def _documents(self, event: ExecutionRequested, cluster: dict[str, Any], config: ClusteringConfig
+                         ) -> tuple[DatasetPrepared, dict[str, Any]]:
+        """full and assign: the documents of the cluster's collections that pass the filters."""
         options = event.options
+        assign = config.mode is ExecutionMode.assign
+        source = await self._assign_source(event) if assign else None
         filters = options.filters if options.filters is not None else (
             LogicalOperator.model_validate(cluster["filters"]) if cluster["filters"] else None)
         selection = Selection(event.namespace, list(cluster["collection_ids"]), config.embedding_name, filters)
@@ -70,6 +111,31 @@ class Preparer:
                 "no documents match: the collections hold no document with the embedding "
                 f"{config.embedding_name!r} that passes the filters"
             )
+        key = artifact_key(event.namespace, event.cluster_id, event.run_id, "dataset")
+        common = dict(event_id=derived_event_id(event.run_id, DATASET_PREPARED.name), namespace=event.namespace,
+                      run_id=event.run_id, cluster_id=event.cluster_id, task_id=event.task_id, dataset_key=key,
+                      config=config)
+        if assign:
+            sampling = plan_assign(matched, options.sample_size)
+            limit = sampling.sampled if sampling.sampled < matched else None
+            with tempfile.TemporaryDirectory(prefix="preparer-") as tmp:
+                path = os.path.join(tmp, "dataset.parquet")
+                try:
+                    exported = await self.documents.export_to_parquet(selection, path, limit=limit,
+                                                                      seed=config.seed)
+                except ValueError as exc:  # no single dimension, a malformed row: retrying will not help
+                    raise RunFailed(f"the documents cannot be exported: {exc}") from exc
+                if exported.rows == 0:
+                    raise RunFailed("no documents match any more: they were deleted while the run was being prepared")
+                await stop_if_canceled(self.runs, event.run_id)
+                # Uploading while exporting was tried: on 2 cores it gained nothing (both
+                # are CPU-bound), so the file goes up once written.
+                await asyncio.to_thread(self.store.upload, key, path)
+            sampling = sampling.model_copy(update={"sampled": exported.rows})
+            prepared = DatasetPrepared(**common, num_points=exported.rows, dimension=exported.dimension,
+                                       sampling=sampling, source=source)
+            return prepared, {"source_run_id": source.run_id, "assignment_threshold": config.assignment_threshold}
+
         sampling = plan_sample(matched, options.sample_size or cluster["sample_size"],
                                config.clustering_method, config.algorithm_params)
         dataset = await self.documents.export(
@@ -78,25 +144,91 @@ class Preparer:
             raise RunFailed("no documents match any more: they were deleted while the run was being prepared")
 
         await stop_if_canceled(self.runs, event.run_id)
-        key = artifact_key(event.namespace, event.cluster_id, event.run_id, "dataset")
         frame = pl.DataFrame({
             "document_id": dataset.document_ids,
             "vector": pl.Series(dataset.vectors, dtype=pl.Array(pl.Float32, dataset.vectors.shape[1])),
         })
         self.store.put_parquet(key, frame)
-        await self.publisher.publish(DATASET_PREPARED, DatasetPrepared(
-            event_id=derived_event_id(event.run_id, DATASET_PREPARED.name),
-            namespace=event.namespace, run_id=event.run_id, cluster_id=event.cluster_id,
-            task_id=event.task_id, dataset_key=key, num_points=len(dataset.document_ids),
-            dimension=int(dataset.vectors.shape[1]), config=config, sampling=sampling,
-        ))
-        await report_status(
-            self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING, stage="prepared",
-            progress=0.15, message=f"dataset of {len(dataset.document_ids)} documents ready",
-            details={"sampling": sampling.model_dump(), "clustering_method": config.clustering_method,
-                     "labeling_enabled": bool(config.llm_labeling and config.llm_labeling.enabled)},
+        previous = await self.documents.latest_full_run(event.namespace, event.cluster_id, exclude=event.run_id)
+        prepared = DatasetPrepared(**common, num_points=len(dataset.document_ids),
+                                   dimension=int(dataset.vectors.shape[1]), sampling=sampling,
+                                   previous=source_run(previous) if previous else None)
+        return prepared, {}
+
+    async def _assign_source(self, event: ExecutionRequested) -> SourceRun:
+        if event.source_run_id:
+            row = await self.documents.load_run(event.namespace, event.source_run_id)
+            problem = check_source(row, event.source_run_id)
+            if problem is None and row["cluster_id"] != event.cluster_id:
+                problem = f"run {event.source_run_id} belongs to cluster {row['cluster_id']}, not {event.cluster_id}"
+            if problem:
+                raise RunFailed(f"mode 'assign' cannot use its source run: {problem}")
+            return source_run(row)
+        row = await self.documents.latest_full_run(event.namespace, event.cluster_id, exclude=event.run_id)
+        if row is None:
+            raise RunFailed(f"mode 'assign' needs a completed full run of cluster {event.cluster_id} with "
+                            "centroids; there is none yet (execute mode 'full' first)")
+        return source_run(row)
+
+    async def _composite(self, event: ExecutionRequested, config: ClusteringConfig
+                         ) -> tuple[DatasetPrepared, dict[str, Any]]:
+        """The dataset of a composite run: the source runs' centroids, one row each."""
+        ids = list(dict.fromkeys(event.options.source_execution_ids or []))
+        if len(ids) < MIN_COMPOSITE_SOURCES:
+            raise RunFailed(f"mode 'composite' needs at least {MIN_COMPOSITE_SOURCES} distinct "
+                            f"source_execution_ids (got {len(ids)})")
+        sources, frames = [], []
+        for run_id in ids:
+            row = await self.documents.load_run(event.namespace, run_id)
+            problem = check_source(row, run_id)
+            if problem:
+                raise RunFailed(f"mode 'composite' cannot use source execution {run_id}: {problem}")
+            source = source_run(row)
+            frame = await asyncio.to_thread(self.store.get_parquet, source.centroids_key)
+            frame = frame.filter((pl.col("cluster_id") != NOISE_KEY) & pl.col("centroid").is_not_null())
+            if frame.height == 0:
+                raise RunFailed(f"mode 'composite' cannot use source execution {run_id}: it has no centroids")
+            sources.append(source)
+            frames.append(frame.select(pl.lit(run_id).alias("source_run_id"),
+                                       pl.col("cluster_id").alias("source_cluster_id"),
+                                       pl.col("num_members").cast(pl.Int64), pl.col("centroid").alias("vector")))
+        dims = {run_id: f.schema["vector"].shape[0] for run_id, f in zip(ids, frames)}
+        if len(set(dims.values())) > 1:
+            raise RunFailed("mode 'composite' needs centroids of one dimension; the sources have "
+                            + ", ".join(f"{r}: {d}" for r, d in dims.items()))
+        dataset = pl.concat(frames)
+        key = artifact_key(event.namespace, event.cluster_id, event.run_id, "dataset")
+        await stop_if_canceled(self.runs, event.run_id)
+        await asyncio.to_thread(self.store.put_parquet, key, dataset)
+        n = dataset.height
+        prepared = DatasetPrepared(
+            event_id=derived_event_id(event.run_id, DATASET_PREPARED.name), namespace=event.namespace,
+            run_id=event.run_id, cluster_id=event.cluster_id, task_id=event.task_id, dataset_key=key,
+            num_points=n, dimension=next(iter(dims.values())), config=config, sources=sources,
+            sampling=SamplingInfo(matched=n, sampled=n,
+                                  reason=f"composite: the {n} centroids of {len(sources)} runs are clustered"),
         )
-        await self.processed.mark(SERVICE, event.event_id)
+        return prepared, {"source_execution_ids": ids, "unit": "centroids"}
+
+
+def check_source(row: dict[str, Any] | None, run_id: str) -> str | None:
+    """Why a run cannot serve as a source (assign, composite), or None when it can."""
+    if row is None:
+        return f"run {run_id} does not exist in this namespace"
+    if row["status"] not in COMPLETED:
+        return f"run {run_id} is {row['status']}, not COMPLETED"
+    if not row.get("artifacts") or not row.get("num_clusters"):
+        return f"run {run_id} has no centroids"
+    return None
+
+
+def source_run(row: dict[str, Any]) -> SourceRun:
+    return SourceRun(
+        run_id=row["run_id"], cluster_id=row["cluster_id"], mode=row.get("mode") or "full",
+        members_key=row["artifacts"]["members_key"], centroids_key=row["artifacts"]["centroids_key"],
+        num_points=row.get("num_points"), labeling_enabled=bool(row.get("labeling_enabled")),
+        centroids=[CentroidSummary.model_validate(c) for c in row.get("centroids") or []],
+    )
 
 
 def resolve_config(cluster: dict[str, Any], event: ExecutionRequested) -> ClusteringConfig:
@@ -106,17 +238,33 @@ def resolve_config(cluster: dict[str, Any], event: ExecutionRequested) -> Cluste
         validate_params(method, cluster["algorithm_params"] or {})
     except ValueError as exc:
         raise RunFailed(f"invalid clustering parameters: {exc}") from exc
-    labeling = options.llm_labeling if options.llm_labeling is not None else cluster["llm_labeling"]
+    derived = options.mode is not ExecutionMode.full
+    # assign and composite runs inherit their clusters' labels from their sources: the
+    # cluster's stored LLM labeling is for its clusterings, only an explicit per-run
+    # override labels them anew. They have no inline layout either.
+    labeling = options.llm_labeling if options.llm_labeling is not None else (
+        None if derived else cluster["llm_labeling"])
     return ClusteringConfig(
         mode=options.mode,
         clustering_method=method,
         algorithm_params=cluster["algorithm_params"] or {},
         embedding_name=cluster["embedding_name"],
         vis_n_components=options.vis_n_components or cluster["vis_n_components"],
-        defer_visualization=(options.defer_visualization if options.defer_visualization is not None
-                             else cluster["defer_visualization"]),
+        defer_visualization=True if derived else (
+            options.defer_visualization if options.defer_visualization is not None
+            else cluster["defer_visualization"]),
         llm_labeling=labeling,
+        assignment_threshold=(0.5 if options.assignment_threshold is None else options.assignment_threshold)
+        if options.mode is ExecutionMode.assign else None,
     )
+
+
+def plan_assign(matched: int, requested: int | None) -> SamplingInfo:
+    """Assign runs: no engine cap (assignment is linear), only the run's sample_size."""
+    sampled = min(matched, requested or matched)
+    reason = (f"sample_size {requested} < {matched} matching documents: a seeded sample was taken"
+              if sampled < matched else None)
+    return SamplingInfo(matched=matched, sampled=sampled, requested_sample_size=requested, reason=reason)
 
 
 def plan_sample(matched: int, requested: int | None, method: str, params: dict[str, Any]) -> SamplingInfo:

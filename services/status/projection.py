@@ -9,7 +9,10 @@ across topics is not guaranteed; the rules make the result independent of it:
 - a run completes when its results are in and, if LLM labeling was asked for, its
   labels too, whichever of the two events arrives last;
 - labels that arrive after completion (the labeler's offline labels, for runs without
-  LLM labeling) are merged into the finished run without changing its status.
+  LLM labeling) are merged into the finished run without changing its status;
+- a cluster that came with a label (inherited through its stable id from the previous
+  run, or from the source run of an assign or composite run) keeps it: the labeler's
+  labels name only the clusters without one (all of them stay in the `labels` column).
 """
 from __future__ import annotations
 
@@ -67,6 +70,11 @@ def apply(run: Run | None, event: Event) -> Run:
 def _requested(run: Run, event: ExecutionRequested) -> Run:
     # A status report may have arrived first: only fill what it could not know.
     run["mode"] = event.options.mode.value
+    if event.source_run_id and not run.get("source_run_id"):
+        run["source_run_id"] = event.source_run_id
+    if event.options.mode.value == "composite" and event.options.source_execution_ids and \
+            not run.get("source_execution_ids"):
+        run["source_execution_ids"] = list(dict.fromkeys(event.options.source_execution_ids))
     run["created_at"] = min(run["created_at"], event.occurred_at)
     run["inputs"] = [{
         "cluster_id": event.cluster_id,
@@ -78,6 +86,10 @@ def _requested(run: Run, event: ExecutionRequested) -> Run:
 
 def _status(run: Run, event: RunStatusChanged) -> Run:
     if is_terminal(run):
+        # The result (another topic) may be projected before the progress reports: a
+        # late one still says when the work began (the queue's mean run time needs it).
+        if event.status.value in _ACTIVE and run.get("started_at") is None:
+            run["started_at"] = event.occurred_at
         return run
     status = event.status.value
     if event.progress is not None:
@@ -115,6 +127,15 @@ def _clustered(run: Run, event: ExecutionClustered) -> Run:
     )
     if event.sampling is not None:
         run["sampling"] = event.sampling.model_dump()
+    run["mode"] = event.config.mode.value
+    if event.source_run_id:
+        run["source_run_id"] = event.source_run_id
+    if event.source_execution_ids:
+        run["source_execution_ids"] = list(event.source_execution_ids)
+    if event.lineage is not None:
+        run["lineage"] = event.lineage.model_dump(mode="json")
+    if event.source_clusters:
+        run["source_clusters"] = [c.model_dump(mode="json") for c in event.source_clusters]
     run["details"] = {**run.get("details", {}), "estimator": event.estimator,
                       "algorithm_seconds": event.algorithm_seconds,
                       "vis_n_components": event.config.vis_n_components,
@@ -135,7 +156,7 @@ def _merge_labels(run: Run) -> None:
     by_id = {label["cluster_id"]: label for label in run["labels"]}
     run["centroids"] = [
         {**c, **{k: by_id[c["cluster_id"]][k] for k in ("label", "summary", "keywords")
-                 if c["cluster_id"] in by_id}}
+                 if c["cluster_id"] in by_id and c.get("label") is None}}
         for c in run["centroids"]
     ]
 
@@ -177,6 +198,17 @@ def task_row(run: Run) -> dict[str, Any]:
     }
     if run.get("sampling"):
         additional["sampling"] = run["sampling"]
+    additional["mode"] = run.get("mode") or "full"
+    for key in ("source_run_id", "source_execution_ids"):
+        if run.get(key):
+            additional[key] = run[key]
+    if run.get("lineage"):
+        events = run["lineage"].get("events") or []
+        additional["lineage"] = {
+            "previous_run_id": run["lineage"].get("previous_run_id"),
+            **{kind: sum(e["kind"] == kind for e in events)
+               for kind in ("continued", "split", "merged", "new", "dissolved")},
+        }
     if run.get("error_message"):
         additional["error"] = run["error_message"]
     return {

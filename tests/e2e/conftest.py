@@ -6,6 +6,7 @@ import time
 import httpx
 import pytest
 
+from clusterflow.keys import create_key
 from clusterflow.stack import Stack
 from tests.support.llm_servers import API_KEY, LLMServer
 
@@ -29,13 +30,16 @@ def stack(settings, tmp_path_factory, llm):
     except RuntimeError as exc:
         s.stop()
         pytest.fail(str(exc), pytrace=False)
+    # Authentication is on (the default): the tests' key, for the namespace "e2e".
+    s.api_key = create_key(settings.database_url, ["e2e"], name="e2e tests")
     yield s
     s.stop()
 
 
 @pytest.fixture(scope="session")
 def api(stack):
-    with httpx.Client(base_url=stack.url, timeout=30, headers={"X-Namespace": "e2e"}) as client:
+    headers = {"X-Namespace": "e2e", "Authorization": f"Bearer {stack.api_key}"}
+    with httpx.Client(base_url=stack.url, timeout=30, headers=headers) as client:
         yield client
 
 

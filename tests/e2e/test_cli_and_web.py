@@ -142,7 +142,7 @@ def test_view_page_draws_the_clusters_and_their_labels(api, stack, corpus, tmp_p
     assert body["dimensions"] == 2 and len(body["x"]) == GROUPS * PER_GROUP
     assert [c["cluster_id"] for c in body["clusters"]] == [f"cl_{i}" for i in range(GROUPS)]
 
-    url = f"{stack.url}/v1/clusters/{cluster_id}/executions/{run_id}/view?namespace=e2e"
+    url = f"{stack.url}/v1/clusters/{cluster_id}/executions/{run_id}/view?namespace=e2e#key={stack.api_key}"
     page = api.get(url)
     assert page.status_code == 200 and "<canvas" in page.text
 
@@ -182,7 +182,8 @@ def test_view_page_draws_the_clusters_and_their_labels(api, stack, corpus, tmp_p
 def cli(stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     entry = Path(sys.executable).with_name("clusterflow")
     argv = [str(entry)] if entry.exists() else [sys.executable, "-m", "clusterflow.cli"]
-    env = {**os.environ, "CLUSTERFLOW_URL": stack.url, "CLUSTERFLOW_NAMESPACE": "e2e", "COLUMNS": "200"}
+    env = {**os.environ, "CLUSTERFLOW_URL": stack.url, "CLUSTERFLOW_NAMESPACE": "e2e", "COLUMNS": "200",
+           "CLUSTERFLOW_API_KEY": stack.api_key}
     done = subprocess.run([*argv, *args], capture_output=True, text=True, env=env, timeout=300)
     if check:
         assert done.returncode == 0, f"clusterflow {' '.join(args)} exited {done.returncode}:\n" \

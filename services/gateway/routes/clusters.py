@@ -83,6 +83,8 @@ async def patch_cluster(cluster_id: str, body: PatchClusterRequest, gw: GatewayD
     values = body.model_dump(exclude_unset=True)
     if values.get("cluster_name", "") is None:
         raise bad_request("cluster_name cannot be null")
+    if "metadata" in values and values["metadata"] is None:
+        values["metadata"] = {}  # null clears it (stored as JSON null, it broke every later read)
     if values and not await gw.repo.update_cluster(ns, cluster_id, values):
         raise not_found("cluster", cluster_id)
     return await get_cluster(cluster_id, gw, ns)

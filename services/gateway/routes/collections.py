@@ -6,6 +6,7 @@ import math
 from fastapi import APIRouter, Query
 from fastapi.exceptions import RequestValidationError
 
+from contracts.api import ErrorResponse
 from contracts.resources import (
     Collection,
     CreateCollectionRequest,
@@ -17,11 +18,12 @@ from contracts.resources import (
 )
 from services.gateway.deps import GatewayDep, NamespaceDep
 from services.gateway.errors import ApiError, not_found
+from services.gateway.limits import check_document_payloads
 
 router = APIRouter(prefix="/v1/collections", tags=["Collections"])
 
 
-@router.post("", response_model=Collection)
+@router.post("", response_model=Collection, responses={409: {"model": ErrorResponse}})
 async def create_collection(body: CreateCollectionRequest, gw: GatewayDep, ns: NamespaceDep) -> dict:
     existing = await gw.repo.get_collection(ns, body.collection_name)
     if existing is not None:
@@ -60,6 +62,7 @@ async def upsert_documents(collection_id: str, body: UpsertDocumentsRequest, gw:
     collection = await gw.repo.get_collection(ns, collection_id)
     if collection is None:
         raise not_found("collection", collection_id)
+    check_document_payloads(body.documents, gw.settings.max_document_payload_bytes)
     _check_embeddings(body, collection["embeddings"])
     count = await gw.repo.upsert_documents(collection["collection_id"], body.documents)
     return UpsertDocumentsResponse(collection_id=collection["collection_id"], upserted=count)

@@ -13,6 +13,7 @@ from clusterflow.storage import artifact_key
 
 from clusterflow.messaging import report_status
 from contracts.api import (
+    MIN_COMPOSITE_SOURCES,
     TERMINAL_STATUSES,
     DynamicValue,
     ErrorResponse,
@@ -45,7 +46,7 @@ from services.gateway.validation import check_filters
 router = APIRouter(tags=["Clusters"])
 tasks_router = APIRouter(prefix="/v1/tasks", tags=["Tasks"])
 
-_SUPPORTED_MODES = {ExecutionMode.full}
+_COMPLETED = {TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value}
 
 
 @router.post(
@@ -60,13 +61,28 @@ async def execute_clustering(
     who: CallerDep,
     body: ExecuteClusterByIdRequest | None = Body(default=None),
 ) -> TaskResponse:
-    """Queue a run and return its task at once; the work happens behind Kafka."""
+    """Queue a run and return its task at once; the work happens behind Kafka.
+
+    mode=assign needs a completed full run of this cluster with centroids (its latest
+    is pinned as the run's source); mode=composite needs >= 2 distinct
+    source_execution_ids, each a completed run with centroids of any cluster of the
+    caller's namespace, all of one embedding dimension. Otherwise: 400, naming the run.
+    """
     options = body or ExecuteClusterByIdRequest()
     cluster = await gw.repo.get_cluster(ns, cluster_id)
     if cluster is None:
         raise not_found("cluster", cluster_id)
-    if options.mode not in _SUPPORTED_MODES:
-        raise bad_request(f"mode {options.mode.value!r} is not available yet; use 'full'", code="unsupported_mode")
+    source_run_id = None
+    if options.mode is ExecutionMode.assign:
+        source = await gw.repo.latest_completed_full_run(ns, cluster["cluster_id"])
+        if source is None:
+            raise bad_request(
+                f"mode 'assign' needs a completed full run of cluster {cluster['cluster_id']} with centroids to "
+                "assign documents to, and it has none yet; execute it with mode 'full' first",
+                code="no_source_run", cluster_id=cluster["cluster_id"])
+        source_run_id = source["run_id"]
+    elif options.mode is ExecutionMode.composite:
+        await _check_composite_sources(gw, ns, options.source_execution_ids)
     if options.filters is not None:
         if any(not _is_static(c) for c in options.filters.iter_conditions()):
             raise bad_request(
@@ -83,7 +99,7 @@ async def execute_clustering(
         options=options.model_dump(mode="json", exclude_none=True),
     )
     event = ExecutionRequested(namespace=ns, run_id=run_id, cluster_id=cluster_id, task_id=task_id,
-                               options=options, requested_by=who)
+                               options=options, requested_by=who, source_run_id=source_run_id)
     try:
         await gw.publisher.publish(EXECUTION_REQUESTED, event)
     except Exception as exc:
@@ -98,10 +114,44 @@ async def execute_clustering(
         status=TaskStatusEnum.PENDING,
         inputs=[_inputs(cluster, options)],
         additional_data={"cluster_id": cluster_id, "run_id": run_id, "namespace_id": ns,
-                         "collection_ids": cluster["collection_ids"], "progress": 0.0},
+                         "collection_ids": cluster["collection_ids"], "progress": 0.0, "mode": options.mode.value,
+                         **({"source_run_id": source_run_id} if source_run_id else {}),
+                         **({"source_execution_ids": list(dict.fromkeys(options.source_execution_ids or []))}
+                            if options.mode is ExecutionMode.composite else {})},
         queue_position=position,
         estimated_wait_minutes=_wait_minutes(position, mean_s),
     )
+
+
+async def _check_composite_sources(gw, ns: str, ids: list[str] | None) -> None:
+    ids = ids or []
+    if len(set(ids)) < MIN_COMPOSITE_SOURCES:
+        raise bad_request(f"mode 'composite' needs at least {MIN_COMPOSITE_SOURCES} distinct source_execution_ids "
+                          f"(got {len(set(ids))})", code="too_few_sources")
+    if len(set(ids)) != len(ids):
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise bad_request(f"source execution {twice} is listed twice", code="duplicate_source",
+                          source_execution_id=twice)
+    dims: dict[str, int | None] = {}
+    for run_id in ids:
+        run = await gw.repo.get_run(ns, run_id)
+        if run is None:
+            raise bad_request(f"source execution {run_id} does not exist in namespace {ns!r}",
+                              code="source_not_found", source_execution_id=run_id)
+        if run["status"] not in _COMPLETED:
+            raise bad_request(f"source execution {run_id} is {run['status']}; composite runs need completed "
+                              "runs", code="source_not_completed", source_execution_id=run_id, status=run["status"])
+        if not run.get("artifacts") or not run.get("num_clusters"):
+            raise bad_request(f"source execution {run_id} has no centroids", code="source_without_centroids",
+                              source_execution_id=run_id)
+        dims[run_id] = await gw.repo.embedding_dimension(ns, run["cluster_id"])
+    known = {d for d in dims.values() if d is not None}
+    if len(known) > 1:
+        first = dims[ids[0]]
+        odd = next(r for r in ids if dims[r] is not None and dims[r] != first)
+        raise bad_request(f"source execution {odd} has {dims[odd]}-dimensional centroids, {ids[0]} has {first}: "
+                          "a composite run groups centroids of one embedding dimension",
+                          code="dimension_mismatch", source_execution_id=odd)
 
 
 def _is_static(condition: FilterCondition) -> bool:
@@ -246,6 +296,7 @@ def _read_data(store, row: dict, artifacts: dict, body: ExecutionDataRequest) ->
                 label=labels.get(r["cluster_id"], {}).get("label"),
                 summary=labels.get(r["cluster_id"], {}).get("summary"),
                 keywords=labels.get(r["cluster_id"], {}).get("keywords") or [],
+                stable_id=labels.get(r["cluster_id"], {}).get("stable_id"),
                 centroid_vector=list(r["centroid"]) if body.include_centroid_vectors and r["centroid"] is not None
                 else None,
             )
@@ -272,7 +323,8 @@ _layout_locks: dict[str, asyncio.Lock] = {}
 
 @router.get("/v1/clusters/{cluster_id}/executions/{run_id}/visualization", response_model=Visualization)
 async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: NamespaceDep,
-                        offset: int = Query(0, ge=0), limit: int = Query(10_000, ge=1, le=100_000)) -> Visualization:
+                        offset: int = Query(0, ge=0, le=2_147_483_647),
+                        limit: int = Query(10_000, ge=1, le=100_000)) -> Visualization:
     """Per-document coordinates with cluster ids and labels, paged. A run executed with
     `defer_visualization` gets its layout computed by the first call and stored at the
     run's deterministic `coords` key, which later calls (and the data endpoint) read."""
@@ -284,6 +336,9 @@ async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namesp
     if not artifacts:
         raise bad_request(f"run {run_id} has no results yet (status {row['status']})", code="results_not_ready",
                           status=row["status"])
+    if row.get("mode") == ExecutionMode.composite.value:
+        raise bad_request(f"run {run_id} is a composite run: its members come from several runs and have no "
+                          "layout of their own; view its source runs", code="no_layout_for_composite")
     details = row.get("details") or {}
     n_components = details.get("vis_n_components") or cluster["vis_n_components"]
     key = _coords_key(row, artifacts)

@@ -69,8 +69,9 @@ class Points(BaseModel):
 _VIEW_DESCRIPTION = """An HTML page that draws the run's layout: a scatter plot on a canvas (3D with
 mouse-drag rotation when the run has z), colored by cluster, labels at the cluster centers,
 the clusters listed with sizes, labels and keywords (click one to highlight it), and a
-document's payload on hover. Pass the namespace as `?namespace=`: the page sends it as
-X-Namespace to `/points` and the documents endpoint."""
+document's payload on hover. Pass the namespace as `?namespace=` and the API key as the
+fragment `#key=<key>` (never sent to a server): the page sends them as X-Namespace and
+Authorization to `/points` and the documents endpoint. The page itself needs no key."""
 
 
 @router.get("/v1/clusters/{cluster_id}/executions/{run_id}/view", response_class=HTMLResponse,

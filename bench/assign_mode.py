@@ -1,0 +1,188 @@
+"""Benchmark: assign-mode runs end to end (execute -> COMPLETED), documents per second,
+with where the time goes and the workers' peak memory.
+
+    eval "$(deploy/local/servers.sh env)"
+    .venv/bin/python bench/assign_mode.py --sizes 100000 1000000
+
+Documents (384 dims) are loaded straight into Postgres with COPY (setup, not measured).
+A full kmeans run (k=20) on a 20,000-document sample gives the centroids (setup); the
+measured path is an assign run over every document: REST execute, Kafka, the preparer's
+streamed COPY export into a parquet file in S3, the clusterer's row-group-by-row-group
+assignment and members file in S3, the status projector, task polling (every 0.1 s).
+"stages" splits the run by its status events: export (preparer: selection, COPY,
+parquet, upload), download (clusterer: fetch the dataset), assign (read, assign, write
+members), store (upload the members, centroids, events, projection). "dataset ->
+result" is download + assign + store: from the prepared dataset in S3 to the stored
+result, the clusterer's part. "bare" is `assign_to_centroids` on the same array in this
+process. Memory is the preparer's and the clusterer's VmHWM (peak) and their VmRSS when
+idle (fresh processes per size), beside the dataset's float32 size: streamed, neither
+holds the dataset.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+
+from clusterflow.client import Client
+from clusterflow.db import migrate
+from clusterflow.settings import get_settings
+from clusterflow.stack import Stack
+from services.clusterer.engine import assign_to_centroids
+
+DIM = 384
+K = 20
+FIT_SAMPLE = 20_000
+LOAD_BATCH = 100_000
+WORKERS = ("services.preparer", "services.clusterer")
+
+
+def make_data(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(K, DIM))
+    X = centers[rng.integers(0, K, size=n)] + rng.normal(scale=0.5, size=(n, DIM))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X.astype(np.float32)
+
+
+async def load(dsn: str, collection_id: str, X: np.ndarray) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO collections (collection_id, namespace, collection_name, embeddings) "
+            "VALUES ($1, 'bench', $1, $2::jsonb)", collection_id, f'{{"text": {DIM}}}')
+        for start in range(0, len(X), LOAD_BATCH):
+            ids = [f"doc_{i:07d}" for i in range(start, min(start + LOAD_BATCH, len(X)))]
+            await conn.copy_records_to_table("documents", records=[(collection_id, i, "{}") for i in ids],
+                                             columns=["collection_id", "document_id", "payload"])
+            await conn.copy_records_to_table(
+                "document_vectors",
+                records=[(collection_id, i, "text", X[start + j].tobytes()) for j, i in enumerate(ids)],
+                columns=["collection_id", "document_id", "embedding_name", "vector"])
+        await conn.execute("ANALYZE documents; ANALYZE document_vectors")
+    finally:
+        await conn.close()
+
+
+async def stages(dsn: str, run_id: str) -> dict[str, float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT service, stage, occurred_at FROM run_events WHERE run_id = $1 "
+                                "ORDER BY occurred_at", run_id)
+        completed = await conn.fetchval("SELECT completed_at FROM executions WHERE run_id = $1", run_id)
+    finally:
+        await conn.close()
+    at = {(r["service"], r["stage"]): r["occurred_at"] for r in rows}
+
+    def span(a, b) -> float:
+        return (b - a).total_seconds() if a and b else float("nan")
+
+    return {
+        "export": span(at.get(("preparer", "preparing")), at.get(("preparer", "prepared"))),
+        "download": span(at.get(("clusterer", "loading")), at.get(("clusterer", "assigning"))),
+        "assign": span(at.get(("clusterer", "assigning")), at.get(("clusterer", "writing"))),
+        "store": span(at.get(("clusterer", "writing")), completed),
+    }
+
+
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields[field].split()[0]) / 1024
+
+
+def bare(X: np.ndarray, centroids: np.ndarray) -> float:
+    t0 = time.perf_counter()
+    assign_to_centroids(X, centroids, 0.5)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    args = parser.parse_args()
+
+    base = get_settings()
+    dsn_admin = base.database_url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/postgres"
+    db = "clusterflow_bench_assign"
+
+    async def recreate() -> None:
+        conn = await asyncpg.connect(dsn_admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{db}"')
+        await conn.close()
+
+    asyncio.run(recreate())
+    settings = base.model_copy(update={"database_url": base.database_url.rsplit("/", 1)[0] + "/" + db,
+                                       "topic_prefix": f"{db}."})
+    migrate(settings.database_url)
+    dsn = settings.database_url.replace("+asyncpg", "")
+
+    stack = Stack(settings=settings, log_dir=Path(tempfile.mkdtemp(prefix="bench-logs-")))
+    stack.start()
+    api_key = None
+    if getattr(settings, "auth_required", False):  # the gateway wants a key: make one for "bench"
+        from clusterflow.keys import create_key
+
+        api_key = create_key(settings.database_url, ["bench"], name="bench")
+    client = Client(stack.url, namespace="bench", api_key=api_key)
+    rows = []
+    try:
+        # Warm-up size: imports and consumer-group joins are paid once, not per size.
+        for n in [5_000, *args.sizes]:
+            X = make_data(n)
+            collection_id = f"col_bench_{n}"
+            t0 = time.perf_counter()
+            asyncio.run(load(dsn, collection_id, X))
+            print(f"loaded {n:,} documents in {time.perf_counter() - t0:.1f}s", flush=True)
+            cluster = client.create_cluster(collection_ids=[collection_id], cluster_name=f"bench {n}",
+                                            clustering_method="kmeans", algorithm_params={"n_clusters": K},
+                                            sample_size=min(n, FIT_SAMPLE), defer_visualization=True)
+            fit = client.wait(client.execute(cluster["cluster_id"])["task_id"], timeout=3600)
+            assert fit["status"] == "COMPLETED", fit
+            centroids = np.asarray([c["centroid_vector"] for c in client.execution_data(
+                cluster["cluster_id"], fit["additional_data"]["run_id"], include_centroid_vectors=True)["centroids"]],
+                dtype=np.float32)
+            for name in WORKERS:
+                stack.kill(name)
+                stack.spawn(name)
+            time.sleep(8)  # let the fresh workers join their groups
+            idle = [rss_mb(stack.processes[name].pid, "VmRSS") for name in WORKERS]
+
+            t0 = time.perf_counter()
+            task = client.execute(cluster["cluster_id"], mode="assign")
+            done = client.wait(task["task_id"], timeout=3600, interval=0.1, max_interval=0.1)
+            service_s = time.perf_counter() - t0
+            assert done["status"] == "COMPLETED", done
+            run_id = task["additional_data"]["run_id"]
+            result = client.execution(cluster["cluster_id"], run_id)
+            assert result["num_points"] == n, result
+            peaks = [rss_mb(stack.processes[name].pid) for name in WORKERS]
+            split = asyncio.run(stages(dsn, run_id))
+            bare_s = bare(X, centroids)
+            print(f"{n:,}: {service_s:.2f}s, {n / service_s:,.0f} docs/s, stages {split}", flush=True)
+            if n == 5_000:
+                continue
+            rows.append((n, service_s, split, bare_s, peaks, idle, X.nbytes / 2**20))
+    finally:
+        client.close()
+        stack.stop()
+
+    print(f"\nassign mode, dim={DIM}, k={K}; seconds and documents per second")
+    print(f"{'docs':>9} {'e2e s':>7} {'e2e docs/s':>10} {'export':>7} {'download':>8} {'assign':>7} {'store':>6} "
+          f"{'dataset->result s':>17} {'docs/s':>9} {'bare s':>7} {'prep MB peak/idle':>17} "
+          f"{'clus MB peak/idle':>17} {'data MB':>8}")
+    for n, s, split, b, (prep, clus), (prep0, clus0), data in rows:
+        tail = split["download"] + split["assign"] + split["store"]
+        print(f"{n:>9} {s:>7.2f} {n / s:>10,.0f} {split['export']:>7.2f} {split['download']:>8.2f} "
+              f"{split['assign']:>7.2f} {split['store']:>6.2f} {tail:>17.2f} {n / tail:>9,.0f} {b:>7.2f} "
+              f"{f'{prep:.0f}/{prep0:.0f}':>17} {f'{clus:.0f}/{clus0:.0f}':>17} {data:>8.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Assign mode over a stream of batches: each document goes to the nearest centroid of
+the source run by cosine similarity, or to noise below the threshold. No I/O: the
+handler feeds Arrow batches read from the dataset parquet (row group by row group) and
+writes the member tables this returns, so memory holds one batch, never the run.
+
+Members of an assign run carry, besides the columns of every run (`document_id`,
+`cluster_id`, `distance_to_centroid`, the euclidean distance to the centroid as in full
+runs), the cosine `similarity` that decided the assignment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from services.clusterer.engine import NOISE, cluster_key
+
+MEMBERS_SCHEMA = pa.schema([
+    ("document_id", pa.string()),
+    ("cluster_id", pa.string()),
+    ("distance_to_centroid", pa.float32()),
+    ("similarity", pa.float32()),
+])
+
+
+def vectors_of(column: pa.Array | pa.ChunkedArray, dim: int | None = None) -> np.ndarray:
+    """A fixed-size-list (or list) column of float32 as an (n, d) array, without a
+    Python-level copy."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    n = len(column)
+    if n == 0:
+        return np.zeros((0, dim or 0), dtype=np.float32)
+    return np.asarray(flat, dtype=np.float32).reshape(n, -1)
+
+
+@dataclass
+class Assigner:
+    """Assigns batches to fixed centroids and tallies what it assigned."""
+
+    keys: list[str]  # the source run's cluster ids, row-aligned with `vectors`
+    vectors: np.ndarray  # (k, d) float32
+    threshold: float
+    counts: np.ndarray = field(init=False)
+    noise: int = 0
+    points: int = 0
+    similarity_sum: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.vectors = np.asarray(self.vectors, dtype=np.float32)
+        if self.vectors.ndim != 2 or len(self.vectors) == 0:
+            raise ValueError("the source run has no centroids to assign to")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"assignment_threshold must be between 0 and 1 (got {self.threshold})")
+        self.counts = np.zeros(len(self.keys), dtype=np.int64)
+        self._norms = np.linalg.norm(self.vectors, axis=1).astype(np.float32)
+        self._keys = pa.array([*self.keys, cluster_key(NOISE)], type=pa.string())
+
+    @property
+    def dimension(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def assign(self, document_ids: pa.Array | pa.ChunkedArray, X: np.ndarray) -> pa.Table:
+        """One batch: its members table (MEMBERS_SCHEMA).
+
+        The rule of `engine.assign_to_centroids` (highest cosine similarity, noise below
+        the threshold, a zero vector has similarity 0), computed from one product
+        ``X @ centroids.T`` and the row norms, which also give the euclidean distance
+        (``|x|^2 + |c|^2 - 2 x.c``) without another pass over the batch.
+        """
+        if X.ndim != 2 or X.shape[1] != self.dimension:
+            raise ValueError(f"documents have {X.shape[1] if X.ndim == 2 else '?'} dimensions but the "
+                             f"source run's centroids have {self.dimension}")
+        X = np.asarray(X, dtype=np.float32)
+        n = len(X)
+        dots = X @ self.vectors.T  # (n, k)
+        norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+        scale = norms[:, None] * self._norms[None, :]
+        sims = np.divide(dots, scale, out=np.zeros_like(dots), where=scale > 0)
+        labels = sims.argmax(axis=1)
+        rows = np.arange(n)
+        similarity = sims[rows, labels].astype(np.float32)
+        noise = similarity < self.threshold
+        squared = (norms.astype(np.float64) ** 2 + self._norms[labels].astype(np.float64) ** 2
+                   - 2.0 * dots[rows, labels])
+        distance = np.sqrt(np.maximum(squared, 0.0)).astype(np.float32)
+        index = np.where(noise, len(self.keys), labels)
+        self.counts += np.bincount(labels[~noise], minlength=len(self.keys))
+        self.noise += int(noise.sum())
+        self.points += n
+        self.similarity_sum += float(similarity.sum(dtype=np.float64))
+        return pa.table({
+            "document_id": pc.cast(document_ids, pa.string()),
+            "cluster_id": self._keys.take(pa.array(index)),
+            "distance_to_centroid": pa.array(distance, mask=noise),
+            "similarity": pa.array(similarity),
+        }, schema=MEMBERS_SCHEMA)
+
+    @property
+    def mean_similarity(self) -> float | None:
+        return self.similarity_sum / self.points if self.points else None

@@ -1,0 +1,205 @@
+"""The pure parts of assign and composite runs: batch assignment, the streamed dataset
+decoder, centroid grouping, and the preparer's planning."""
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from contracts.api import ExecuteClusterByIdRequest, ExecutionMode, LLMLabeling
+from contracts.events import ExecutionRequested
+from services.clusterer.assign import MEMBERS_SCHEMA, Assigner, vectors_of
+from services.clusterer.composite import group_centroids
+from services.clusterer.handler import assign_file
+from services.preparer.export import _SIGNATURE, FixedWidthCopy, dataset_schema
+from services.preparer.handler import check_source, plan_assign, resolve_config
+
+DIM = 16
+
+
+def unit(M: np.ndarray) -> np.ndarray:
+    return (M / np.linalg.norm(M, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def centroids():
+    return unit(np.random.default_rng(0).normal(size=(3, DIM)))
+
+
+# --------------------------------------------------------------------------- assign
+
+
+def test_assigner_picks_the_nearest_centroid_and_noise_below_the_threshold(centroids):
+    rng = np.random.default_rng(1)
+    near = unit(centroids[[0, 2, 1, 2]] + rng.normal(scale=0.05, size=(4, DIM)))
+    far = unit(rng.normal(size=(2, DIM)))
+    far -= (far @ centroids.T) @ np.linalg.pinv(centroids.T)  # orthogonal to every centroid
+    X = np.vstack([near, unit(far)])
+    assigner = Assigner(keys=["cl_0", "cl_1", "cl_2"], vectors=centroids, threshold=0.5)
+    table = assigner.assign(pa.array([f"d{i}" for i in range(6)]), X)
+    assert table.schema == MEMBERS_SCHEMA
+    assert table["cluster_id"].to_pylist() == ["cl_0", "cl_2", "cl_1", "cl_2", "cl_-1", "cl_-1"]
+    distance = table["distance_to_centroid"].to_pylist()
+    assert distance[4] is None and distance[5] is None
+    assert distance[0] == pytest.approx(float(np.linalg.norm(X[0] - centroids[0])), rel=1e-5)
+    assert all(s > 0.9 for s in table["similarity"].to_pylist()[:4])
+    assert assigner.counts.tolist() == [1, 1, 2] and assigner.noise == 2 and assigner.points == 6
+
+    again = Assigner(keys=["cl_0", "cl_1", "cl_2"], vectors=centroids, threshold=1.0)
+    assert again.assign(pa.array(["a"]), X[:1])["cluster_id"].to_pylist() == ["cl_-1"]
+
+
+def test_assigner_refuses_mismatched_dimensions_and_bad_thresholds(centroids):
+    with pytest.raises(ValueError, match="dimensions"):
+        Assigner(keys=["a", "b", "c"], vectors=centroids, threshold=0.5).assign(pa.array(["x"]), np.ones((1, 3)))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        Assigner(keys=["a", "b", "c"], vectors=centroids, threshold=1.5)
+    with pytest.raises(ValueError, match="no centroids"):
+        Assigner(keys=[], vectors=np.zeros((0, DIM)), threshold=0.5)
+
+
+def test_assign_file_streams_row_groups_into_the_members_file(tmp_path, centroids):
+    rng = np.random.default_rng(2)
+    n = 1000
+    X = unit(centroids[rng.integers(0, 3, n)] + rng.normal(scale=0.05, size=(n, DIM)))
+    ids = [f"doc_{i}" for i in range(n)]
+    with pq.ParquetWriter(tmp_path / "dataset.parquet", dataset_schema(DIM)) as writer:
+        for start in range(0, n, 300):  # several row groups
+            writer.write_table(pa.table([pa.array(ids[start:start + 300]),
+                                         pa.FixedSizeListArray.from_arrays(pa.array(X[start:start + 300].ravel()),
+                                                                           DIM)], schema=dataset_schema(DIM)))
+    assigner = Assigner(keys=["cl_0", "cl_1", "cl_2"], vectors=centroids, threshold=0.5)
+    assign_file(assigner, str(tmp_path / "dataset.parquet"), str(tmp_path / "members.parquet"), batch_rows=128)
+    members = pq.ParquetFile(tmp_path / "members.parquet")
+    assert members.metadata.num_row_groups == 10  # row groups of 300 (and 100) in slices of 128
+    table = members.read()
+    assert table["document_id"].to_pylist() == ids
+    expected = np.argmax(X @ centroids.T, axis=1)
+    assert table["cluster_id"].to_pylist() == [f"cl_{c}" for c in expected]
+    assert assigner.points == n and assigner.counts.sum() == n
+
+
+def test_vectors_of_reads_fixed_size_lists_with_offsets():
+    column = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(12, dtype=np.float32)), 3)
+    assert vectors_of(column.slice(1, 2)).tolist() == [[3, 4, 5], [6, 7, 8]]
+
+
+# ---------------------------------------------------------------- the COPY decoder
+
+
+def copy_stream(ids: list[str], X: np.ndarray, width: int) -> bytes:
+    rows = []
+    for doc, vec in zip(ids, X):
+        raw = doc.encode()
+        rows.append(struct.pack("!hi", 2, X.shape[1] * 4) + vec.astype("<f4").tobytes()
+                    + struct.pack("!i", width) + raw + b"\0" * (width - len(raw)))
+    return _SIGNATURE + struct.pack("!ii", 0, 0) + b"".join(rows) + b"\xff\xff"
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 10**6])
+def test_fixed_width_copy_decodes_any_chunking(chunk):
+    rng = np.random.default_rng(4)
+    ids = [f"doc_{i}" + "é" * (i % 3) for i in range(50)]
+    X = rng.normal(size=(50, 4)).astype(np.float32)
+    width = max(len(i.encode()) for i in ids)
+    data = copy_stream(ids, X, width)
+    tables: list[pa.Table] = []
+    stream = FixedWidthCopy(16, width, rows_per_group=8, on_rows=tables.append)
+
+    async def run() -> None:
+        for start in range(0, len(data), chunk):
+            await stream.feed(data[start:start + chunk])
+        await stream.finish()
+
+    asyncio.run(run())
+    table = pa.concat_tables(tables)
+    assert stream.rows == 50 and table.schema == dataset_schema(4)
+    assert table["document_id"].to_pylist() == ids
+    assert np.array_equal(vectors_of(table["vector"]), X)
+    if chunk < 10**6:
+        assert len(tables) > 1  # streamed in groups, not all at once
+
+
+def test_fixed_width_copy_refuses_a_truncated_stream():
+    data = copy_stream(["a", "b"], np.ones((2, 2), dtype=np.float32), 1)
+    stream = FixedWidthCopy(8, 1, rows_per_group=8, on_rows=lambda t: None)
+
+    async def run() -> None:
+        await stream.feed(data[:-5])
+        await stream.finish()
+
+    with pytest.raises(ValueError, match="unexpected bytes"):
+        asyncio.run(run())
+
+
+# ------------------------------------------------------------------------ composite
+
+
+def test_group_centroids_joins_similar_centroids_of_different_runs():
+    rng = np.random.default_rng(5)
+    topics = unit(rng.normal(size=(3, DIM)))
+    # run A has topics 0, 1, 2; run B has 0 and 2, slightly moved, and one of its own.
+    own = unit(rng.normal(size=(1, DIM)))
+    vectors = np.vstack([topics, unit(topics[[0, 2]] + rng.normal(scale=0.03, size=(2, DIM))), own])
+    sizes = np.array([10, 50, 20, 30, 5, 1])
+    grouping = group_centroids(vectors, sizes)
+    labels = grouping.labels.tolist()
+    assert labels[0] == labels[3] and labels[2] == labels[4]
+    assert len(set(labels)) == 4 and grouping.n_groups == 4
+    assert grouping.sizes.tolist() == sorted(grouping.sizes.tolist(), reverse=True)  # largest first
+    assert grouping.sizes[labels[1]] == 50 and grouping.sizes[labels[0]] == 40
+    assert all(s > 0.99 for s in grouping.similarity[[0, 2, 3, 4]])
+    # The group centroid is the member-weighted mean.
+    expected = (vectors[0] * 10 + vectors[3] * 30) / 40
+    assert np.allclose(grouping.centroids[labels[0]], expected, atol=1e-6)
+
+
+def test_group_centroids_threshold_and_single_centroid():
+    a, b = unit(np.array([[1.0, 0.0], [0.8, 0.6]]))  # cosine 0.8
+    assert group_centroids(np.stack([a, b]), np.array([1, 1]), min_similarity=0.79).n_groups == 1
+    assert group_centroids(np.stack([a, b]), np.array([1, 1]), min_similarity=0.81).n_groups == 2
+    assert group_centroids(a[None], np.array([3])).labels.tolist() == [0]
+
+
+# ------------------------------------------------------------------------- preparer
+
+
+def test_assign_sampling_has_no_engine_cap():
+    info = plan_assign(1_000_000, None)
+    assert info.sampled == 1_000_000 and info.cap is None and info.reason is None
+    info = plan_assign(500, 100)
+    assert info.sampled == 100 and "sample_size 100" in info.reason
+
+
+CLUSTER = {"clustering_method": "hdbscan", "algorithm_params": {}, "embedding_name": "text", "vis_n_components": 2,
+           "defer_visualization": False, "llm_labeling": LLMLabeling(enabled=True).model_dump(mode="json")}
+
+
+def event(**options) -> ExecutionRequested:
+    return ExecutionRequested(run_id="run_1", cluster_id="clust_1", task_id="task_1",
+                              options=ExecuteClusterByIdRequest(**options))
+
+
+def test_derived_runs_skip_layout_and_the_clusters_llm_labeling():
+    full = resolve_config(CLUSTER, event())
+    assert full.llm_labeling.enabled and not full.defer_visualization and full.assignment_threshold is None
+    assign = resolve_config(CLUSTER, event(mode=ExecutionMode.assign, assignment_threshold=0.7))
+    assert assign.llm_labeling is None and assign.defer_visualization and assign.assignment_threshold == 0.7
+    assert resolve_config(CLUSTER, event(mode=ExecutionMode.assign, assignment_threshold=None)
+                          ).assignment_threshold == 0.5
+    composite = resolve_config(CLUSTER, event(mode=ExecutionMode.composite,
+                                              llm_labeling=LLMLabeling(enabled=True)))
+    assert composite.llm_labeling.enabled  # an explicit per-run override still labels
+
+
+def test_check_source_names_what_is_wrong():
+    ok = {"status": "COMPLETED", "artifacts": {"members_key": "m"}, "num_clusters": 3}
+    assert check_source(ok, "run_a") is None
+    assert check_source({**ok, "status": "COMPLETED_WITH_ERRORS"}, "run_a") is None
+    assert "does not exist" in check_source(None, "run_a")
+    assert "is FAILED" in check_source({**ok, "status": "FAILED"}, "run_a")
+    assert "no centroids" in check_source({**ok, "num_clusters": 0}, "run_a")
