@@ -26,6 +26,7 @@ import numpy as np
 
 from clusterflow.client import Client
 from clusterflow.db import migrate
+from clusterflow.keys import create_key
 from clusterflow.settings import get_settings
 from clusterflow.stack import Stack
 from services.clusterer import pipeline
@@ -98,7 +99,7 @@ def main() -> None:
 
     stack = Stack(settings=settings, log_dir=Path(tempfile.mkdtemp(prefix="bench-logs-")))
     stack.start()
-    client = Client(stack.url, namespace="bench")
+    client = Client(stack.url, namespace="bench", api_key=create_key(settings.database_url, ["bench"], name="bench"))
     rows = []
     try:
         # A warm-up run pays imports and consumer-group joins once; before each measured
