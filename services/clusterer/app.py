@@ -5,11 +5,11 @@ from faststream import FastStream
 
 from clusterflow.db import make_engine
 from clusterflow.idempotency import PostgresProcessedLog
-from clusterflow.observability import install_worker_observability
-from clusterflow.messaging import Consumer, KafkaPublisher, ensure_topics, make_broker
+from clusterflow.messaging import KafkaPublisher, make_broker
 from clusterflow.runstate import PostgresRunState
 from clusterflow.settings import Settings, get_settings
 from clusterflow.storage import S3ObjectStore
+from clusterflow.worker import worker_app
 from contracts.topics import CLUSTERER, DATASET_PREPARED
 from services.clusterer.handler import SERVICE, Clusterer
 
@@ -23,19 +23,5 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
         store=S3ObjectStore.from_settings(settings), publisher=publisher, processed=PostgresProcessedLog(engine),
         runs=PostgresRunState(engine),
     )
-    Consumer(topic=DATASET_PREPARED, group_id=CLUSTERER, service=SERVICE, handler=clusterer.handle,
-             publisher=publisher, settings=settings).attach(broker)
-
-    app = FastStream(broker)
-    install_worker_observability(app, service='clusterer', settings=settings, broker=broker,
-                                 engine=engine, consumers=[(DATASET_PREPARED.name, CLUSTERER)])
-
-    @app.on_startup
-    async def _topics() -> None:
-        await ensure_topics(settings.kafka_bootstrap, prefix=settings.topic_prefix)
-
-    @app.after_shutdown
-    async def _close() -> None:
-        await engine.dispose()
-
-    return app
+    return worker_app(service=SERVICE, group=CLUSTERER, settings=settings, broker=broker, engine=engine,
+                      publisher=publisher, handlers={DATASET_PREPARED: clusterer.handle})

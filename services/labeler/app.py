@@ -8,10 +8,10 @@ from faststream import FastStream
 
 from clusterflow.db import make_engine
 from clusterflow.idempotency import PostgresProcessedLog
-from clusterflow.observability import install_worker_observability
-from clusterflow.messaging import Consumer, KafkaPublisher, ensure_topics, make_broker
+from clusterflow.messaging import KafkaPublisher, make_broker
 from clusterflow.settings import Settings
 from clusterflow.storage import S3ObjectStore
+from clusterflow.worker import worker_app
 from contracts.api import LLMProvider
 from contracts.topics import EXECUTION_CLUSTERED, LABELER
 from services.labeler.cache import PostgresLabelCache
@@ -69,19 +69,5 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
         settings=settings,
         embedder=load_default_embedder() if settings.labeler_embedding_model else None,
     )
-    Consumer(topic=EXECUTION_CLUSTERED, group_id=LABELER, service=SERVICE, handler=labeler.handle,
-             publisher=publisher, settings=settings).attach(broker)
-
-    app = FastStream(broker)
-    install_worker_observability(app, service='labeler', settings=settings, broker=broker,
-                                 engine=engine, consumers=[(EXECUTION_CLUSTERED.name, LABELER)])
-
-    @app.on_startup
-    async def _topics() -> None:
-        await ensure_topics(settings.kafka_bootstrap, prefix=settings.topic_prefix)
-
-    @app.after_shutdown
-    async def _close() -> None:
-        await engine.dispose()
-
-    return app
+    return worker_app(service=SERVICE, group=LABELER, settings=settings, broker=broker, engine=engine,
+                      publisher=publisher, handlers={EXECUTION_CLUSTERED: labeler.handle})

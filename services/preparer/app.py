@@ -5,11 +5,11 @@ from faststream import FastStream
 
 from clusterflow.db import make_engine
 from clusterflow.idempotency import PostgresProcessedLog
-from clusterflow.observability import install_worker_observability
-from clusterflow.messaging import Consumer, KafkaPublisher, ensure_topics, make_broker
+from clusterflow.messaging import KafkaPublisher, make_broker
 from clusterflow.runstate import PostgresRunState
 from clusterflow.settings import Settings, get_settings
 from clusterflow.storage import S3ObjectStore
+from clusterflow.worker import worker_app
 from contracts.topics import EXECUTION_REQUESTED, PREPARER
 from services.preparer.export import PostgresDocuments
 from services.preparer.handler import SERVICE, Preparer
@@ -27,19 +27,5 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
         processed=PostgresProcessedLog(engine),
         runs=PostgresRunState(engine),
     )
-    Consumer(topic=EXECUTION_REQUESTED, group_id=PREPARER, service=SERVICE, handler=preparer.handle,
-             publisher=publisher, settings=settings).attach(broker)
-
-    app = FastStream(broker)
-    install_worker_observability(app, service='preparer', settings=settings, broker=broker,
-                                 engine=engine, consumers=[(EXECUTION_REQUESTED.name, PREPARER)])
-
-    @app.on_startup
-    async def _topics() -> None:
-        await ensure_topics(settings.kafka_bootstrap, prefix=settings.topic_prefix)
-
-    @app.after_shutdown
-    async def _close() -> None:
-        await engine.dispose()
-
-    return app
+    return worker_app(service=SERVICE, group=PREPARER, settings=settings, broker=broker, engine=engine,
+                      publisher=publisher, handlers={EXECUTION_REQUESTED: preparer.handle})

@@ -11,9 +11,10 @@ import contextlib
 from faststream import FastStream
 
 from clusterflow.db import make_engine
-from clusterflow.observability import install_worker_observability, runs_by_status_refresher
-from clusterflow.messaging import Consumer, KafkaPublisher, ensure_topics, make_broker
+from clusterflow.messaging import KafkaPublisher, make_broker
+from clusterflow.observability import runs_by_status_refresher
 from clusterflow.settings import Settings, get_settings
+from clusterflow.worker import worker_app
 from contracts.topics import STATUS, consumed_by
 from services.status.store import ReadModelStore
 from services.status.watchdog import Watchdog
@@ -31,19 +32,10 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
     async def handle(event) -> None:
         await store.project(event)
 
-    for topic in consumed_by(STATUS):
-        Consumer(topic=topic, group_id=STATUS, service=SERVICE, handler=handle,
-                 publisher=publisher, settings=settings, report_failures=False).attach(broker)
-
-    app = FastStream(broker)
-    install_worker_observability(app, service='status', settings=settings, broker=broker,
-                                 engine=engine, s3=False,
-                                 consumers=[(t.name, STATUS) for t in consumed_by(STATUS)],
-                                 before_scrape=[runs_by_status_refresher(engine)])
-
-    @app.on_startup
-    async def _topics() -> None:
-        await ensure_topics(settings.kafka_bootstrap, prefix=settings.topic_prefix)
+    # The projector must not report failures to the topic it consumes itself.
+    app = worker_app(service=SERVICE, group=STATUS, settings=settings, broker=broker, engine=engine,
+                     publisher=publisher, handlers={topic: handle for topic in consumed_by(STATUS)},
+                     report_failures=False, uses_s3=False, before_scrape=[runs_by_status_refresher(engine)])
 
     watchdog = Watchdog(engine, publisher, settings.watchdog_stall_seconds, settings.watchdog_interval_seconds)
     running: list[asyncio.Task] = []
@@ -58,9 +50,5 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    @app.after_shutdown
-    async def _close() -> None:
-        await engine.dispose()
 
     return app
