@@ -135,7 +135,11 @@ def test_deferred_visualization_is_computed_once_then_read(api, stack, small_cor
     assert point["cluster_id"].startswith("cl_") and point["x"] is not None
     assert (point["z"] is not None) == (n_components == 3)
     second = api.get(url, params={"limit": 250}).json()
-    assert second["computed_now"] is False and second["points"] == first["points"]
+    # Same stored layout (labels may arrive in between: the labeler follows completion).
+    def coords(page):
+        return [(p["document_id"], p["cluster_id"], p["x"], p["y"], p["z"]) for p in page["points"]]
+
+    assert second["computed_now"] is False and coords(second) == coords(first)
     rest = api.get(url, params={"offset": 500, "limit": 250}).json()
     assert len(rest["points"]) == 100
     data = api.post(f"/v1/clusters/{cluster_id}/executions/{run_id}/data",
