@@ -35,19 +35,10 @@ from clusterflow.settings import get_settings
 from clusterflow.stack import Stack
 from services.clusterer.engine import assign_to_centroids
 
-DIM = 384
-K = 20
+from common import DIM, K, make_data  # noqa: E402  (bench/ is the script directory)
 FIT_SAMPLE = 20_000
 LOAD_BATCH = 100_000
 WORKERS = ("services.preparer", "services.clusterer")
-
-
-def make_data(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(K, DIM))
-    X = centers[rng.integers(0, K, size=n)] + rng.normal(scale=0.5, size=(n, DIM))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    return X.astype(np.float32)
 
 
 async def load(dsn: str, collection_id: str, X: np.ndarray) -> None:
