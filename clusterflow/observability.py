@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -61,6 +62,23 @@ HTTP_REQUESTS = Counter(
 def algorithm_timer(method: str):
     """`algorithm_timer(m)(fn)` is `fn`, timed into `clusterflow_algorithm_seconds{method=m}`."""
     return ALGORITHM_SECONDS.labels(method=method).time()
+
+
+class Stopwatch:
+    """Seconds per stage of one run, for the log line that says where its time went."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> float:
+        now = time.perf_counter()
+        self.laps[stage] = now - self._last
+        self._last = now
+        return self.laps[stage]
+
+    def __str__(self) -> str:
+        return ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in self.laps.items())
 
 
 def metrics_payload() -> tuple[bytes, str]:

@@ -25,18 +25,6 @@ MEMBERS_SCHEMA = pa.schema([
 ])
 
 
-def vectors_of(column: pa.Array | pa.ChunkedArray, dim: int | None = None) -> np.ndarray:
-    """A fixed-size-list (or list) column of float32 as an (n, d) array, without a
-    Python-level copy."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-    flat = column.flatten().to_numpy(zero_copy_only=False)
-    n = len(column)
-    if n == 0:
-        return np.zeros((0, dim or 0), dtype=np.float32)
-    return np.asarray(flat, dtype=np.float32).reshape(n, -1)
-
-
 @dataclass
 class Assigner:
     """Assigns batches to fixed centroids and tallies what it assigned."""

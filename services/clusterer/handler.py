@@ -29,8 +29,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clusterflow.datasets import read_dataset, vectors_of
 from clusterflow.idempotency import ProcessedLog
-from clusterflow.observability import algorithm_timer
+from clusterflow.observability import Stopwatch, algorithm_timer
 from clusterflow.messaging import Publisher, RunFailed, report_status
 from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.storage import ObjectStore, artifact_key
@@ -49,7 +50,7 @@ from contracts.events import (
 )
 from contracts.topics import EXECUTION_CLUSTERED
 from services.clusterer import composite, lineage, pipeline
-from services.clusterer.assign import MEMBERS_SCHEMA, Assigner, vectors_of
+from services.clusterer.assign import MEMBERS_SCHEMA, Assigner
 from services.clusterer.engine import NOISE
 
 SERVICE = "clusterer"
@@ -108,10 +109,15 @@ class Clusterer:
             await self._progress(event, stage, value, message)
 
         await progress("loading", 0.2, f"loading {event.num_points} vectors")
-        frame = await asyncio.to_thread(self.store.get_parquet, event.dataset_key)
-        ids = frame["document_id"]
-        X = frame["vector"].to_numpy().astype(np.float32, copy=False)
-        del frame
+        timings = Stopwatch()
+        with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
+            path = os.path.join(tmp, "dataset.parquet")
+            await asyncio.to_thread(self.store.download, event.dataset_key, path)
+            timings.lap("download")
+            id_column, X = await asyncio.to_thread(read_dataset, path)
+            ids = pl.Series("document_id", id_column)
+            del id_column
+            timings.lap("read")
 
         await progress("clustering", 0.3, f"running {config.clustering_method}")
         try:
@@ -121,13 +127,16 @@ class Clusterer:
         except ValueError as exc:  # the engine's message says what to change
             raise RunFailed(f"clustering failed: {exc}") from exc
 
+        timings.lap("cluster")
         await progress("metrics", 0.6, "computing metrics and centroids")
         summary = await asyncio.to_thread(pipeline.summarize, X, clustering.labels, config.seed)
+        timings.lap("summarize")
 
         coords = None
         if not config.defer_visualization:
             await progress("layout", 0.7, f"projecting to {config.vis_n_components}D")
             coords = await asyncio.to_thread(pipeline.layout, X, config.vis_n_components, config.seed)
+            timings.lap("layout")
         del X
 
         members = pl.DataFrame({
@@ -155,8 +164,11 @@ class Clusterer:
         if summary.noise_count:
             centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=summary.noise_count))
 
+        timings.lap("lineage")
         await progress("writing", 0.85, "writing results")
         artifacts = await asyncio.to_thread(self._write, event, ids, members, summary, centroids, coords)
+        timings.lap("write")
+        log.info("run %s: %d documents clustered (%s)", event.run_id, len(ids), timings)
 
         return self._clustered(
             event,
@@ -303,7 +315,7 @@ class Clusterer:
         dataset = await asyncio.to_thread(self.store.get_parquet, event.dataset_key)
         started = time.perf_counter()
         grouping = await asyncio.to_thread(
-            composite.group_centroids, np.asarray(dataset["vector"].to_numpy(), dtype=np.float32),
+            composite.group_centroids, vectors_of(dataset["vector"].to_arrow()),
             dataset["num_members"].to_numpy())
         seconds = time.perf_counter() - started
         group_keys = [pipeline.cluster_key(g) for g in range(grouping.n_groups)]

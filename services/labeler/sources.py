@@ -17,6 +17,7 @@ from sqlalchemy import ARRAY, String, any_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from clusterflow.db.schema import clusters, documents
+from clusterflow.datasets import vectors_of
 from clusterflow.storage import ObjectStore, S3ObjectStore
 
 MEMBER_COLUMNS = ["document_id", "cluster_id", "distance_to_centroid"]
@@ -61,7 +62,7 @@ class ObjectStoreResults:
             frame = frame.filter(pl.col("document_id").is_in(wanted))
         if frame.height == 0:
             return {}
-        matrix = np.asarray(frame["vector"].to_numpy(), dtype=np.float32)
+        matrix = vectors_of(frame["vector"].to_arrow())
         return dict(zip(frame["document_id"].to_list(), matrix))
 
 

@@ -4,11 +4,11 @@ The selection (collections, embedding, filters, seeded sample) is one SQL statem
 compiled by SQLAlchemy with bound parameters, then streamed with
 `COPY (...) TO STDOUT (FORMAT binary)` and decoded with numpy.
 
-`export_to_parquet` (assign runs) never holds the documents in memory: the COPY makes
+`export_to_parquet` never holds the documents in memory: the COPY makes
 every row the same width (the vector, then the document id padded with NUL bytes to
 the longest id: text cannot contain NUL, so the padding is unambiguous), so each
-chunk of the stream decodes with numpy alone and goes to the parquet file as a row
-group of `rows_per_group` documents.
+chunk of the stream decodes with numpy alone and goes to the dataset file
+(`clusterflow/datasets.py`) as a row group of `rows_per_group` documents.
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from clusterflow import datasets
+from clusterflow.datasets import WRITE_OPTIONS, dataset_schema
 from clusterflow.db.schema import clusters, collections, document_vectors, documents, executions
 from clusterflow.filters import compile_filter
 from contracts.api import LogicalOperator
@@ -42,22 +44,11 @@ class Selection:
 
 
 @dataclass
-class Dataset:
-    document_ids: list[str]
-    vectors: np.ndarray  # (n, d) float32
-
-
-@dataclass
 class Exported:
     rows: int
     dimension: int
 
 
-# The dataset of an assign run is written once and read once, right away, by the
-# clusterer: speed matters more than size. Float vectors do not compress (lz4 and zstd
-# gain 0-8 % on embeddings, at a cost), ids do.
-DATASET_COMPRESSION = {"document_id": "lz4", "vector": "none"}
-ROWS_PER_GROUP = 65_536  # 65k x 384 float32 = 100 MB per row group
 COMPLETED = ("COMPLETED", "COMPLETED_WITH_ERRORS")
 
 
@@ -75,6 +66,16 @@ def _matching(sel: Selection, *columns: Any) -> Select:
             compile_filter(sel.filters, documents.c.payload),
         )
     )
+
+
+def _selected(sel: Selection, *columns: Any) -> Select:
+    """`_matching`, without the join to the documents when no filter reads their payloads
+    (every vector row has its document, by the foreign key)."""
+    if sel.filters is not None:
+        return _matching(sel, *columns)
+    dv = document_vectors.c
+    return select(*(columns or (dv.document_id, dv.vector))).where(
+        dv.collection_id == any_(literal(sel.collection_ids, ARRAY(String))), dv.embedding_name == sel.embedding_name)
 
 
 class PostgresDocuments:
@@ -114,44 +115,18 @@ class PostgresDocuments:
 
     async def count(self, sel: Selection) -> int:
         async with self.engine.connect() as conn:
-            return await conn.scalar(select(func.count()).select_from(_matching(sel).subquery())) or 0
-
-    async def export(self, sel: Selection, *, limit: int | None, seed: int) -> Dataset:
-        """The matching documents; when `limit` is smaller than the match, a sample that
-        depends only on the seed and the document ids (not on insertion order)."""
-        query = _matching(sel)
-        if limit is not None:
-            order = func.md5(func.concat(documents.c.collection_id, "/", documents.c.document_id, "/", literal(seed)))
-            query = query.order_by(order).limit(limit)
-        sql, params = _compile(query)
-        async with self.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            chunks: list[bytes] = []
-
-            async def sink(chunk: bytes) -> None:
-                chunks.append(chunk)
-
-            await raw.driver_connection.copy_from_query(sql, *params, output=sink, format="binary")
-        return decode_binary_copy(b"".join(chunks))
+            return await conn.scalar(select(func.count()).select_from(_selected(sel).subquery())) or 0
 
     async def export_to_parquet(self, sel: Selection, path: str, *, limit: int | None, seed: int,
-                                rows_per_group: int = ROWS_PER_GROUP) -> Exported:
-        """Stream the matching documents into a parquet file (`document_id`, `vector`),
+                                rows_per_group: int | None = None) -> Exported:
+        """Stream the matching documents into a dataset file (`clusterflow/datasets.py`),
         `rows_per_group` at a time; memory holds one row group, whatever the count."""
         dimension, id_width = await self._widths(sel)
         vector_bytes = 4 * dimension
         dv = document_vectors.c
         padded_id = func.convert_to(dv.document_id, "UTF8").op("||")(func.decode(
             func.repeat("00", literal(id_width) - func.octet_length(dv.document_id)), "hex"))
-        columns = (dv.vector, cast(padded_id, LargeBinary))
-        if sel.filters is None:
-            # Nothing to read from the payloads: the vectors alone (every vector row has
-            # its document, by the foreign key) spare the join.
-            query = select(*columns).where(dv.collection_id == any_(literal(sel.collection_ids, ARRAY(String))),
-                                           dv.embedding_name == sel.embedding_name)
-        else:
-            query = _matching(sel, *columns)
-        query = query.where(
+        query = _selected(sel, dv.vector, cast(padded_id, LargeBinary)).where(
             # Rows that would not fit the fixed width (documents added since the widths
             # were read) are left for the next run rather than misread.
             func.octet_length(dv.vector) == vector_bytes,
@@ -161,8 +136,9 @@ class PostgresDocuments:
             order = func.md5(func.concat(dv.collection_id, "/", dv.document_id, "/", literal(seed)))
             query = query.order_by(order).limit(limit)
         sql, params = _compile(query)
-        writer = pq.ParquetWriter(path, dataset_schema(dimension), compression=DATASET_COMPRESSION)
-        stream = FixedWidthCopy(vector_bytes, id_width, rows_per_group, on_rows=writer.write_table)
+        writer = pq.ParquetWriter(path, dataset_schema(dimension), **WRITE_OPTIONS)
+        stream = FixedWidthCopy(vector_bytes, id_width, rows_per_group or datasets.rows_per_group(dimension),
+                                on_rows=writer.write_table)
         try:
             async with self.engine.connect() as conn:
                 raw = await conn.get_raw_connection()
@@ -190,11 +166,6 @@ class PostgresDocuments:
                              f"collections (declared: {sorted(dims)})")
         return dims.pop(), int(longest or 1)
 
-
-
-def dataset_schema(dimension: int) -> pa.Schema:
-    """What polars writes for `document_id` and `pl.Array(pl.Float32, d)`."""
-    return pa.schema([("document_id", pa.string()), ("vector", pa.list_(pa.float32(), dimension))])
 
 
 class FixedWidthCopy:
@@ -293,14 +264,14 @@ class FixedWidthCopy:
         id_len = block[:, 6 + L:10 + L].view(">i4").ravel()
         if (fields != 2).any() or (vec_len != L).any() or (id_len != self.id_width).any():
             raise ValueError("a COPY row does not have the expected fixed width")
-        vectors = np.ascontiguousarray(block[:, 6:6 + L]).view("<f4")
+        vectors = np.ascontiguousarray(block[:, 6:6 + L])
         padded = block[:, 10 + L:]
         present = padded != 0
         offsets = np.zeros(len(block) + 1, dtype=np.int32)
         np.cumsum(present.sum(axis=1), out=offsets[1:])
         data = np.ascontiguousarray(padded[present])  # row-major: the ids, one after the other
         ids = pa.StringArray.from_buffers(len(block), pa.py_buffer(offsets), pa.py_buffer(data))
-        vector_column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), L // 4)
+        vector_column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(L), len(block), [None, pa.py_buffer(vectors)])
         return pa.table([ids, vector_column], schema=dataset_schema(L // 4))
 
 
@@ -308,37 +279,3 @@ def _compile(query: Select) -> tuple[str, list[Any]]:
     compiled = query.compile(dialect=postgresql.asyncpg.dialect())
     params = [compiled.params[name] for name in compiled.positiontup]
     return str(compiled), params
-
-
-def decode_binary_copy(data: bytes) -> Dataset:
-    """Decode `COPY ... (FORMAT binary)` rows of (text id, bytea float32 vector)."""
-    if not data.startswith(_SIGNATURE):
-        raise ValueError("not a binary COPY stream")
-    pos = len(_SIGNATURE) + 4
-    (ext,) = struct.unpack_from("!i", data, pos)
-    pos += 4 + ext
-    ids: list[str] = []
-    offsets: list[int] = []
-    dim_bytes = None
-    unpack = struct.unpack_from
-    while True:
-        (nfields,) = unpack("!h", data, pos)
-        pos += 2
-        if nfields == -1:
-            break
-        (n,) = unpack("!i", data, pos)
-        ids.append(data[pos + 4:pos + 4 + n].decode())
-        pos += 4 + n
-        (n,) = unpack("!i", data, pos)
-        if dim_bytes is None:
-            dim_bytes = n
-        elif n != dim_bytes:
-            raise ValueError(f"vectors of different sizes in one dataset ({n} and {dim_bytes} bytes)")
-        offsets.append(pos + 4)
-        pos += 4 + n
-    if not ids:
-        return Dataset([], np.zeros((0, 0), dtype=np.float32))
-    view = memoryview(data)
-    packed = b"".join(view[o:o + dim_bytes] for o in offsets)  # one copy, at C speed
-    vectors = np.frombuffer(packed, dtype="<f4").reshape(len(ids), dim_bytes // 4)
-    return Dataset(ids, vectors.astype(np.float32, copy=False))

@@ -5,11 +5,12 @@ overrides, which are never persisted), applies the filters, takes a seeded sampl
 when there are more matches than the run may cluster, and exports in bulk.
 
 By mode:
-- full: the dataset in one frame (the clusterer needs it whole); the cluster's latest
-  completed full run rides along as `previous`, for stable cluster identities.
+- full and assign: the documents stream from Postgres into the dataset file row group by
+  row group (`clusterflow/datasets.py`), which then goes to S3.
+- full: the cluster's latest completed full run rides along as `previous`, for stable
+  cluster identities.
 - assign: the source run is the one the gateway pinned (`ExecutionRequested.
   source_run_id`), else the cluster's latest completed full run with centroids. The
-  documents stream from Postgres into the parquet file row group by row group. The
   engine's sampling caps do not apply (assignment is linear); only the run's own
   `sample_size` does (the cluster's stored `sample_size` sizes its clusterings).
 - composite: the dataset is the centroids of the `source_execution_ids` runs (any
@@ -18,6 +19,7 @@ By mode:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ import polars as pl
 from clusterflow.filters import FilterError
 from clusterflow.idempotency import ProcessedLog
 from clusterflow.messaging import Publisher, RunFailed, report_status
+from clusterflow.observability import Stopwatch
 from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.storage import ObjectStore, artifact_key
 from contracts.api import MIN_COMPOSITE_SOURCES, ExecutionMode, LogicalOperator, TaskStatusEnum
@@ -42,17 +45,17 @@ from contracts.events import (
 )
 from contracts.topics import DATASET_PREPARED
 from services.clusterer.engine import cap_for, validate_params
-from services.preparer.export import Dataset, Exported, Selection
+from services.preparer.export import Exported, Selection
 
 SERVICE = "preparer"
 COMPLETED = (TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value)
 NOISE_KEY = "cl_-1"
+log = logging.getLogger("clusterflow.preparer")
 
 
 class DocumentSource(Protocol):
     async def load_cluster(self, namespace: str, cluster_id: str) -> dict[str, Any] | None: ...
     async def count(self, sel: Selection) -> int: ...
-    async def export(self, sel: Selection, *, limit: int | None, seed: int) -> Dataset: ...
     async def export_to_parquet(self, sel: Selection, path: str, *, limit: int | None, seed: int) -> Exported: ...
     async def load_run(self, namespace: str, run_id: str) -> dict[str, Any] | None: ...
     async def latest_full_run(self, namespace: str, cluster_id: str, *, exclude: str | None = None
@@ -102,6 +105,7 @@ class Preparer:
             LogicalOperator.model_validate(cluster["filters"]) if cluster["filters"] else None)
         selection = Selection(event.namespace, list(cluster["collection_ids"]), config.embedding_name, filters)
 
+        timings = Stopwatch()
         try:
             matched = await self.documents.count(selection)
         except FilterError as exc:
@@ -117,43 +121,43 @@ class Preparer:
                       config=config)
         if assign:
             sampling = plan_assign(matched, options.sample_size)
-            limit = sampling.sampled if sampling.sampled < matched else None
-            with tempfile.TemporaryDirectory(prefix="preparer-") as tmp:
-                path = os.path.join(tmp, "dataset.parquet")
-                try:
-                    exported = await self.documents.export_to_parquet(selection, path, limit=limit,
-                                                                      seed=config.seed)
-                except ValueError as exc:  # no single dimension, a malformed row: retrying will not help
-                    raise RunFailed(f"the documents cannot be exported: {exc}") from exc
-                if exported.rows == 0:
-                    raise RunFailed("no documents match any more: they were deleted while the run was being prepared")
-                await stop_if_canceled(self.runs, event.run_id)
-                # Uploading while exporting was tried: on 2 cores it gained nothing (both
-                # are CPU-bound), so the file goes up once written.
-                await asyncio.to_thread(self.store.upload, key, path)
-            sampling = sampling.model_copy(update={"sampled": exported.rows})
+        else:
+            sampling = plan_sample(matched, options.sample_size or cluster["sample_size"],
+                                   config.clustering_method, config.algorithm_params)
+        timings.lap("count")
+        exported = await self._export(event, selection, key, sampling, config.seed, timings)
+        log.info("run %s: %d documents prepared (%s)", event.run_id, exported.rows, timings)
+        sampling = sampling.model_copy(update={"sampled": exported.rows})
+        if assign:
             prepared = DatasetPrepared(**common, num_points=exported.rows, dimension=exported.dimension,
                                        sampling=sampling, source=source)
             return prepared, {"source_run_id": source.run_id, "assignment_threshold": config.assignment_threshold}
-
-        sampling = plan_sample(matched, options.sample_size or cluster["sample_size"],
-                               config.clustering_method, config.algorithm_params)
-        dataset = await self.documents.export(
-            selection, limit=sampling.sampled if sampling.sampled < matched else None, seed=config.seed)
-        if len(dataset.document_ids) == 0:
-            raise RunFailed("no documents match any more: they were deleted while the run was being prepared")
-
-        await stop_if_canceled(self.runs, event.run_id)
-        frame = pl.DataFrame({
-            "document_id": dataset.document_ids,
-            "vector": pl.Series(dataset.vectors, dtype=pl.Array(pl.Float32, dataset.vectors.shape[1])),
-        })
-        self.store.put_parquet(key, frame)
         previous = await self.documents.latest_full_run(event.namespace, event.cluster_id, exclude=event.run_id)
-        prepared = DatasetPrepared(**common, num_points=len(dataset.document_ids),
-                                   dimension=int(dataset.vectors.shape[1]), sampling=sampling,
-                                   previous=source_run(previous) if previous else None)
+        prepared = DatasetPrepared(**common, num_points=exported.rows, dimension=exported.dimension,
+                                   sampling=sampling, previous=source_run(previous) if previous else None)
         return prepared, {}
+
+    async def _export(self, event: ExecutionRequested, selection: Selection, key: str, sampling: SamplingInfo,
+                      seed: int, timings: Stopwatch) -> Exported:
+        """The selection (a seeded sample of it when `sampling` says so), streamed from
+        Postgres into the dataset file, then uploaded to `key`."""
+        limit = sampling.sampled if sampling.sampled < sampling.matched else None
+        with tempfile.TemporaryDirectory(prefix="preparer-") as tmp:
+            path = os.path.join(tmp, "dataset.parquet")
+            try:
+                exported = await self.documents.export_to_parquet(selection, path, limit=limit, seed=seed)
+            except ValueError as exc:  # no single dimension, a malformed row: retrying will not help
+                raise RunFailed(f"the documents cannot be exported: {exc}") from exc
+            if exported.rows == 0:
+                raise RunFailed("no documents match any more: they were deleted while the run was being prepared")
+            timings.lap("export")
+            await stop_if_canceled(self.runs, event.run_id)
+            # Uploading while exporting (a multipart upload fed as the file is written)
+            # was tried twice: on 2 cores it gained nothing, both are CPU-bound (the S3
+            # server hashes what it receives), so the file goes up once written.
+            await asyncio.to_thread(self.store.upload, key, path)
+            timings.lap("upload")
+        return exported
 
     async def _assign_source(self, event: ExecutionRequested) -> SourceRun:
         if event.source_run_id:

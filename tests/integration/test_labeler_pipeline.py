@@ -1,6 +1,8 @@
 """The labeler against the real Postgres and S3, with our fake LLM on a real port."""
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from datetime import datetime, timezone
 
@@ -9,6 +11,7 @@ import polars as pl
 import pytest
 from sqlalchemy import select
 
+from clusterflow.datasets import write_dataset
 from clusterflow.db import make_engine
 from clusterflow.db.schema import clusters, collections, documents, label_cache
 from clusterflow.idempotency import PostgresProcessedLog
@@ -60,7 +63,10 @@ def _write_run(world, run_id: str) -> dict[str, str]:
     c, store = world["corpus"], world["store"]
     keys = {name: artifact_key(NAMESPACE, world["cluster_id"], run_id, name) for name in ("members", "dataset")}
     store.put_parquet(keys["members"], c.members)
-    store.put_parquet(keys["dataset"], c.dataset)
+    with tempfile.TemporaryDirectory() as tmp:  # the dataset as the preparer writes it
+        path = os.path.join(tmp, "dataset.parquet")
+        write_dataset(path, c.dataset["document_id"].to_list(), c.dataset["vector"].to_numpy())
+        store.upload(keys["dataset"], path)
     return keys
 
 

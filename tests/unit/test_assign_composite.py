@@ -6,16 +6,18 @@ import asyncio
 import struct
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from contracts.api import ExecuteClusterByIdRequest, ExecutionMode, LLMLabeling
 from contracts.events import ExecutionRequested
-from services.clusterer.assign import MEMBERS_SCHEMA, Assigner, vectors_of
+from clusterflow.datasets import dataset_schema, dataset_table, read_dataset, vectors_of, write_dataset
+from services.clusterer.assign import MEMBERS_SCHEMA, Assigner
 from services.clusterer.composite import group_centroids
 from services.clusterer.handler import assign_file
-from services.preparer.export import _SIGNATURE, FixedWidthCopy, dataset_schema
+from services.preparer.export import _SIGNATURE, FixedWidthCopy
 from services.preparer.handler import check_source, plan_assign, resolve_config
 
 DIM = 16
@@ -69,9 +71,7 @@ def test_assign_file_streams_row_groups_into_the_members_file(tmp_path, centroid
     ids = [f"doc_{i}" for i in range(n)]
     with pq.ParquetWriter(tmp_path / "dataset.parquet", dataset_schema(DIM)) as writer:
         for start in range(0, n, 300):  # several row groups
-            writer.write_table(pa.table([pa.array(ids[start:start + 300]),
-                                         pa.FixedSizeListArray.from_arrays(pa.array(X[start:start + 300].ravel()),
-                                                                           DIM)], schema=dataset_schema(DIM)))
+            writer.write_table(dataset_table(ids[start:start + 300], X[start:start + 300]))
     assigner = Assigner(keys=["cl_0", "cl_1", "cl_2"], vectors=centroids, threshold=0.5)
     assign_file(assigner, str(tmp_path / "dataset.parquet"), str(tmp_path / "members.parquet"), batch_rows=128)
     members = pq.ParquetFile(tmp_path / "members.parquet")
@@ -86,6 +86,39 @@ def test_assign_file_streams_row_groups_into_the_members_file(tmp_path, centroid
 def test_vectors_of_reads_fixed_size_lists_with_offsets():
     column = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(12, dtype=np.float32)), 3)
     assert vectors_of(column.slice(1, 2)).tolist() == [[3, 4, 5], [6, 7, 8]]
+
+
+def test_vectors_of_reads_fixed_width_bytes_without_a_copy_and_with_offsets():
+    X = np.arange(12, dtype=np.float32).reshape(4, 3)
+    column = dataset_table(["a", "b", "c", "d"], X)["vector"].chunk(0)
+    assert column.type == pa.binary(12)
+    view = vectors_of(column)
+    assert np.shares_memory(view, np.frombuffer(column.buffers()[1], dtype=np.uint8))
+    assert vectors_of(column.slice(1, 2)).tolist() == [[3, 4, 5], [6, 7, 8]]
+
+
+def test_vectors_of_reads_what_polars_makes_of_fixed_width_bytes(tmp_path):
+    X = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+    write_dataset(str(tmp_path / "d.parquet"), list("abcde"), X)
+    column = pl.read_parquet(tmp_path / "d.parquet")["vector"].to_arrow()
+    assert not pa.types.is_fixed_size_binary(column.type)  # why vectors_of casts
+    assert np.array_equal(vectors_of(column), X)
+    with pytest.raises(ValueError, match="not all 8 bytes"):
+        vectors_of(pa.array([b"12345678", b"123"]))
+
+
+def test_read_dataset_fills_one_array_row_group_by_row_group(tmp_path):
+    X = np.random.default_rng(2).normal(size=(3000, 8)).astype(np.float32)
+    ids = [f"doc_{i}" for i in range(3000)]
+    path = str(tmp_path / "d.parquet")
+    with pq.ParquetWriter(path, dataset_schema(8)) as writer:
+        for start in range(0, 3000, 700):
+            writer.write_table(dataset_table(ids[start:start + 700], X[start:start + 700]))
+    assert pq.ParquetFile(path).num_row_groups == 5
+    got_ids, got = read_dataset(path)
+    assert got_ids.to_pylist() == ids and np.array_equal(got, X) and got.flags.writeable
+    field = pq.read_schema(path).field("vector")
+    assert field.metadata == {b"clusterflow.vector": b"float32-le", b"clusterflow.dimension": b"8"}
 
 
 # ---------------------------------------------------------------- the COPY decoder

@@ -8,6 +8,7 @@ import polars as pl
 from fastapi import APIRouter, Body, Query
 from fastapi.concurrency import run_in_threadpool
 
+from clusterflow.datasets import vectors_of
 from clusterflow.db.schema import executions
 from clusterflow.storage import artifact_key
 
@@ -368,7 +369,7 @@ def _coords_key(row: dict, artifacts: dict) -> str:
 def _compute_layout(store, namespace: str, cluster_id: str, run_id: str, key: str, n_components: int,
                     seed: int) -> None:
     dataset = store.get_parquet(artifact_key(namespace, cluster_id, run_id, "dataset"))
-    coords = layout(dataset["vector"].to_numpy(), n_components, seed)
+    coords = layout(vectors_of(dataset["vector"].to_arrow()), n_components, seed)
     columns = {"document_id": dataset["document_id"], "x": coords[:, 0], "y": coords[:, 1]}
     if n_components == 3:
         columns["z"] = coords[:, 2]
