@@ -21,54 +21,29 @@ holds the dataset.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import tempfile
 import time
-from pathlib import Path
 
-import asyncpg
 import numpy as np
 
-from clusterflow.client import Client
-from clusterflow.db import migrate
-from clusterflow.settings import get_settings
-from clusterflow.stack import Stack
 from services.clusterer.engine import assign_to_centroids
 
-from common import DIM, K, make_data  # noqa: E402  (bench/ is the script directory)
+from common import (  # noqa: E402  (bench/ is the script directory)
+    DIM,
+    K,
+    fresh_settings,
+    load,
+    make_data,
+    rss_mb,
+    running_stack,
+    stage_times,
+)
+
 FIT_SAMPLE = 20_000
-LOAD_BATCH = 100_000
 WORKERS = ("services.preparer", "services.clusterer")
 
 
-async def load(dsn: str, collection_id: str, X: np.ndarray) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(
-            "INSERT INTO collections (collection_id, namespace, collection_name, embeddings) "
-            "VALUES ($1, 'bench', $1, $2::jsonb)", collection_id, f'{{"text": {DIM}}}')
-        for start in range(0, len(X), LOAD_BATCH):
-            ids = [f"doc_{i:07d}" for i in range(start, min(start + LOAD_BATCH, len(X)))]
-            await conn.copy_records_to_table("documents", records=[(collection_id, i, "{}") for i in ids],
-                                             columns=["collection_id", "document_id", "payload"])
-            await conn.copy_records_to_table(
-                "document_vectors",
-                records=[(collection_id, i, "text", X[start + j].tobytes()) for j, i in enumerate(ids)],
-                columns=["collection_id", "document_id", "embedding_name", "vector"])
-        await conn.execute("ANALYZE documents; ANALYZE document_vectors")
-    finally:
-        await conn.close()
-
-
-async def stages(dsn: str, run_id: str) -> dict[str, float]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT service, stage, occurred_at FROM run_events WHERE run_id = $1 "
-                                "ORDER BY occurred_at", run_id)
-        completed = await conn.fetchval("SELECT completed_at FROM executions WHERE run_id = $1", run_id)
-    finally:
-        await conn.close()
-    at = {(r["service"], r["stage"]): r["occurred_at"] for r in rows}
+def stages(settings, run_id: str) -> dict[str, float]:
+    at, completed = stage_times(settings, run_id)
 
     def span(a, b) -> float:
         return (b - a).total_seconds() if a and b else float("nan")
@@ -79,12 +54,6 @@ async def stages(dsn: str, run_id: str) -> dict[str, float]:
         "assign": span(at.get(("clusterer", "assigning")), at.get(("clusterer", "writing"))),
         "store": span(at.get(("clusterer", "writing")), completed),
     }
-
-
-def rss_mb(pid: int, field: str = "VmHWM") -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return int(fields[field].split()[0]) / 1024
 
 
 def bare(X: np.ndarray, centroids: np.ndarray) -> float:
@@ -98,38 +67,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     args = parser.parse_args()
 
-    base = get_settings()
-    dsn_admin = base.database_url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/postgres"
-    db = "clusterflow_bench_assign"
-
-    async def recreate() -> None:
-        conn = await asyncpg.connect(dsn_admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{db}"')
-        await conn.close()
-
-    asyncio.run(recreate())
-    settings = base.model_copy(update={"database_url": base.database_url.rsplit("/", 1)[0] + "/" + db,
-                                       "topic_prefix": f"{db}."})
-    migrate(settings.database_url)
-    dsn = settings.database_url.replace("+asyncpg", "")
-
-    stack = Stack(settings=settings, log_dir=Path(tempfile.mkdtemp(prefix="bench-logs-")))
-    stack.start()
-    api_key = None
-    if getattr(settings, "auth_required", False):  # the gateway wants a key: make one for "bench"
-        from clusterflow.keys import create_key
-
-        api_key = create_key(settings.database_url, ["bench"], name="bench")
-    client = Client(stack.url, namespace="bench", api_key=api_key)
+    settings = fresh_settings("clusterflow_bench_assign")
     rows = []
-    try:
+    with running_stack(settings) as (stack, client):
         # Warm-up size: imports and consumer-group joins are paid once, not per size.
         for n in [5_000, *args.sizes]:
             X = make_data(n)
             collection_id = f"col_bench_{n}"
             t0 = time.perf_counter()
-            asyncio.run(load(dsn, collection_id, X))
+            load(settings, collection_id, X)
             print(f"loaded {n:,} documents in {time.perf_counter() - t0:.1f}s", flush=True)
             cluster = client.create_cluster(collection_ids=[collection_id], cluster_name=f"bench {n}",
                                             clustering_method="kmeans", algorithm_params={"n_clusters": K},
@@ -154,15 +100,12 @@ def main() -> None:
             result = client.execution(cluster["cluster_id"], run_id)
             assert result["num_points"] == n, result
             peaks = [rss_mb(stack.processes[name].pid) for name in WORKERS]
-            split = asyncio.run(stages(dsn, run_id))
+            split = stages(settings, run_id)
             bare_s = bare(X, centroids)
             print(f"{n:,}: {service_s:.2f}s, {n / service_s:,.0f} docs/s, stages {split}", flush=True)
             if n == 5_000:
                 continue
             rows.append((n, service_s, split, bare_s, peaks, idle, X.nbytes / 2**20))
-    finally:
-        client.close()
-        stack.stop()
 
     print(f"\nassign mode, dim={DIM}, k={K}; seconds and documents per second")
     print(f"{'docs':>9} {'e2e s':>7} {'e2e docs/s':>10} {'export':>7} {'download':>8} {'assign':>7} {'store':>6} "

@@ -1,10 +1,27 @@
-"""Data shared by the benchmarks: unit vectors around K random directions."""
+"""What the benchmarks share: the data (unit vectors around K random directions), a
+fresh database with the documents loaded by COPY (setup, never measured), the stack of
+services, and a run's stages as its status events recorded them."""
 from __future__ import annotations
 
+import asyncio
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
 import numpy as np
+
+from clusterflow.client import Client
+from clusterflow.db import migrate
+from clusterflow.keys import create_key
+from clusterflow.settings import Settings, get_settings
+from clusterflow.stack import Stack
 
 DIM = 384
 K = 20
+LOAD_BATCH = 100_000
 
 
 def make_data(n: int, seed: int = 0) -> np.ndarray:
@@ -13,3 +30,83 @@ def make_data(n: int, seed: int = 0) -> np.ndarray:
     X = centers[rng.integers(0, K, size=n)] + rng.normal(scale=0.5, size=(n, DIM))
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     return X.astype(np.float32)
+
+
+def fresh_settings(db: str) -> Settings:
+    """The environment's settings on a new, migrated database `db` (and its own topics)."""
+    base = get_settings()
+    admin = base.database_url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/postgres"
+
+    async def recreate() -> None:
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{db}"')
+        await conn.close()
+
+    asyncio.run(recreate())
+    settings = base.model_copy(update={"database_url": base.database_url.rsplit("/", 1)[0] + "/" + db,
+                                       "topic_prefix": f"{db}."})
+    migrate(settings.database_url)
+    return settings
+
+
+def dsn(settings: Settings) -> str:
+    return settings.database_url.replace("+asyncpg", "")
+
+
+@contextmanager
+def running_stack(settings: Settings) -> Iterator[tuple[Stack, Client]]:
+    """The five services on `settings`, and a client of namespace "bench" with its key."""
+    stack = Stack(settings=settings, log_dir=Path(tempfile.mkdtemp(prefix="bench-logs-")))
+    stack.start()
+    client = Client(stack.url, namespace="bench", api_key=create_key(settings.database_url, ["bench"], name="bench"))
+    try:
+        yield stack, client
+    finally:
+        client.close()
+        stack.stop()
+
+
+def load(settings: Settings, collection_id: str, X: np.ndarray) -> None:
+    asyncio.run(_load(dsn(settings), collection_id, X))
+
+
+async def _load(url: str, collection_id: str, X: np.ndarray) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "INSERT INTO collections (collection_id, namespace, collection_name, embeddings) "
+            "VALUES ($1, 'bench', $1, $2::jsonb)", collection_id, f'{{"text": {DIM}}}')
+        for start in range(0, len(X), LOAD_BATCH):
+            ids = [f"doc_{i:07d}" for i in range(start, min(start + LOAD_BATCH, len(X)))]
+            await conn.copy_records_to_table("documents", records=[(collection_id, i, "{}") for i in ids],
+                                             columns=["collection_id", "document_id", "payload"])
+            await conn.copy_records_to_table(
+                "document_vectors",
+                records=[(collection_id, i, "text", X[start + j].tobytes()) for j, i in enumerate(ids)],
+                columns=["collection_id", "document_id", "embedding_name", "vector"])
+        await conn.execute("ANALYZE documents; ANALYZE document_vectors")
+    finally:
+        await conn.close()
+
+
+def stage_times(settings: Settings, run_id: str) -> tuple[dict[tuple[str, str], datetime], datetime | None]:
+    """When each (service, stage) of the run began, by its status events, and when the
+    run completed."""
+    async def fetch():
+        conn = await asyncpg.connect(dsn(settings))
+        try:
+            rows = await conn.fetch("SELECT service, stage, occurred_at FROM run_events WHERE run_id = $1 "
+                                    "ORDER BY occurred_at", run_id)
+            completed = await conn.fetchval("SELECT completed_at FROM executions WHERE run_id = $1", run_id)
+        finally:
+            await conn.close()
+        return {(r["service"], r["stage"]): r["occurred_at"] for r in rows}, completed
+
+    return asyncio.run(fetch())
+
+
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields[field].split()[0]) / 1024

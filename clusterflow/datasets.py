@@ -17,6 +17,8 @@ written before this format), so every reader goes through it.
 """
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -82,6 +84,16 @@ def vectors_of(column: pa.Array | pa.ChunkedArray, dim: int | None = None) -> np
     return np.asarray(flat, dtype=np.float32).reshape(n, -1)
 
 
+def _plain_pages(shape: tuple[int, int]) -> np.ndarray:
+    """An uninitialised float32 array in memory of its own (an anonymous mapping, freed
+    with the array). numpy asks the kernel for transparent huge pages for large arrays,
+    and where the kernel compacts memory on demand for them (THP `defrag=madvise`, the
+    common default) first touching 146 MB took 0.3-0.45 s instead of 0.1 s; the
+    dataset is written once and read sequentially, which huge pages do not speed up."""
+    nbytes = max(shape[0] * shape[1] * 4, 1)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.float32, count=shape[0] * shape[1]).reshape(shape)
+
+
 def read_dataset(path: str) -> tuple[pa.ChunkedArray, np.ndarray]:
     """The document ids and the (n, d) float32 vectors of a dataset file.
 
@@ -94,7 +106,7 @@ def read_dataset(path: str) -> tuple[pa.ChunkedArray, np.ndarray]:
         table = source.read_row_group(group, use_threads=False)
         part = vectors_of(table.column("vector"))
         if X is None:
-            X = np.empty((n, part.shape[1]), dtype=np.float32)
+            X = _plain_pages((n, part.shape[1]))
         X[at:at + len(part)] = part
         at += len(part)
         ids.extend(table.column("document_id").chunks)

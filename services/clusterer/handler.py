@@ -141,7 +141,7 @@ class Clusterer:
 
         members = pl.DataFrame({
             "document_id": ids,
-            "cluster_id": pl.Series([pipeline.cluster_key(int(c)) for c in clustering.labels], dtype=pl.String),
+            "cluster_id": cluster_keys(clustering.labels),
             # Noise has no centroid: its distance is null, not NaN (which JSON cannot carry).
             "distance_to_centroid": pl.Series(summary.distances, dtype=pl.Float32).fill_nan(None),
         })
@@ -409,6 +409,13 @@ def assign_file(assigner: Assigner, dataset: str, members: str, batch_rows: int 
                 X = vectors_of(part.column("vector"), assigner.dimension)
                 writer.write_table(assigner.assign(part.column("document_id"), X))
             del table
+
+
+def cluster_keys(labels: np.ndarray) -> pl.Series:
+    """Each label's cluster key ("cl_3", noise "cl_-1"), one string per distinct label."""
+    distinct, positions = np.unique(labels, return_inverse=True)
+    keys = pl.Series([pipeline.cluster_key(int(c)) for c in distinct], dtype=pl.String)
+    return keys.gather(positions.ravel())
 
 
 def centroids_frame(centroids: list[CentroidSummary], vectors: list, dim: int) -> pl.DataFrame:

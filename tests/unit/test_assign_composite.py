@@ -16,7 +16,7 @@ from contracts.events import ExecutionRequested
 from clusterflow.datasets import dataset_schema, dataset_table, read_dataset, vectors_of, write_dataset
 from services.clusterer.assign import MEMBERS_SCHEMA, Assigner
 from services.clusterer.composite import group_centroids
-from services.clusterer.handler import assign_file
+from services.clusterer.handler import assign_file, cluster_keys
 from services.preparer.export import _SIGNATURE, FixedWidthCopy
 from services.preparer.handler import check_source, plan_assign, resolve_config
 
@@ -81,6 +81,12 @@ def test_assign_file_streams_row_groups_into_the_members_file(tmp_path, centroid
     expected = np.argmax(X @ centroids.T, axis=1)
     assert table["cluster_id"].to_pylist() == [f"cl_{c}" for c in expected]
     assert assigner.points == n and assigner.counts.sum() == n
+
+
+def test_cluster_keys_name_every_label_noise_included():
+    labels = np.array([2, -1, 0, 2, 10])
+    assert cluster_keys(labels).to_list() == ["cl_2", "cl_-1", "cl_0", "cl_2", "cl_10"]
+    assert cluster_keys(np.array([], dtype=np.int64)).to_list() == []
 
 
 def test_vectors_of_reads_fixed_size_lists_with_offsets():
