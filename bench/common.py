@@ -18,6 +18,7 @@ from clusterflow.db import migrate
 from clusterflow.keys import create_key
 from clusterflow.settings import Settings, get_settings
 from clusterflow.stack import Stack
+from services.clusterer.app import WARM_UP_DONE
 
 DIM = 384
 K = 20
@@ -59,6 +60,8 @@ def running_stack(settings: Settings) -> Iterator[tuple[Stack, Client]]:
     """The five services on `settings`, and a client of namespace "bench" with its key."""
     stack = Stack(settings=settings, log_dir=Path(tempfile.mkdtemp(prefix="bench-logs-")))
     stack.start()
+    if settings.clusterer_warm_up:  # measure runs, not numba compiling UMAP beside them
+        stack.wait_for_log("services.clusterer", WARM_UP_DONE, timeout=300)
     client = Client(stack.url, namespace="bench", api_key=create_key(settings.database_url, ["bench"], name="bench"))
     try:
         yield stack, client

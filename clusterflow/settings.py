@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     max_poll_interval_ms: int = 30 * 60 * 1000
     # BLAS/OpenMP threads one clustering run may use (see services/clusterer/pipeline.py).
     clusterer_threads: int = Field(default=1, ge=1)
+    # Compile UMAP's numba code (~25-40 s of CPU) in the background when the clusterer
+    # starts, rather than in the first run that needs a layout or HDBSCAN's reduction.
+    clusterer_warm_up: bool = True
 
     # Request bodies above this size are refused with 413 before being read whole.
     max_body_bytes: int = 64 * 1024 * 1024

@@ -85,6 +85,17 @@ class Stack:
             time.sleep(0.3)
         raise RuntimeError(f"the gateway did not answer within {timeout:.0f}s\n{self.log_tails()}")
 
+    def wait_for_log(self, name: str, text: str, timeout: float) -> None:
+        """Until `text` shows in the service's log (the clusterer's "numba warm-up done")."""
+        path, deadline = self.log_dir / f"{name}.log", time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in path.read_text(errors="replace"):
+                return
+            if self.processes[name].poll() is not None:
+                raise RuntimeError(f"{name} exited before logging {text!r}\n{self.log_tails()}")
+            time.sleep(0.5)
+        raise RuntimeError(f"{name} did not log {text!r} within {timeout:.0f}s\n{self.log_tails()}")
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.processes[name]
         os.killpg(proc.pid, sig)

@@ -1,6 +1,11 @@
 """The clusterer's composition root. Run: `python -m services.clusterer`."""
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
+
 from faststream import FastStream
 
 from clusterflow.db import make_engine
@@ -11,7 +16,11 @@ from clusterflow.settings import Settings, get_settings
 from clusterflow.storage import S3ObjectStore
 from clusterflow.worker import worker_app
 from contracts.topics import CLUSTERER, DATASET_PREPARED
+from services.clusterer.engine import warm_up
 from services.clusterer.handler import SERVICE, Clusterer
+
+log = logging.getLogger("clusterflow.clusterer")
+WARM_UP_DONE = "numba warm-up done"  # logged when it is (tests and benchmarks wait for it)
 
 
 def bootstrap(settings: Settings | None = None) -> FastStream:
@@ -23,5 +32,28 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
         store=S3ObjectStore.from_settings(settings), publisher=publisher, processed=PostgresProcessedLog(engine),
         runs=PostgresRunState(engine),
     )
-    return worker_app(service=SERVICE, group=CLUSTERER, settings=settings, broker=broker, engine=engine,
-                      publisher=publisher, handlers={DATASET_PREPARED: clusterer.handle})
+    app = worker_app(service=SERVICE, group=CLUSTERER, settings=settings, broker=broker, engine=engine,
+                     publisher=publisher, handlers={DATASET_PREPARED: clusterer.handle})
+    if settings.clusterer_warm_up:
+        @app.after_startup
+        async def _warm_up() -> None:
+            start_warm_up()
+    return app
+
+
+def start_warm_up(compile_: Callable[[], None] = warm_up) -> threading.Thread:
+    """Compile in a daemon thread, beside the consumer: a run that needs the code
+    meanwhile waits on numba's compiler lock (no worse than compiling it itself), and
+    a shutdown does not wait for it."""
+    def run() -> None:
+        started = time.perf_counter()
+        try:
+            compile_()
+        except Exception:  # noqa: BLE001 - a failed warm-up only means the first run compiles
+            log.exception("numba warm-up failed; the first layout will compile instead")
+            return
+        log.info("%s in %.1fs", WARM_UP_DONE, time.perf_counter() - started)
+
+    thread = threading.Thread(target=run, name="numba-warm-up", daemon=True)
+    thread.start()
+    return thread

@@ -8,6 +8,7 @@ import pytest
 
 from clusterflow.keys import create_key
 from clusterflow.stack import Stack
+from services.clusterer.app import WARM_UP_DONE
 from tests.support.llm_servers import API_KEY, LLMServer
 
 TERMINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELED"}
@@ -27,6 +28,9 @@ def stack(settings, tmp_path_factory, llm):
     s = Stack(settings=settings, log_dir=tmp_path_factory.mktemp("service-logs"), env=providers)
     try:
         s.start()
+        # The clusterer compiles UMAP's numba code at start; the tests begin once it has
+        # (a run meanwhile would wait for it, and time-bound tests would share the CPU).
+        s.wait_for_log("services.clusterer", WARM_UP_DONE, timeout=300)
     except RuntimeError as exc:
         s.stop()
         pytest.fail(str(exc), pytrace=False)
