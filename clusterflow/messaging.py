@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -127,6 +129,54 @@ async def report_status(
             details=details or {},
         ),
     )
+
+
+class Progress:
+    """How far a stage that runs in a worker thread has got, for its heartbeats. The
+    thread calls it with the fraction done (0..1); a float assignment needs no lock."""
+
+    def __init__(self) -> None:
+        self.fraction: float | None = None
+
+    def __call__(self, fraction: float) -> None:
+        self.fraction = min(1.0, max(0.0, float(fraction)))
+
+
+@asynccontextmanager
+async def heartbeat(publisher: Publisher, source: Event, *, service: str, stage: str, start: float, end: float,
+                    every_s: float) -> AsyncIterator[Progress]:
+    """While the block runs, report the stage every `every_s` seconds: progress between
+    `start` and `end` when the work tells its fraction (the `Progress` yielded), and
+    how long it has run. A long stage (a layout of 1M points, a COPY of 10M documents)
+    so shows that it moves, and the watchdog's stall can be minutes, not hours.
+
+    The beats are liveness, not transitions: each has an event id of its own (a redone
+    stage beats anew), and one that cannot be published is skipped, never fatal."""
+    progress = Progress()
+    started = time.monotonic()
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            done = progress.fraction
+            message = f"{stage}: {time.monotonic() - started:.0f} s"
+            if done is not None:
+                message += f", {done:.0%} done"
+            try:
+                await publisher.publish(STATUS_CHANGED, RunStatusChanged(
+                    namespace=source.namespace, run_id=source.run_id, cluster_id=source.cluster_id,
+                    task_id=source.task_id, status=TaskStatusEnum.PROCESSING, service=service, stage=stage,
+                    progress=round(start + (end - start) * (done or 0.0), 4), message=message))
+            except Exception as exc:  # noqa: BLE001 - a missed beat is no reason to fail the run
+                log.warning("run %s: heartbeat not published (%r)", source.run_id, exc)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield progress
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class Consumer:

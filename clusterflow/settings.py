@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Compile UMAP's numba code (~25-40 s of CPU) in the background when the clusterer
     # starts, rather than in the first run that needs a layout or HDBSCAN's reduction.
     clusterer_warm_up: bool = True
+    # Long stages (an export, a clustering, a layout) report that they still move this
+    # often (`clusterflow.messaging.heartbeat`); keep it well under the watchdog's stall.
+    heartbeat_seconds: float = Field(default=30.0, gt=0)
 
     # Request bodies above this size are refused with 413 before being read whole.
     max_body_bytes: int = 64 * 1024 * 1024
@@ -63,7 +66,7 @@ class Settings(BaseSettings):
     # for this long is ended FAILED ("no progress for N s (last stage X)"), so nothing
     # stays PENDING or PROCESSING forever. It checks every `watchdog_interval_seconds`
     # (0: a tenth of the stall, at least 1 s and at most 60 s).
-    watchdog_stall_seconds: float = Field(default=1800.0, gt=0)
+    watchdog_stall_seconds: float = Field(default=600.0, gt=0)
     watchdog_interval_seconds: float = Field(default=0.0, ge=0)
 
     # Workers serve /metrics, /health and /ready on this port (None: the service's

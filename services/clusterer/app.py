@@ -30,7 +30,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
     publisher = KafkaPublisher(broker, settings.topic_prefix)
     clusterer = Clusterer(
         store=S3ObjectStore.from_settings(settings), publisher=publisher, processed=PostgresProcessedLog(engine),
-        runs=PostgresRunState(engine),
+        runs=PostgresRunState(engine), heartbeat_s=settings.heartbeat_seconds,
     )
     app = worker_app(service=SERVICE, group=CLUSTERER, settings=settings, broker=broker, engine=engine,
                      publisher=publisher, handlers={DATASET_PREPARED: clusterer.handle})

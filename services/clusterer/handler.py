@@ -22,6 +22,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 from clusterflow.datasets import read_dataset, vectors_of
 from clusterflow.idempotency import ProcessedLog
 from clusterflow.observability import Stopwatch, algorithm_timer
-from clusterflow.messaging import Publisher, RunFailed, report_status
+from clusterflow.messaging import Publisher, RunFailed, heartbeat, report_status
 from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.storage import ObjectStore, artifact_key
 from contracts.api import ExecutionMode, TaskStatusEnum
@@ -73,6 +74,7 @@ class Clusterer:
     publisher: Publisher
     processed: ProcessedLog
     runs: RunState
+    heartbeat_s: float = 30.0
 
     async def handle(self, event: DatasetPrepared) -> None:
         if await self.processed.seen(SERVICE, event.event_id):
@@ -90,6 +92,10 @@ class Clusterer:
         await stop_if_canceled(self.runs, event.run_id)
         await report_status(self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING,
                             stage=stage, progress=value, message=message)
+
+    def _beating(self, event: DatasetPrepared, stage: str, start: float, end: float):
+        return heartbeat(self.publisher, event, service=SERVICE, stage=stage, start=start, end=end,
+                         every_s=self.heartbeat_s)
 
     def _key(self, event: DatasetPrepared, name: str) -> str:
         return artifact_key(event.namespace, event.cluster_id, event.run_id, name)
@@ -121,21 +127,24 @@ class Clusterer:
 
         await progress("clustering", 0.3, f"running {config.clustering_method}")
         try:
-            clustering = await asyncio.to_thread(
-                algorithm_timer(config.clustering_method)(pipeline.cluster),
-                X, config.clustering_method, config.algorithm_params, config.seed)
+            async with self._beating(event, "clustering", 0.3, 0.3):
+                clustering = await asyncio.to_thread(
+                    algorithm_timer(config.clustering_method)(pipeline.cluster),
+                    X, config.clustering_method, config.algorithm_params, config.seed)
         except ValueError as exc:  # the engine's message says what to change
             raise RunFailed(f"clustering failed: {exc}") from exc
 
         timings.lap("cluster")
         await progress("metrics", 0.6, "computing metrics and centroids")
-        summary = await asyncio.to_thread(pipeline.summarize, X, clustering.labels, config.seed)
+        async with self._beating(event, "metrics", 0.6, 0.6):
+            summary = await asyncio.to_thread(pipeline.summarize, X, clustering.labels, config.seed)
         timings.lap("summarize")
 
         coords = None
         if not config.defer_visualization:
             await progress("layout", 0.7, f"projecting to {config.vis_n_components}D")
-            coords = await asyncio.to_thread(pipeline.layout, X, config.vis_n_components, config.seed)
+            async with self._beating(event, "layout", 0.7, 0.8) as done:
+                coords = await asyncio.to_thread(pipeline.layout, X, config.vis_n_components, config.seed, done)
             timings.lap("layout")
         del X
 
@@ -274,7 +283,8 @@ class Clusterer:
             await self._progress(event, "assigning", 0.3,
                                  f"assigning {event.num_points} documents to {len(keys)} centroids")
             assigning = time.perf_counter()
-            await asyncio.to_thread(assign_file, assigner, dataset, members)
+            async with self._beating(event, "assigning", 0.3, 0.85) as done:
+                await asyncio.to_thread(assign_file, assigner, dataset, members, on_progress=done)
             seconds = time.perf_counter() - assigning
             await self._progress(event, "writing", 0.85, "writing results")
             await asyncio.to_thread(self.store.upload, self._key(event, "members"), members)
@@ -395,12 +405,15 @@ class Clusterer:
         return counts
 
 
-def assign_file(assigner: Assigner, dataset: str, members: str, batch_rows: int = BATCH_ROWS) -> None:
+def assign_file(assigner: Assigner, dataset: str, members: str, batch_rows: int = BATCH_ROWS,
+                on_progress: Callable[[float], None] | None = None) -> None:
     """Assign a dataset file row group by row group (each in slices of `batch_rows`),
     writing each slice's members as it goes. Row groups are read one at a time on
     purpose: `ParquetFile.iter_batches` reads ahead and held 2.3 GB of a 1M x 384 file,
-    this holds one row group (the preparer writes 65k rows each)."""
+    this holds one row group (the preparer writes ~32 MB each). `on_progress` hears the
+    fraction of rows done after each slice."""
     source = pq.ParquetFile(dataset)
+    total, done = max(source.metadata.num_rows, 1), 0
     with pq.ParquetWriter(members, MEMBERS_SCHEMA, compression="zstd") as writer:
         for group in range(source.num_row_groups):
             table = source.read_row_group(group, columns=["document_id", "vector"], use_threads=False)
@@ -408,6 +421,9 @@ def assign_file(assigner: Assigner, dataset: str, members: str, batch_rows: int 
                 part = table.slice(start, batch_rows)
                 X = vectors_of(part.column("vector"), assigner.dimension)
                 writer.write_table(assigner.assign(part.column("document_id"), X))
+                done += part.num_rows
+                if on_progress is not None:
+                    on_progress(done / total)
             del table
 
 

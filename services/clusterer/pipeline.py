@@ -2,7 +2,7 @@
 cluster, summarize (metrics, centroids, distances), layout."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +71,7 @@ def _summarize(X: np.ndarray, labels: np.ndarray, seed: int) -> Summary:
     )
 
 
-def layout(X: np.ndarray, n_components: int, seed: int) -> np.ndarray:
+def layout(X: np.ndarray, n_components: int, seed: int,
+           on_progress: Callable[[float], None] | None = None) -> np.ndarray:
     with _numeric_context():
-        return project(X, n_components, seed)
+        return project(X, n_components, seed, on_progress=on_progress)

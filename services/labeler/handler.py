@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from clusterflow.idempotency import ProcessedLog
-from clusterflow.messaging import Publisher, report_status
+from clusterflow.messaging import Publisher, heartbeat, report_status
 from clusterflow.storage import artifact_key
 from contracts.api import LLMLabeling, LLMProvider, TaskStatusEnum, provider_for_model
 from contracts.events import ClusterLabel, ClustersLabeled, ExecutionClustered, derived_event_id
@@ -118,7 +118,9 @@ class Labeler:
             return
         await report_status(self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING,
                             stage="labeling", progress=0.9, message=f"labeling {event.num_clusters} clusters")
-        labeled, stats = await self.label(event)
+        async with heartbeat(self.publisher, event, service=SERVICE, stage="labeling", start=0.9, end=0.9,
+                             every_s=self.settings.heartbeat_seconds):
+            labeled, stats = await self.label(event)
         await report_status(
             self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING, stage="labeled",
             progress=0.98,

@@ -26,6 +26,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
         publisher=publisher,
         processed=PostgresProcessedLog(engine),
         runs=PostgresRunState(engine),
+        heartbeat_s=settings.heartbeat_seconds,
     )
     return worker_app(service=SERVICE, group=PREPARER, settings=settings, broker=broker, engine=engine,
                       publisher=publisher, handlers={EXECUTION_REQUESTED: preparer.handle})

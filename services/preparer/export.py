@@ -118,9 +118,11 @@ class PostgresDocuments:
             return await conn.scalar(select(func.count()).select_from(_selected(sel).subquery())) or 0
 
     async def export_to_parquet(self, sel: Selection, path: str, *, limit: int | None, seed: int,
-                                rows_per_group: int | None = None) -> Exported:
+                                rows_per_group: int | None = None,
+                                on_rows: Callable[[int], None] | None = None) -> Exported:
         """Stream the matching documents into a dataset file (`clusterflow/datasets.py`),
-        `rows_per_group` at a time; memory holds one row group, whatever the count."""
+        `rows_per_group` at a time; memory holds one row group, whatever the count.
+        `on_rows` hears the number of rows exported so far after each row group."""
         dimension, id_width = await self._widths(sel)
         vector_bytes = 4 * dimension
         dv = document_vectors.c
@@ -137,8 +139,17 @@ class PostgresDocuments:
             query = query.order_by(order).limit(limit)
         sql, params = _compile(query)
         writer = pq.ParquetWriter(path, dataset_schema(dimension), **WRITE_OPTIONS)
+        written = 0
+
+        def write(table: pa.Table) -> None:
+            nonlocal written
+            writer.write_table(table)
+            written += table.num_rows
+            if on_rows is not None:
+                on_rows(written)
+
         stream = FixedWidthCopy(vector_bytes, id_width, rows_per_group or datasets.rows_per_group(dimension),
-                                on_rows=writer.write_table)
+                                on_rows=write)
         try:
             async with self.engine.connect() as conn:
                 raw = await conn.get_raw_connection()

@@ -23,13 +23,14 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import polars as pl
 
 from clusterflow.filters import FilterError
 from clusterflow.idempotency import ProcessedLog
-from clusterflow.messaging import Publisher, RunFailed, report_status
+from clusterflow.messaging import Publisher, RunFailed, heartbeat, report_status
 from clusterflow.observability import Stopwatch
 from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.storage import ObjectStore, artifact_key
@@ -56,7 +57,8 @@ log = logging.getLogger("clusterflow.preparer")
 class DocumentSource(Protocol):
     async def load_cluster(self, namespace: str, cluster_id: str) -> dict[str, Any] | None: ...
     async def count(self, sel: Selection) -> int: ...
-    async def export_to_parquet(self, sel: Selection, path: str, *, limit: int | None, seed: int) -> Exported: ...
+    async def export_to_parquet(self, sel: Selection, path: str, *, limit: int | None, seed: int,
+                                on_rows: Callable[[int], None] | None = None) -> Exported: ...
     async def load_run(self, namespace: str, run_id: str) -> dict[str, Any] | None: ...
     async def latest_full_run(self, namespace: str, cluster_id: str, *, exclude: str | None = None
                               ) -> dict[str, Any] | None: ...
@@ -69,6 +71,7 @@ class Preparer:
     publisher: Publisher
     processed: ProcessedLog
     runs: RunState
+    heartbeat_s: float = 30.0
 
     async def handle(self, event: ExecutionRequested) -> None:
         if await self.processed.seen(SERVICE, event.event_id):
@@ -145,7 +148,11 @@ class Preparer:
         with tempfile.TemporaryDirectory(prefix="preparer-") as tmp:
             path = os.path.join(tmp, "dataset.parquet")
             try:
-                exported = await self.documents.export_to_parquet(selection, path, limit=limit, seed=seed)
+                async with heartbeat(self.publisher, event, service=SERVICE, stage="preparing", start=0.02,
+                                     end=0.1, every_s=self.heartbeat_s) as done:
+                    exported = await self.documents.export_to_parquet(
+                        selection, path, limit=limit, seed=seed,
+                        on_rows=lambda rows: done(rows / max(sampling.sampled, 1)))
             except ValueError as exc:  # no single dimension, a malformed row: retrying will not help
                 raise RunFailed(f"the documents cannot be exported: {exc}") from exc
             if exported.rows == 0:
@@ -155,7 +162,9 @@ class Preparer:
             # Uploading while exporting (a multipart upload fed as the file is written)
             # was tried twice: on 2 cores it gained nothing, both are CPU-bound (the S3
             # server hashes what it receives), so the file goes up once written.
-            await asyncio.to_thread(self.store.upload, key, path)
+            async with heartbeat(self.publisher, event, service=SERVICE, stage="preparing", start=0.1, end=0.1,
+                                 every_s=self.heartbeat_s):
+                await asyncio.to_thread(self.store.upload, key, path)
             timings.lap("upload")
         return exported
 

@@ -13,9 +13,11 @@ that catch the same run fail it once. A run that reports again after that stays
 FAILED (terminal statuses are final), and the workers drop it at their next stage
 boundary (`clusterflow.runstate.stop_if_canceled`).
 
-The stall must be longer than any single stage of a legitimate run: a stage reports
-when it starts, not while it runs (the default, 1800 s, allows long layouts of large
-runs).
+The stall must be longer than any silence of a legitimate run: every stage reports when
+it starts, and the long ones (export, upload, clustering, metrics, layout, assignment,
+labeling) beat every `heartbeat_seconds` (30) while they run
+(`clusterflow.messaging.heartbeat`), so the default stall, 600 s, is about twenty
+missed beats.
 """
 from __future__ import annotations
 

@@ -1,0 +1,77 @@
+"""Long stages beat while they run: progress where the work tells it, and how long."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from clusterflow.datasets import dataset_table
+from clusterflow.messaging import heartbeat
+from contracts.api import TaskStatusEnum
+from contracts.topics import STATUS_CHANGED
+from services.clusterer.assign import Assigner
+from services.clusterer.handler import assign_file
+from tests.support.labeler_fakes import RecordingPublisher, clustered_event, corpus
+
+
+def _event():
+    return clustered_event(corpus(seed=1).members)
+
+
+def test_a_stage_in_a_thread_beats_with_its_progress_and_stops_when_it_ends():
+    publisher = RecordingPublisher()
+
+    def work(done) -> None:  # in a worker thread, like the engine's stages
+        for step in range(1, 5):
+            time.sleep(0.06)
+            done(step / 4)
+
+    async def run() -> None:
+        async with heartbeat(publisher, _event(), service="clusterer", stage="layout", start=0.7, end=0.8,
+                             every_s=0.05) as done:
+            await asyncio.to_thread(work, done)
+        beats = len(publisher.published)
+        await asyncio.sleep(0.2)
+        assert len(publisher.published) == beats  # no beat after the block
+
+    asyncio.run(run())
+    beats = publisher.on(STATUS_CHANGED)
+    assert len(beats) >= 3
+    assert {b.stage for b in beats} == {"layout"} and {b.status for b in beats} == {TaskStatusEnum.PROCESSING}
+    assert len({b.event_id for b in beats}) == len(beats)  # liveness: every beat is new
+    progress = [b.progress for b in beats]
+    assert progress == sorted(progress) and 0.7 <= progress[0] and progress[-1] <= 0.8 and progress[-1] > 0.7
+    assert beats[-1].message.startswith("layout: ") and "% done" in beats[-1].message
+
+
+def test_a_beat_that_cannot_be_published_does_not_fail_the_stage():
+    class Broken:
+        calls = 0
+
+        async def publish(self, topic, event, key=None) -> None:
+            Broken.calls += 1
+            raise ConnectionError("kafka is away")
+
+    async def run() -> str:
+        async with heartbeat(Broken(), _event(), service="preparer", stage="preparing", start=0.02, end=0.1,
+                             every_s=0.02):
+            await asyncio.sleep(0.1)
+        return "done"
+
+    assert asyncio.run(run()) == "done" and Broken.calls >= 2
+
+
+def test_assign_file_reports_the_fraction_of_rows_done(tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(1000, 8)).astype(np.float32)
+    path = tmp_path / "dataset.parquet"
+    pq.write_table(dataset_table([f"d{i}" for i in range(1000)], X), path, row_group_size=300)
+    seen: list[float] = []
+    caller = threading.current_thread()
+    assigner = Assigner(keys=["cl_0", "cl_1"], vectors=rng.normal(size=(2, 8)), threshold=0.0)
+    assign_file(assigner, str(path), str(tmp_path / "members.parquet"), batch_rows=128,
+                on_progress=lambda f: seen.append(f) if threading.current_thread() is caller else None)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == 10  # 4 row groups in slices of 128
