@@ -208,6 +208,8 @@ class ExecutionClustered(Event):
     num_points: int = Field(ge=0)
     noise_count: int = Field(default=0, ge=0)
     metrics: ClusterMetrics = Field(default_factory=ClusterMetrics)
+    # A centroid that carries a label kept it (its stable id's, its source cluster's):
+    # the labeler labels only the others.
     centroids: list[CentroidSummary] = Field(default_factory=list)
     estimator: str | None = None
     algorithm_seconds: float | None = None

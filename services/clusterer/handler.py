@@ -160,9 +160,8 @@ class Clusterer:
             self._lineage, event, keys, summary.centroids, members)
         # A matched cluster keeps its label, unless this run asks for LLM labels and the
         # previous one had none: then the LLM names every cluster anew.
-        asks_llm = bool(config.llm_labeling and config.llm_labeling.enabled)
         inherited = {c.cluster_id: c for c in event.previous.centroids} \
-            if event.previous and (event.previous.labeling_enabled or not asks_llm) else {}
+            if event.previous and (event.previous.labeling_enabled or not asks_for_labels(event)) else {}
         centroids = []
         for key, n in zip(keys, summary.sizes):
             before = inherited.get(match.inherited.get(key, ""))
@@ -292,10 +291,12 @@ class Clusterer:
                  assigner.points, downloaded - started, seconds, time.perf_counter() - assigning - seconds)
 
         summaries = {c.cluster_id: c for c in source.centroids}
+        # The source's labels, unless this run asked for LLM labels itself: then the
+        # labeler names every cluster anew (it labels the centroids without a label).
+        inherited = ("stable_id",) if asks_for_labels(event) else ("label", "summary", "keywords", "stable_id")
         centroids = [
             CentroidSummary(cluster_id=k, num_members=int(n),
-                            **{f: getattr(summaries[k], f) for f in ("label", "summary", "keywords", "stable_id")
-                               if k in summaries})
+                            **{f: getattr(summaries[k], f) for f in inherited if k in summaries})
             for k, n in zip(keys, assigner.counts)
         ]
         vector_rows = vectors.tolist()
@@ -351,10 +352,11 @@ class Clusterer:
             # A group is named after its largest labelled source cluster.
             if summary is not None and summary.label and (group_keys[g] not in best or n > best[group_keys[g]][0]):
                 best[group_keys[g]] = (int(n), summary)
+        fresh = asks_for_labels(event)
         centroids = [
             CentroidSummary(cluster_id=k, num_members=counts.get(k, 0),
                             **({"label": best[k][1].label, "summary": best[k][1].summary,
-                                "keywords": best[k][1].keywords} if k in best else {}))
+                                "keywords": best[k][1].keywords} if k in best and not fresh else {}))
             for k in group_keys
         ]
         vector_rows = grouping.centroids.tolist()
@@ -425,6 +427,13 @@ def assign_file(assigner: Assigner, dataset: str, members: str, batch_rows: int 
                 if on_progress is not None:
                     on_progress(done / total)
             del table
+
+
+def asks_for_labels(event: DatasetPrepared) -> bool:
+    """Whether the run asks for LLM labels (for assign and composite runs only an
+    explicit per-run `llm_labeling` does: `resolve_config` in the preparer)."""
+    labeling = event.config.llm_labeling
+    return bool(labeling and labeling.enabled)
 
 
 def cluster_keys(labels: np.ndarray) -> pl.Series:

@@ -9,11 +9,15 @@ none were asked for and merges the labels when they arrive, so every run gets na
 2. c-TF-IDF keywords for every cluster (cheap): the labels when LLM labeling is off
    or its provider has no API key, the fallback of any cluster the LLM fails, and a
    hint in the prompt.
-3. With LLM labeling: representatives (near the centroid and spread across it, by the
-   dataset vectors), the cache looked up, the rest labelled by the provider in batches
-   (`labeling.Conversation`), cached.
-4. Near-duplicate labels are relabelled (the LLM asked again with the taken labels,
-   then the next distinguishing keyword); noise is labelled "Noise".
+3. A cluster whose centroid already has a label keeps it and is not labelled again:
+   the clusterer gave it (a cluster that kept its stable id from the previous run, an
+   assign run's source clusters); the LLM is told those labels are taken.
+4. With LLM labeling, for the others: representatives (near the centroid and spread
+   across it, by the dataset vectors), the cache looked up, the rest labelled by the
+   provider in batches (`labeling.Conversation`), cached.
+5. Near-duplicate labels are relabelled (the LLM asked again with the taken labels,
+   then the next distinguishing keyword; inherited labels never change); noise is
+   labelled "Noise".
 """
 from __future__ import annotations
 
@@ -60,14 +64,15 @@ class Draft:
     label: str
     summary: str | None
     keywords: list[str]
-    source: str  # "llm", "cache" or "ctfidf"
+    source: str  # "llm", "cache", "ctfidf" or "inherited"
     metadata: dict[str, Any] = field(default_factory=dict)
     cache_key: str | None = None
     settled: bool = False  # made distinct by a keyword: only an exact repeat is a duplicate
 
     def to_label(self, extra: dict[str, Any]) -> ClusterLabel:
+        how = {"source": self.source, **(extra if self.source != "inherited" else {})}
         return ClusterLabel(cluster_id=self.cluster_id, label=self.label, summary=self.summary,
-                            keywords=self.keywords, metadata={**self.metadata, "labeling": {"source": self.source, **extra}})
+                            keywords=self.keywords, metadata={**self.metadata, "labeling": how})
 
 
 @dataclass
@@ -82,6 +87,7 @@ class LLMRun:
 @dataclass
 class RunStats:
     clusters: int = 0
+    inherited: int = 0  # kept the label the clusterer gave them
     llm_calls: int = 0
     cache_hits: int = 0
     relabeled: int = 0
@@ -124,8 +130,9 @@ class Labeler:
         await report_status(
             self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING, stage="labeled",
             progress=0.98,
-            message=(f"labeled {stats.clusters} clusters in {stats.seconds:.2f}s ({stats.llm_calls} LLM calls, "
-                     f"{stats.cache_hits} cached, {len(labeled.llm_labeling_errors)} errors)"),
+            message=(f"labeled {stats.clusters} clusters in {stats.seconds:.2f}s ({stats.inherited} inherited, "
+                     f"{stats.llm_calls} LLM calls, {stats.cache_hits} cached, "
+                     f"{len(labeled.llm_labeling_errors)} errors)"),
         )
         await self.publisher.publish(EXECUTION_LABELED, labeled)
         await self.processed.mark(SERVICE, event.event_id)
@@ -144,14 +151,16 @@ class Labeler:
         texts = {p.cluster_id: [contents[i].text for i in p.ids if i in contents] for p in pools}
         keywords = await asyncio.to_thread(ctfidf.class_tfidf, texts, 10)
         drafts = self._fallback(pools, contents, keywords, flags)
+        inherited = self._inherit(event, drafts)
+        to_label = [p for p in pools if p.cluster_id not in inherited]
 
-        stats = RunStats(clusters=len(pools))
+        stats = RunStats(clusters=len(pools), inherited=len(inherited))
         errors: list[dict[str, Any]] = []
-        client, extra = self._client(event, config) if pools else (None, {})
+        client, extra = self._client(event, config) if to_label else (None, {})
         llm_run: LLMRun | None = None
         try:
             if client is not None and config is not None:
-                llm_run = await self._llm_labels(event, config, client, pools, contents, keywords, drafts,
+                llm_run = await self._llm_labels(event, config, client, to_label, contents, keywords, drafts,
                                                  errors, stats)
             stats.dedup_method = await self._dedup(drafts, keywords, flags, llm_run, stats)
         finally:
@@ -168,9 +177,9 @@ class Labeler:
                                        keywords=[], metadata={"labeling": {"source": "rule"}}))
         stats.seconds = time.perf_counter() - started
         self.last_stats = stats
-        log.info("run %s: labeled %d clusters in %.2fs (%d LLM calls, %d cached, %d errors, dedup %s)",
-                 event.run_id, stats.clusters, stats.seconds, stats.llm_calls, stats.cache_hits, len(errors),
-                 stats.dedup_method)
+        log.info("run %s: labeled %d clusters in %.2fs (%d inherited, %d LLM calls, %d cached, %d errors, "
+                 "dedup %s)", event.run_id, stats.clusters, stats.seconds, stats.inherited, stats.llm_calls,
+                 stats.cache_hits, len(errors), stats.dedup_method)
         return ClustersLabeled(
             event_id=derived_event_id(event.run_id, EXECUTION_LABELED.name),
             namespace=event.namespace, run_id=event.run_id, cluster_id=event.cluster_id, task_id=event.task_id,
@@ -186,6 +195,21 @@ class Labeler:
         payloads = await self.documents.payloads(collection_ids, wanted)
         mappings = config.labeling_inputs.input_mappings if config and config.labeling_inputs else None
         return {i: extract(i, payloads[i], mappings) for i in wanted if i in payloads}
+
+    @staticmethod
+    def _inherit(event: ExecutionClustered, drafts: list[Draft]) -> set[str]:
+        """The clusters that already have their label: the clusterer put it on their
+        centroid (a cluster that kept its stable id, an assign run's source clusters).
+        They keep it and are not labelled again; they go first, so that deduplication
+        changes the new labels, never theirs. Returns their cluster ids."""
+        before = {c.cluster_id: c for c in event.centroids if c.label and c.cluster_id != NOISE}
+        for draft in drafts:
+            kept = before.get(draft.cluster_id)
+            if kept is not None:
+                draft.label, draft.summary, draft.keywords = kept.label, kept.summary, list(kept.keywords)
+                draft.source, draft.settled, draft.metadata = "inherited", True, {}
+        drafts.sort(key=lambda d: d.source != "inherited")  # stable: largest first within each
+        return {d.cluster_id for d in drafts if d.source == "inherited"}
 
     def _client(self, event: ExecutionClustered, config: LLMLabeling | None
                 ) -> tuple[LLMClient | None, dict[str, Any]]:
@@ -262,7 +286,7 @@ class Labeler:
         )
         # A cluster with nothing to show (its documents deleted since) keeps its text label.
         todo = [b for b in briefs if b.samples and by_id[b.cluster_id].source != "cache"]
-        taken = [d.label for d in drafts if d.source == "cache"]
+        taken = [d.label for d in drafts if d.source in ("cache", "inherited")]
         outputs, failed = await conversation.label(todo, taken)
         errors.extend(failed)
         for cid, output in outputs.items():

@@ -93,6 +93,10 @@ def test_ids_survive_reruns_a_new_group_is_new_and_merged_groups_merge(api, stac
     assert {g: groups_3[g] for g in groups_1} == groups_1
     new = next(e for e in third["lineage"]["events"] if e["kind"] == "new")
     assert new["current_stable_ids"] == [groups_3[GROUPS - 1]] and groups_3[GROUPS - 1] not in ids_1.values()
+    # The continued clusters keep their labels; the new one is named, unlike any of them.
+    labels_3 = {c["stable_id"]: c["label"] for c in third["centroids"] if c["stable_id"]}
+    assert {s: labels_3[s] for s in labels_1} == labels_1
+    assert labels_3[groups_3[GROUPS - 1]].casefold() not in {v.casefold() for v in labels_1.values()}
 
     # 4. The last group's documents move onto the one before: the two clusters merge.
     last, before = GROUPS - 1, GROUPS - 2

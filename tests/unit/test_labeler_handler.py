@@ -283,3 +283,58 @@ async def test_a_custom_prompt_reply_with_labels_only_is_accepted():
     assert by_id["cl_0"].label == "🚀 Space"
     assert by_id["cl_0"].summary.startswith("Most central document")  # the text summary fills in
     assert by_id["cl_0"].keywords  # and the text keywords
+
+
+def _with_labels(event, labels: dict[str, str]):
+    """The event as the clusterer sends it when some clusters kept their label."""
+    from contracts.events import CentroidSummary
+
+    sizes = {"cl_0": 30, "cl_1": 30, "cl_2": 30, "cl_3": 30}
+    centroids = [CentroidSummary(cluster_id=cid, num_members=n, label=labels.get(cid),
+                                 summary=f"kept summary of {cid}" if cid in labels else None,
+                                 keywords=["kept"] if cid in labels else [])
+                 for cid, n in sizes.items()]
+    return event.model_copy(update={"centroids": centroids})
+
+
+async def test_clusters_that_kept_their_label_are_not_labelled_again():
+    c = corpus(per_topic=30)
+    fake = FakeLLM()
+    rig = make_rig(c, fake)
+    config = LLMLabeling(enabled=True, model_name=GPT)
+    event = _with_labels(clustered_event(c.members, llm_labeling=config), {"cl_0": "Kept Zero", "cl_2": "Kept Two"})
+    await rig.labeler.handle(event)
+
+    assert len(fake.requests) == 1
+    prompt = fake.requests[0].prompt
+    assert set(_samples_per_cluster(prompt)) == {"cl_1", "cl_3"}  # only the new clusters are asked for
+    assert "Kept Zero" in prompt and "Kept Two" in prompt  # and told those labels are taken
+    by_id = {l.cluster_id: l for l in rig.labeled().labels}
+    assert (by_id["cl_0"].label, by_id["cl_0"].summary, by_id["cl_0"].keywords) == (
+        "Kept Zero", "kept summary of cl_0", ["kept"])
+    assert by_id["cl_0"].metadata["labeling"] == {"source": "inherited"}
+    assert {by_id[c].metadata["labeling"]["source"] for c in ("cl_1", "cl_3")} == {"llm"}
+    assert rig.labeler.last_stats.inherited == 2
+
+    # Every cluster kept its label: no provider call at all.
+    again = make_rig(c, fake)
+    await again.labeler.handle(_with_labels(clustered_event(c.members, llm_labeling=config, run_id="run_all"),
+                                            {f"cl_{i}": f"Kept {i}" for i in range(4)}))
+    assert len(fake.requests) == 1
+    assert {l.metadata["labeling"]["source"] for l in again.labeled().labels if l.cluster_id != "cl_-1"} == {
+        "inherited"}
+
+
+async def test_a_new_label_that_repeats_a_kept_one_is_the_one_that_changes():
+    c = corpus(per_topic=30)
+    plain = make_rig(c, FakeLLM())
+    await plain.labeler.handle(clustered_event(c.members))
+    text_label_of_1 = {l.cluster_id: l.label for l in plain.labeled().labels}["cl_1"]
+
+    # cl_3 (smaller or not) kept cl_1's text label from an earlier run: cl_1 must yield.
+    rig = make_rig(c, FakeLLM())
+    await rig.labeler.handle(_with_labels(clustered_event(c.members, run_id="run_dup"), {"cl_3": text_label_of_1}))
+    by_id = {l.cluster_id: l.label for l in rig.labeled().labels}
+    assert by_id["cl_3"] == text_label_of_1
+    assert by_id["cl_1"].casefold() != text_label_of_1.casefold()
+    assert len({v.casefold() for v in by_id.values()}) == len(by_id)
