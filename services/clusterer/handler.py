@@ -336,8 +336,10 @@ class Clusterer:
         await self._progress(event, "writing", 0.6, "writing the members of the source runs")
         with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
             members = os.path.join(tmp, "members.parquet")
-            counts = await asyncio.to_thread(self._inherit_members, event.sources, group_of, tmp, members)
-            await asyncio.to_thread(self.store.upload, self._key(event, "members"), members)
+            # Every member of every source run: minutes for large sources.
+            async with self._beating(event, "writing", 0.6, 0.6):
+                counts = await asyncio.to_thread(self._inherit_members, event.sources, group_of, tmp, members)
+                await asyncio.to_thread(self.store.upload, self._key(event, "members"), members)
 
         summaries = {(s.run_id, c.cluster_id): c for s in event.sources for c in s.centroids}
         source_clusters = []

@@ -15,7 +15,7 @@ boundary (`clusterflow.runstate.stop_if_canceled`).
 
 The stall must be longer than any silence of a legitimate run: every stage reports when
 it starts, and the long ones (export, upload, clustering, metrics, layout, assignment,
-labeling) beat every `heartbeat_seconds` (30) while they run
+a composite run's members, labeling) beat every `heartbeat_seconds` (30) while they run
 (`clusterflow.messaging.heartbeat`), so the default stall, 600 s, is about twenty
 missed beats.
 """
