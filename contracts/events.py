@@ -90,6 +90,11 @@ class ClusteringConfig(BaseModel):
     # mode=assign: minimum cosine similarity to a centroid, below it a document is noise.
     assignment_threshold: float | None = Field(default=None, ge=0, le=1)
 
+    @property
+    def labeling_enabled(self) -> bool:
+        """Whether the run asks for LLM labels."""
+        return bool(self.llm_labeling and self.llm_labeling.enabled)
+
 
 class SamplingInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -161,7 +161,7 @@ class Clusterer:
         # A matched cluster keeps its label, unless this run asks for LLM labels and the
         # previous one had none: then the LLM names every cluster anew.
         inherited = {c.cluster_id: c for c in event.previous.centroids} \
-            if event.previous and (event.previous.labeling_enabled or not asks_for_labels(event)) else {}
+            if event.previous and (event.previous.labeling_enabled or not event.config.labeling_enabled) else {}
         centroids = []
         for key, n in zip(keys, summary.sizes):
             before = inherited.get(match.inherited.get(key, ""))
@@ -273,27 +273,28 @@ class Clusterer:
                             f"{source.run_id} have {vectors.shape[1]}")
         assigner = Assigner(keys=keys, vectors=vectors, threshold=threshold)
 
-        started = time.perf_counter()
+        timings = Stopwatch()
         with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
             dataset = os.path.join(tmp, "dataset.parquet")
             members = os.path.join(tmp, "members.parquet")
             await asyncio.to_thread(self.store.download, event.dataset_key, dataset)
-            downloaded = time.perf_counter()
             await self._progress(event, "assigning", 0.3,
                                  f"assigning {event.num_points} documents to {len(keys)} centroids")
-            assigning = time.perf_counter()
+            timings.lap("download")
             async with self._beating(event, "assigning", 0.3, 0.85) as done:
                 await asyncio.to_thread(assign_file, assigner, dataset, members, on_progress=done)
-            seconds = time.perf_counter() - assigning
+            seconds = timings.lap("assign")
             await self._progress(event, "writing", 0.85, "writing results")
             await asyncio.to_thread(self.store.upload, self._key(event, "members"), members)
-        log.info("run %s: assigned %d documents (download %.2fs, assign %.2fs, upload %.2fs)", event.run_id,
-                 assigner.points, downloaded - started, seconds, time.perf_counter() - assigning - seconds)
+            timings.lap("upload")
+        log.info("run %s: assigned %d documents (%s)", event.run_id, assigner.points, timings)
 
         summaries = {c.cluster_id: c for c in source.centroids}
-        # The source's labels, unless this run asked for LLM labels itself: then the
-        # labeler names every cluster anew (it labels the centroids without a label).
-        inherited = ("stable_id",) if asks_for_labels(event) else ("label", "summary", "keywords", "stable_id")
+        # The source's labels, unless this run asked for LLM labels itself (for assign and
+        # composite runs only an explicit per-run `llm_labeling` does, see the preparer's
+        # resolve_config): then the labeler names every cluster anew (it labels the
+        # centroids without a label).
+        inherited = ("stable_id",) if event.config.labeling_enabled else ("label", "summary", "keywords", "stable_id")
         centroids = [
             CentroidSummary(cluster_id=k, num_members=int(n),
                             **{f: getattr(summaries[k], f) for f in inherited if k in summaries})
@@ -354,7 +355,7 @@ class Clusterer:
             # A group is named after its largest labelled source cluster.
             if summary is not None and summary.label and (group_keys[g] not in best or n > best[group_keys[g]][0]):
                 best[group_keys[g]] = (int(n), summary)
-        fresh = asks_for_labels(event)
+        fresh = event.config.labeling_enabled
         centroids = [
             CentroidSummary(cluster_id=k, num_members=counts.get(k, 0),
                             **({"label": best[k][1].label, "summary": best[k][1].summary,
@@ -429,13 +430,6 @@ def assign_file(assigner: Assigner, dataset: str, members: str, batch_rows: int 
                 if on_progress is not None:
                     on_progress(done / total)
             del table
-
-
-def asks_for_labels(event: DatasetPrepared) -> bool:
-    """Whether the run asks for LLM labels (for assign and composite runs only an
-    explicit per-run `llm_labeling` does: `resolve_config` in the preparer)."""
-    labeling = event.config.llm_labeling
-    return bool(labeling and labeling.enabled)
 
 
 def cluster_keys(labels: np.ndarray) -> pl.Series:

@@ -152,6 +152,20 @@ class HTTPLLMClient:
         url, headers, body = self.request(prompt, params, json_output)
         return self.parse(await self._post(url, headers, body))
 
+    def content_blocks(self, prompt: Prompt, media_block: Callable[[str], dict[str, Any]]) -> list[dict[str, Any]]:
+        """The prompt's parts as chat content blocks (OpenAI's and Anthropic's shape):
+        text, `media_block(url)` for the media this provider reads, a text mention of
+        the rest."""
+        blocks: list[dict[str, Any]] = []
+        for part in prompt.parts:
+            if isinstance(part, TextPart):
+                blocks.append({"type": "text", "text": part.text})
+            elif part.media.kind in self.supports_media:
+                blocks.append(media_block(part.media.url))
+            else:
+                blocks.append({"type": "text", "text": f"[{part.media.kind}: {part.media.url}]\n"})
+        return blocks
+
     # Each provider builds its request and reads its response.
     def request(self, prompt: Prompt, params: dict[str, Any], json_output: bool
                 ) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -217,14 +231,8 @@ class OpenAIClient(HTTPLLMClient):
     supports_media = frozenset({"image"})
 
     def request(self, prompt, params, json_output):
-        content: list[dict[str, Any]] = []
-        for part in prompt.parts:
-            if isinstance(part, TextPart):
-                content.append({"type": "text", "text": part.text})
-            elif part.media.kind in self.supports_media:
-                content.append({"type": "image_url", "image_url": {"url": part.media.url}})
-            else:
-                content.append({"type": "text", "text": f"[{part.media.kind}: {part.media.url}]\n"})
+        content = self.content_blocks(
+            prompt, lambda url: {"type": "image_url", "image_url": {"url": url}})
         user: str | list[dict[str, Any]] = content
         if all(c["type"] == "text" for c in content):
             user = "".join(c["text"] for c in content)
@@ -328,14 +336,7 @@ class AnthropicClient(HTTPLLMClient):
         self.version = version
 
     def request(self, prompt, params, json_output):
-        content: list[dict[str, Any]] = []
-        for part in prompt.parts:
-            if isinstance(part, TextPart):
-                content.append({"type": "text", "text": part.text})
-            elif part.media.kind in self.supports_media:
-                content.append({"type": "image", "source": {"type": "url", "url": part.media.url}})
-            else:
-                content.append({"type": "text", "text": f"[{part.media.kind}: {part.media.url}]\n"})
+        content = self.content_blocks(prompt, lambda url: {"type": "image", "source": {"type": "url", "url": url}})
         if "max_output_tokens" in params:
             params.setdefault("max_tokens", params.pop("max_output_tokens"))
         if "stop" in params:

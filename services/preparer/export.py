@@ -53,29 +53,19 @@ COMPLETED = ("COMPLETED", "COMPLETED_WITH_ERRORS")
 
 
 def _matching(sel: Selection, *columns: Any) -> Select:
-    return (
-        select(*(columns or (documents.c.document_id, document_vectors.c.vector)))
-        .join(document_vectors, and_(
-            document_vectors.c.collection_id == documents.c.collection_id,
-            document_vectors.c.document_id == documents.c.document_id,
-        ))
-        .where(
-            # = ANY(array): one bound parameter, where IN would need render-time expansion.
-            documents.c.collection_id == any_(literal(sel.collection_ids, ARRAY(String))),
-            document_vectors.c.embedding_name == sel.embedding_name,
-            compile_filter(sel.filters, documents.c.payload),
-        )
-    )
-
-
-def _selected(sel: Selection, *columns: Any) -> Select:
-    """`_matching`, without the join to the documents when no filter reads their payloads
-    (every vector row has its document, by the foreign key)."""
-    if sel.filters is not None:
-        return _matching(sel, *columns)
+    """The selection's vector rows; joined to their documents only when a filter reads
+    the payloads (every vector row has its document, by the foreign key)."""
     dv = document_vectors.c
-    return select(*(columns or (dv.document_id, dv.vector))).where(
-        dv.collection_id == any_(literal(sel.collection_ids, ARRAY(String))), dv.embedding_name == sel.embedding_name)
+    query = select(*(columns or (dv.document_id, dv.vector))).where(
+        # = ANY(array): one bound parameter, where IN would need render-time expansion.
+        dv.collection_id == any_(literal(sel.collection_ids, ARRAY(String))),
+        dv.embedding_name == sel.embedding_name,
+    )
+    if sel.filters is None:
+        return query
+    return query.join(documents, and_(documents.c.collection_id == dv.collection_id,
+                                      documents.c.document_id == dv.document_id)
+                      ).where(compile_filter(sel.filters, documents.c.payload))
 
 
 class PostgresDocuments:
@@ -115,7 +105,7 @@ class PostgresDocuments:
 
     async def count(self, sel: Selection) -> int:
         async with self.engine.connect() as conn:
-            return await conn.scalar(select(func.count()).select_from(_selected(sel).subquery())) or 0
+            return await conn.scalar(select(func.count()).select_from(_matching(sel).subquery())) or 0
 
     async def export_to_parquet(self, sel: Selection, path: str, *, limit: int | None, seed: int,
                                 rows_per_group: int | None = None,
@@ -128,7 +118,7 @@ class PostgresDocuments:
         dv = document_vectors.c
         padded_id = func.convert_to(dv.document_id, "UTF8").op("||")(func.decode(
             func.repeat("00", literal(id_width) - func.octet_length(dv.document_id)), "hex"))
-        query = _selected(sel, dv.vector, cast(padded_id, LargeBinary)).where(
+        query = _matching(sel, dv.vector, cast(padded_id, LargeBinary)).where(
             # Rows that would not fit the fixed width (documents added since the widths
             # were read) are left for the next run rather than misread.
             func.octet_length(dv.vector) == vector_bytes,
@@ -275,15 +265,14 @@ class FixedWidthCopy:
         id_len = block[:, 6 + L:10 + L].view(">i4").ravel()
         if (fields != 2).any() or (vec_len != L).any() or (id_len != self.id_width).any():
             raise ValueError("a COPY row does not have the expected fixed width")
-        vectors = np.ascontiguousarray(block[:, 6:6 + L])
+        vectors = np.ascontiguousarray(block[:, 6:6 + L]).view("<f4")
         padded = block[:, 10 + L:]
         present = padded != 0
         offsets = np.zeros(len(block) + 1, dtype=np.int32)
         np.cumsum(present.sum(axis=1), out=offsets[1:])
         data = np.ascontiguousarray(padded[present])  # row-major: the ids, one after the other
         ids = pa.StringArray.from_buffers(len(block), pa.py_buffer(offsets), pa.py_buffer(data))
-        vector_column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(L), len(block), [None, pa.py_buffer(vectors)])
-        return pa.table([ids, vector_column], schema=dataset_schema(L // 4))
+        return pa.table([ids, datasets.vector_array(vectors)], schema=dataset_schema(L // 4))
 
 
 def _compile(query: Select) -> tuple[str, list[Any]]:

@@ -94,7 +94,7 @@ class Preparer:
             self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING, stage="prepared",
             progress=0.15, message=f"dataset of {prepared.num_points} {details.pop('unit', 'documents')} ready",
             details={"sampling": prepared.sampling.model_dump(), "clustering_method": config.clustering_method,
-                     "labeling_enabled": bool(config.llm_labeling and config.llm_labeling.enabled), **details},
+                     "labeling_enabled": config.labeling_enabled, **details},
         )
         await self.processed.mark(SERVICE, event.event_id)
 

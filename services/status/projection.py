@@ -123,7 +123,7 @@ def _clustered(run: Run, event: ExecutionClustered) -> Run:
         metrics=event.metrics.model_dump(),
         centroids=[c.model_dump() for c in event.centroids],
         artifacts=event.artifacts.model_dump(),
-        labeling_enabled=bool(event.config.llm_labeling and event.config.llm_labeling.enabled),
+        labeling_enabled=event.config.labeling_enabled,
     )
     if event.sampling is not None:
         run["sampling"] = event.sampling.model_dump()

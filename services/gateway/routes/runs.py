@@ -271,7 +271,7 @@ async def list_executions(cluster_id: str, gw: GatewayDep, ns: NamespaceDep,
                          total_count=total, stats=stats)
 
 
-async def _run_with_results(gw, ns: str, cluster_id: str, run_id: str) -> tuple[dict, dict, dict]:
+async def run_with_results(gw, ns: str, cluster_id: str, run_id: str) -> tuple[dict, dict, dict]:
     """The cluster, the run and its artifacts; 404 for an unknown run, 400 before results exist."""
     cluster = await _cluster_or_404(gw, ns, cluster_id)
     row = await gw.repo.get_execution(ns, cluster["cluster_id"], run_id)
@@ -287,7 +287,7 @@ async def _run_with_results(gw, ns: str, cluster_id: str, run_id: str) -> tuple[
 @router.post("/v1/clusters/{cluster_id}/executions/{run_id}/data", response_model=ExecutionData)
 async def execution_data(cluster_id: str, run_id: str, gw: GatewayDep, ns: NamespaceDep,
                          body: ExecutionDataRequest | None = None) -> ExecutionData:
-    _, row, artifacts = await _run_with_results(gw, ns, cluster_id, run_id)
+    _, row, artifacts = await run_with_results(gw, ns, cluster_id, run_id)
     body = body or ExecutionDataRequest()
     return await run_in_threadpool(_read_data, gw.store, row, artifacts, body)
 
@@ -335,7 +335,7 @@ async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namesp
     """Per-document coordinates with cluster ids and labels, paged. A run executed with
     `defer_visualization` gets its layout computed by the first call and stored at the
     run's deterministic `coords` key, which later calls (and the data endpoint) read."""
-    cluster, row, artifacts = await _run_with_results(gw, ns, cluster_id, run_id)
+    cluster, row, artifacts = await run_with_results(gw, ns, cluster_id, run_id)
     if row.get("mode") == ExecutionMode.composite.value:
         raise bad_request(f"run {run_id} is a composite run: its members come from several runs and have no "
                           "layout of their own; view its source runs", code="no_layout_for_composite")

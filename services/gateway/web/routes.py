@@ -24,7 +24,7 @@ from clusterflow.storage import artifact_key
 from contracts.api import ErrorResponse
 from contracts.events import ClusterMetrics
 from services.gateway.deps import GatewayDep, NamespaceDep
-from services.gateway.errors import bad_request, not_found
+from services.gateway.routes.runs import run_with_results
 
 STATIC = Path(__file__).resolve().parent / "static"
 VIEW_PAGE = STATIC / "view.html"
@@ -92,16 +92,7 @@ async def run_points(request: Request, cluster_id: str, run_id: str, gw: Gateway
     """The run's points as columns, for drawing: ids, layout coordinates and cluster
     indexes into `clusters` (with their sizes, labels and keywords). Gzipped when the
     client accepts it."""
-    cluster = await gw.repo.get_cluster(ns, cluster_id)
-    if cluster is None:
-        raise not_found("cluster", cluster_id)
-    row = await gw.repo.get_execution(ns, cluster["cluster_id"], run_id)
-    if row is None:
-        raise not_found("execution", run_id)
-    artifacts = row.get("artifacts")
-    if not artifacts:
-        raise bad_request(f"run {run_id} has no results yet (status {row['status']})", code="results_not_ready",
-                          status=row["status"])
+    cluster, row, artifacts = await run_with_results(gw, ns, cluster_id, run_id)
     body = await run_in_threadpool(_points_json, gw.store, ns, cluster, row, artifacts, max_points)
     headers = {"Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
     if len(body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", ""):
