@@ -84,7 +84,7 @@ def vectors_of(column: pa.Array | pa.ChunkedArray, dim: int | None = None) -> np
     return np.asarray(flat, dtype=np.float32).reshape(n, -1)
 
 
-def _plain_pages(shape: tuple[int, int]) -> np.ndarray:
+def plain_pages(shape: tuple[int, int]) -> np.ndarray:
     """An uninitialised float32 array in memory of its own (an anonymous mapping, freed
     with the array). numpy asks the kernel for transparent huge pages for large arrays,
     and where the kernel compacts memory on demand for them (THP `defrag=madvise`, the
@@ -106,7 +106,7 @@ def read_dataset(path: str) -> tuple[pa.ChunkedArray, np.ndarray]:
         table = source.read_row_group(group, use_threads=False)
         part = vectors_of(table.column("vector"))
         if X is None:
-            X = _plain_pages((n, part.shape[1]))
+            X = plain_pages((n, part.shape[1]))
         X[at:at + len(part)] = part
         at += len(part)
         ids.extend(table.column("document_id").chunks)

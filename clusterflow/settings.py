@@ -47,6 +47,28 @@ class Settings(BaseSettings):
     # often (`clusterflow.messaging.heartbeat`); keep it well under the watchdog's stall.
     heartbeat_seconds: float = Field(default=30.0, gt=0)
 
+    # Vector segments (clusterflow/segments.py, services/preparer/segments.py). Readers
+    # keep the segments they fetched under `segment_cache_dir` (empty: a folder per
+    # service in the system's temp dir), at most `segment_cache_bytes` (LRU), fetching
+    # `segment_fetch_parallel` at a time.
+    segment_cache_dir: str = ""
+    segment_cache_bytes: int = Field(default=8 * 2**30, ge=0)
+    segment_fetch_parallel: int = Field(default=4, ge=1)
+    # A sealed segment holds at most this many rows (~256 MB at 384 dimensions).
+    segment_max_rows: int = Field(default=170_000, ge=1)
+    # The preparer's sealer looks at the unsealed tails every `seal_interval_seconds`:
+    # a tail of `seal_min_rows` or more is sealed at once, a smaller one once it has
+    # not grown for one interval. A run seals what is left of its own selection.
+    seal_interval_seconds: float = Field(default=5.0, gt=0)
+    seal_min_rows: int = Field(default=50_000, ge=1)
+    # Compaction rewrites a segment when less than this share of its rows is live, and
+    # merges segments smaller than a quarter of `segment_max_rows`; a retired segment's
+    # object is deleted once no unfinished run pins it and it has been retired this long
+    # (finished runs keep reading theirs meanwhile: deferred layouts, labels).
+    compaction_interval_seconds: float = Field(default=60.0, gt=0)
+    compaction_min_live_ratio: float = Field(default=0.5, gt=0, le=1)
+    segment_retention_seconds: float = Field(default=24 * 3600.0, ge=0)
+
     # Request bodies above this size are refused with 413 before being read whole.
     max_body_bytes: int = 64 * 1024 * 1024
     # Documents per upsert call.

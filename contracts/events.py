@@ -187,16 +187,18 @@ class ResultArtifacts(BaseModel):
 
 
 class DatasetPrepared(Event):
-    """The run's dataset is in S3. Mode by mode (`config.mode`):
-    - full: `dataset_key` holds the documents to cluster; `previous` is the cluster's
-      latest completed full run, whose clusters this run's are matched to (stable ids);
-    - assign: `dataset_key` holds the documents to assign (row groups, streamed);
-      `source` is the run whose centroids they go to;
-    - composite: `dataset_key` holds the centroids of the `sources` runs, one row each.
+    """The run's manifest is in S3 (`manifest_key`): which rows of which vector segments
+    it reads (`clusterflow/segments.py`). Mode by mode (`config.mode`):
+    - full: the documents to cluster; `previous` is the cluster's latest completed full
+      run, whose clusters this run's are matched to (stable ids);
+    - assign: the documents to assign (read block by block); `source` is the run whose
+      centroids they go to;
+    - composite: the centroids of the `sources` runs, one row each, ids
+      "<source run id>/<source cluster id>".
     """
 
     event_type: Literal["dataset.prepared"] = "dataset.prepared"
-    dataset_key: str
+    manifest_key: str
     num_points: int = Field(ge=1)
     dimension: int = Field(ge=1)
     config: ClusteringConfig

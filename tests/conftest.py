@@ -52,7 +52,7 @@ def server_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def settings(server_env: dict[str, str]) -> Settings:
+def settings(server_env: dict[str, str], tmp_path_factory) -> Settings:
     """Settings for this session: the real servers, a fresh migrated database."""
     from clusterflow.db import migrate
 
@@ -64,8 +64,9 @@ def settings(server_env: dict[str, str]) -> Settings:
     asyncio.run(_admin(admin_url, drop, f'CREATE DATABASE "{db_name}"'))
     url = base.database_url.rsplit("/", 1)[0] + "/" + db_name
     migrate(url)
-    # Topics of its own: sessions sharing the servers never consume each other's runs.
-    settings = base.model_copy(update={"database_url": url, "topic_prefix": f"{db_name}."})
+    # Topics of its own, and segment caches of its own (a test counts what they fetch).
+    settings = base.model_copy(update={"database_url": url, "topic_prefix": f"{db_name}.",
+                                       "segment_cache_dir": str(tmp_path_factory.mktemp("segment-cache"))})
     yield settings
     asyncio.run(_admin(admin_url, drop))
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKeyConstraint,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -63,7 +65,11 @@ documents = Table(
     ForeignKeyConstraint(["collection_id"], ["collections.collection_id"], ondelete="CASCADE"),
 )
 
-# Packed little-endian float32: exported in bulk with binary COPY, no pgvector needed.
+# Each document's live vector (packed little-endian float32) and where runs read it
+# (clusterflow/segments.py): a row of a sealed segment in S3 (`segment_id`,
+# `segment_row`), or nowhere yet (the unsealed tail, `segment_id` NULL). Every upsert
+# takes a new `version` and goes back to the tail. The bytes stay here too: Postgres is
+# the source of truth a lost segment is sealed again from; runs never copy them out.
 document_vectors = Table(
     "document_vectors",
     metadata,
@@ -71,12 +77,48 @@ document_vectors = Table(
     Column("document_id", String(256), nullable=False),
     Column("embedding_name", String(128), nullable=False),
     Column("vector", LargeBinary, nullable=False),
+    Column("version", BigInteger, nullable=False, server_default=text("nextval('document_vector_version')")),
+    Column("segment_id", BigInteger),
+    Column("segment_row", Integer),
     PrimaryKeyConstraint("collection_id", "embedding_name", "document_id"),
     ForeignKeyConstraint(
         ["collection_id", "document_id"],
         ["documents.collection_id", "documents.document_id"],
         ondelete="CASCADE",
     ),
+    Index("ix_document_vectors_segment", "segment_id", "segment_row"),
+    Index("ix_document_vectors_tail", "collection_id", "embedding_name", postgresql_where=text("segment_id IS NULL")),
+)
+
+# Owned by the preparer: one immutable parquet file of vectors in S3 (the dataset format
+# of clusterflow/datasets.py). `retired`: compacted or its collection deleted; the
+# object is removed once no unfinished run's manifest pins it (`run_segments`).
+segments = Table(
+    "segments",
+    metadata,
+    Column("segment_id", BigInteger, Identity(), primary_key=True),
+    Column("namespace", String(128), nullable=False),
+    Column("collection_id", String(64), nullable=False),
+    Column("embedding_name", String(128), nullable=False),
+    Column("dimension", Integer, nullable=False),
+    Column("object_key", Text, nullable=False, unique=True),
+    Column("num_rows", Integer, nullable=False),
+    Column("num_bytes", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False, server_default="active"),
+    _created(),
+    Column("retired_at", DateTime(timezone=True)),
+    Index("ix_segments_collection", "collection_id", "embedding_name", "state"),
+)
+
+# The segments each run's manifest reads, written with the manifest: compaction keeps
+# a segment while an unfinished run pins it.
+run_segments = Table(
+    "run_segments",
+    metadata,
+    Column("run_id", String(64), nullable=False),
+    Column("segment_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("run_id", "segment_id"),
+    Index("ix_run_segments_segment", "segment_id"),
 )
 
 clusters = Table(

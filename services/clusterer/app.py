@@ -12,6 +12,7 @@ from clusterflow.db import make_engine
 from clusterflow.idempotency import PostgresProcessedLog
 from clusterflow.messaging import KafkaPublisher, make_broker
 from clusterflow.runstate import PostgresRunState
+from clusterflow.segments import PostgresSegmentLedger, cache_from_settings
 from clusterflow.settings import Settings, get_settings
 from clusterflow.storage import S3ObjectStore
 from clusterflow.worker import worker_app
@@ -28,8 +29,10 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
     broker = make_broker(settings, client_id="clusterflow-clusterer")
     engine = make_engine(settings.database_url, pool_size=2)
     publisher = KafkaPublisher(broker, settings.topic_prefix)
+    store = S3ObjectStore.from_settings(settings)
     clusterer = Clusterer(
-        store=S3ObjectStore.from_settings(settings), publisher=publisher, processed=PostgresProcessedLog(engine),
+        store=store, cache=cache_from_settings(settings, SERVICE, store), ledger=PostgresSegmentLedger(engine),
+        publisher=publisher, processed=PostgresProcessedLog(engine),
         runs=PostgresRunState(engine), heartbeat_s=settings.heartbeat_seconds,
     )
     app = worker_app(service=SERVICE, group=CLUSTERER, settings=settings, broker=broker, engine=engine,

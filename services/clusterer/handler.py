@@ -6,11 +6,14 @@ the consumer keeps heart-beating to its group during a long run, and progress
 reports go out between the stages.
 
 By mode (`config.mode`):
-- full: cluster the dataset; then match the clusters to the previous completed full
+Every mode reads the run's vectors the one way there is: its manifest, through the
+segment cache (`clusterflow/segments.py`; a segment already cached is not fetched again).
+
+- full: cluster the run's vectors; then match the clusters to the previous completed full
   run's (`lineage.py`): a matched cluster keeps its stable id and its label (not the
   label when this run asks for LLM labels and the previous run had none).
-- assign: stream the dataset row group by row group to the source run's centroids
-  (`assign.py`); members are written incrementally, one row group at a time. The
+- assign: stream the run's vectors block by block to the source run's centroids
+  (`assign.py`); members are written incrementally, one block at a time. The
   clusters are the source's: same ids, stable ids and labels.
 - composite: group the source runs' centroids (`composite.py`); the members of every
   source run inherit their cluster's group, streamed source by source.
@@ -18,6 +21,7 @@ By mode (`config.mode`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
@@ -30,11 +34,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clusterflow.datasets import read_dataset, vectors_of
 from clusterflow.idempotency import ProcessedLog
 from clusterflow.observability import Stopwatch, algorithm_timer
 from clusterflow.messaging import Publisher, RunFailed, heartbeat, report_status
 from clusterflow.runstate import RunState, stop_if_canceled
+from clusterflow.segments import RunVectors, SegmentCache, SegmentLedger, SegmentUnavailable, load_manifest
 from clusterflow.storage import ObjectStore, artifact_key
 from contracts.api import ExecutionMode, TaskStatusEnum
 from contracts.events import (
@@ -71,6 +75,8 @@ COMPOSITE_MEMBERS_SCHEMA = pa.schema([
 @dataclass
 class Clusterer:
     store: ObjectStore
+    cache: SegmentCache
+    ledger: SegmentLedger
     publisher: Publisher
     processed: ProcessedLog
     runs: RunState
@@ -97,6 +103,27 @@ class Clusterer:
         return heartbeat(self.publisher, event, service=SERVICE, stage=stage, start=start, end=end,
                          every_s=self.heartbeat_s)
 
+    def _vectors(self, event: DatasetPrepared) -> RunVectors:
+        try:
+            return RunVectors(load_manifest(self.store, event.manifest_key), self.cache)
+        except ValueError as exc:
+            raise RunFailed(f"the run's manifest {event.manifest_key} cannot be read: {exc}") from exc
+
+    async def _read_vectors(self, event: DatasetPrepared) -> tuple[pa.ChunkedArray, np.ndarray]:
+        vectors = await asyncio.to_thread(self._vectors, event)
+        async with self._unavailable_segments_fail_the_run():
+            return await asyncio.to_thread(vectors.load)
+
+    @contextlib.asynccontextmanager
+    async def _unavailable_segments_fail_the_run(self):
+        """A segment gone or corrupt fails the run, naming it, and is reported lost: the
+        next run over its collection seals its documents again."""
+        try:
+            yield
+        except SegmentUnavailable as exc:
+            await self.ledger.mark_lost(exc.key, exc.reason)
+            raise RunFailed(f"{exc}; the next run seals its documents again") from exc
+
     def _key(self, event: DatasetPrepared, name: str) -> str:
         return artifact_key(event.namespace, event.cluster_id, event.run_id, name)
 
@@ -116,14 +143,10 @@ class Clusterer:
 
         await progress("loading", 0.2, f"loading {event.num_points} vectors")
         timings = Stopwatch()
-        with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
-            path = os.path.join(tmp, "dataset.parquet")
-            await asyncio.to_thread(self.store.download, event.dataset_key, path)
-            timings.lap("download")
-            id_column, X = await asyncio.to_thread(read_dataset, path)
-            ids = pl.Series("document_id", id_column)
-            del id_column
-            timings.lap("read")
+        id_column, X = await self._read_vectors(event)
+        ids = pl.Series("document_id", id_column)
+        del id_column
+        timings.lap("load")
 
         await progress("clustering", 0.3, f"running {config.clustering_method}")
         try:
@@ -274,15 +297,14 @@ class Clusterer:
         assigner = Assigner(keys=keys, vectors=vectors, threshold=threshold)
 
         timings = Stopwatch()
+        vectors_in = await asyncio.to_thread(self._vectors, event)
         with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
-            dataset = os.path.join(tmp, "dataset.parquet")
             members = os.path.join(tmp, "members.parquet")
-            await asyncio.to_thread(self.store.download, event.dataset_key, dataset)
             await self._progress(event, "assigning", 0.3,
                                  f"assigning {event.num_points} documents to {len(keys)} centroids")
-            timings.lap("download")
-            async with self._beating(event, "assigning", 0.3, 0.85) as done:
-                await asyncio.to_thread(assign_file, assigner, dataset, members, on_progress=done)
+            async with self._beating(event, "assigning", 0.3, 0.85) as done, \
+                    self._unavailable_segments_fail_the_run():
+                await asyncio.to_thread(assign_blocks, assigner, vectors_in, members, on_progress=done)
             seconds = timings.lap("assign")
             await self._progress(event, "writing", 0.85, "writing results")
             await asyncio.to_thread(self.store.upload, self._key(event, "members"), members)
@@ -324,11 +346,15 @@ class Clusterer:
             raise RunFailed("a composite run needs at least 2 source runs")
         await self._progress(event, "clustering", 0.3,
                              f"grouping {event.num_points} centroids of {len(event.sources)} runs")
-        dataset = await asyncio.to_thread(self.store.get_parquet, event.dataset_key)
+        id_column, X = await self._read_vectors(event)
+        origin = [i.split("/", 1) for i in id_column.to_pylist()]
+        sizes = {(s.run_id, c.cluster_id): c.num_members for s in event.sources for c in s.centroids}
+        dataset = pl.DataFrame({"source_run_id": [r for r, _ in origin], "source_cluster_id": [c for _, c in origin],
+                                "num_members": [sizes.get((r, c), 1) for r, c in origin]},
+                               schema={"source_run_id": pl.String, "source_cluster_id": pl.String,
+                                       "num_members": pl.Int64})
         started = time.perf_counter()
-        grouping = await asyncio.to_thread(
-            composite.group_centroids, vectors_of(dataset["vector"].to_arrow()),
-            dataset["num_members"].to_numpy())
+        grouping = await asyncio.to_thread(composite.group_centroids, X, dataset["num_members"].to_numpy())
         seconds = time.perf_counter() - started
         group_keys = [pipeline.cluster_key(g) for g in range(grouping.n_groups)]
         group_of = {(r, c): group_keys[g] for r, c, g in
@@ -410,26 +436,18 @@ class Clusterer:
         return counts
 
 
-def assign_file(assigner: Assigner, dataset: str, members: str, batch_rows: int = BATCH_ROWS,
-                on_progress: Callable[[float], None] | None = None) -> None:
-    """Assign a dataset file row group by row group (each in slices of `batch_rows`),
-    writing each slice's members as it goes. Row groups are read one at a time on
-    purpose: `ParquetFile.iter_batches` reads ahead and held 2.3 GB of a 1M x 384 file,
-    this holds one row group (the preparer writes ~32 MB each). `on_progress` hears the
-    fraction of rows done after each slice."""
-    source = pq.ParquetFile(dataset)
-    total, done = max(source.metadata.num_rows, 1), 0
+def assign_blocks(assigner: Assigner, vectors: RunVectors, members: str, batch_rows: int = BATCH_ROWS,
+                  on_progress: Callable[[float], None] | None = None) -> None:
+    """Assign a run's documents block by block (`batch_rows` at a time, from the
+    segment cache), writing each block's members as it goes: memory holds one block,
+    whatever the run's size. `on_progress` hears the fraction done after each block."""
+    total, done = max(len(vectors.manifest), 1), 0
     with pq.ParquetWriter(members, MEMBERS_SCHEMA, compression="zstd") as writer:
-        for group in range(source.num_row_groups):
-            table = source.read_row_group(group, columns=["document_id", "vector"], use_threads=False)
-            for start in range(0, table.num_rows, batch_rows):
-                part = table.slice(start, batch_rows)
-                X = vectors_of(part.column("vector"), assigner.dimension)
-                writer.write_table(assigner.assign(part.column("document_id"), X))
-                done += part.num_rows
-                if on_progress is not None:
-                    on_progress(done / total)
-            del table
+        for ids, X in vectors.blocks(batch_rows):
+            writer.write_table(assigner.assign(ids, X))
+            done += len(ids)
+            if on_progress is not None:
+                on_progress(done / total)
 
 
 def cluster_keys(labels: np.ndarray) -> pl.Series:

@@ -12,6 +12,7 @@ from clusterflow.messaging import Publisher
 from clusterflow.settings import Settings
 from clusterflow.storage import ObjectStore
 from services.gateway.errors import ApiError
+from clusterflow.segments import SegmentCache
 from services.gateway.repository import GatewayRepository
 
 DEFAULT_NAMESPACE = "default"
@@ -26,6 +27,8 @@ class Gateway:
     publisher: Publisher
     store: ObjectStore
     keys: KeyStore | None = None
+    # Segments read by the deferred layout (until the engine computes it: issue 13).
+    segments: SegmentCache | None = None
 
 
 def gateway(request: Request) -> Gateway:

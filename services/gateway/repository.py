@@ -24,6 +24,7 @@ from clusterflow.db.schema import (
     documents,
     executions,
     run_requests,
+    segments,
     tasks,
 )
 from contracts.api import TERMINAL_STATUSES, TaskStatusEnum
@@ -106,6 +107,11 @@ class GatewayRepository:
 
     async def delete_collection(self, namespace: str, collection_id: str) -> bool:
         async with self.engine.begin() as conn:
+            # Its segments are retired, not dropped: runs still reading them finish, and
+            # the preparer deletes the objects once none does.
+            await conn.execute(update(segments).where(segments.c.collection_id == collection_id,
+                                                      segments.c.namespace == namespace, segments.c.state == "active")
+                               .values(state="retired", retired_at=func.now()))
             result = await conn.execute(
                 delete(collections).where(
                     collections.c.namespace == namespace, collections.c.collection_id == collection_id
@@ -132,7 +138,10 @@ class GatewayRepository:
         vec_stmt = vec_stmt.on_conflict_do_update(
             index_elements=[document_vectors.c.collection_id, document_vectors.c.embedding_name,
                             document_vectors.c.document_id],
-            set_={"vector": vec_stmt.excluded.vector},
+            # A new version, back in the unsealed tail: the preparer seals it
+            # (services/preparer/segments.py); runs already prepared keep the old one.
+            set_={"vector": vec_stmt.excluded.vector, "segment_id": None, "segment_row": None,
+                  "version": func.nextval("document_vector_version")},
         )
         # One transaction: a batch lands whole or not at all.
         async with self.engine.begin() as conn:
@@ -436,11 +445,17 @@ class GatewayRepository:
                 "ON CONFLICT (collection_id, document_id) DO UPDATE SET payload = EXCLUDED.payload, updated_at = now()"
             ).bindparams(*binds), {**params, "target": target_collection_id})
             await conn.execute(text(
-                "INSERT INTO document_vectors (collection_id, document_id, embedding_name, vector) "
-                "SELECT :target, dv.document_id, dv.embedding_name, dv.vector FROM document_vectors AS dv "
+                # The copies point at the same segment row: segments are shared, and
+                # compaction moves every row that points at one.
+                "INSERT INTO document_vectors (collection_id, document_id, embedding_name, vector, segment_id, "
+                "segment_row) "
+                "SELECT :target, dv.document_id, dv.embedding_name, dv.vector, dv.segment_id, dv.segment_row "
+                "FROM document_vectors AS dv "
                 "WHERE dv.collection_id = :source AND dv.document_id = ANY(:document_id) "
                 "AND dv.embedding_name = ANY(:names) "
-                "ON CONFLICT (collection_id, embedding_name, document_id) DO UPDATE SET vector = EXCLUDED.vector"
+                "ON CONFLICT (collection_id, embedding_name, document_id) DO UPDATE SET vector = EXCLUDED.vector, "
+                "segment_id = EXCLUDED.segment_id, segment_row = EXCLUDED.segment_row, "
+                "version = nextval('document_vector_version')"
             ).bindparams(bindparam("document_id", type_=ARRAY(String)), bindparam("names", type_=ARRAY(String))),
                 {"target": target_collection_id, "source": source_collection_id,
                  "document_id": rows["document_id"], "names": embedding_names})

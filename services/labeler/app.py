@@ -9,6 +9,7 @@ from faststream import FastStream
 from clusterflow.db import make_engine
 from clusterflow.idempotency import PostgresProcessedLog
 from clusterflow.messaging import KafkaPublisher, make_broker
+from clusterflow.segments import cache_from_settings
 from clusterflow.settings import Settings
 from clusterflow.storage import S3ObjectStore
 from clusterflow.worker import worker_app
@@ -59,8 +60,9 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
     broker = make_broker(settings, client_id="clusterflow-labeler")
     engine = make_engine(settings.database_url, pool_size=2)
     publisher = KafkaPublisher(broker, settings.topic_prefix)
+    store = S3ObjectStore.from_settings(settings)
     labeler = Labeler(
-        results=ObjectStoreResults(S3ObjectStore.from_settings(settings)),
+        results=ObjectStoreResults(store, cache_from_settings(settings, SERVICE, store)),
         documents=PostgresPayloads(engine),
         publisher=publisher,
         processed=PostgresProcessedLog(engine),

@@ -302,7 +302,7 @@ class Labeler:
                  for p in pools}
         vectors: dict[str, Any] = {}
         if any(len(shown[p.cluster_id]) > counts[p.cluster_id] for p in pools):
-            dataset = artifact_key(event.namespace, event.cluster_id, event.run_id, "dataset")
+            dataset = artifact_key(event.namespace, event.cluster_id, event.run_id, "manifest")
             try:
                 vectors = await asyncio.to_thread(self.results.vectors, dataset,
                                                   [i for ids in shown.values() for i in ids])

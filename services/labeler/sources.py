@@ -1,13 +1,11 @@
 """The labeler's read ports and their adapters: run results in S3, payloads in Postgres.
 
 Only what labeling needs is read: the members table (three small columns), the vectors
-of the candidate representatives (a streaming scan of the dataset parquet, never the
-whole matrix in memory), and the payloads of those candidates.
+of the candidate representatives (through the run's manifest, never the whole matrix
+in memory), and the payloads of those candidates.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -17,8 +15,8 @@ from sqlalchemy import ARRAY, String, any_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from clusterflow.db.schema import clusters, documents
-from clusterflow.datasets import vectors_of
-from clusterflow.storage import ObjectStore, S3ObjectStore
+from clusterflow.segments import RunVectors, SegmentCache, load_manifest
+from clusterflow.storage import ObjectStore
 
 MEMBER_COLUMNS = ["document_id", "cluster_id", "distance_to_centroid"]
 
@@ -34,36 +32,21 @@ class DocumentSource(Protocol):
 
 
 class ObjectStoreResults:
-    """Results read through the object store port (scanned from a file when it is S3)."""
+    """Results read through the object store port; vectors through the run's manifest
+    and the labeler's segment cache (only the rows asked for are copied out)."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, cache: SegmentCache) -> None:
         self.store = store
+        self.cache = cache
 
     def members(self, key: str) -> pl.DataFrame:
         return self.store.get_parquet(key, columns=MEMBER_COLUMNS)
 
-    def vectors(self, key: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
-        wanted = sorted(set(ids))
-        if not wanted or not self.store.exists(key):
+    def vectors(self, manifest_key: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
+        wanted = set(ids)
+        if not wanted or not self.store.exists(manifest_key):
             return {}
-        if isinstance(self.store, S3ObjectStore):
-            # To a temporary file, then a streaming scan: the dataset (1M x 768 float32
-            # is 3 GB) is never held in memory, only the rows asked for.
-            fd, path = tempfile.mkstemp(suffix=".parquet", prefix="labeler-")
-            os.close(fd)
-            try:
-                self.store.client.fget_object(bucket_name=self.store.bucket, object_name=key, file_path=path)
-                frame = (pl.scan_parquet(path).select("document_id", "vector")
-                         .filter(pl.col("document_id").is_in(wanted)).collect(engine="streaming"))
-            finally:
-                os.unlink(path)
-        else:
-            frame = self.store.get_parquet(key, columns=["document_id", "vector"])
-            frame = frame.filter(pl.col("document_id").is_in(wanted))
-        if frame.height == 0:
-            return {}
-        matrix = vectors_of(frame["vector"].to_arrow())
-        return dict(zip(frame["document_id"].to_list(), matrix))
+        return RunVectors(load_manifest(self.store, manifest_key), self.cache).vectors_for(wanted)
 
 
 class PostgresPayloads:

@@ -13,6 +13,7 @@ from clusterflow.worker import worker_app
 from contracts.topics import EXECUTION_REQUESTED, PREPARER
 from services.preparer.export import PostgresDocuments
 from services.preparer.handler import SERVICE, Preparer
+from services.preparer.segments import Sealer, SegmentStore
 
 
 def bootstrap(settings: Settings | None = None) -> FastStream:
@@ -20,13 +21,21 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
     broker = make_broker(settings, client_id="clusterflow-preparer")
     engine = make_engine(settings.database_url)
     publisher = KafkaPublisher(broker, settings.topic_prefix)
+    store = S3ObjectStore.from_settings(settings)
+    segments = SegmentStore(engine, store, max_rows=settings.segment_max_rows)
+    sealer = Sealer(segments, interval_s=settings.seal_interval_seconds, min_rows=settings.seal_min_rows,
+                    compaction_every_s=settings.compaction_interval_seconds,
+                    min_live_ratio=settings.compaction_min_live_ratio,
+                    retention_s=settings.segment_retention_seconds)
     preparer = Preparer(
         documents=PostgresDocuments(engine),
-        store=S3ObjectStore.from_settings(settings),
+        segments=segments,
+        store=store,
         publisher=publisher,
         processed=PostgresProcessedLog(engine),
         runs=PostgresRunState(engine),
         heartbeat_s=settings.heartbeat_seconds,
     )
     return worker_app(service=SERVICE, group=PREPARER, settings=settings, broker=broker, engine=engine,
-                      publisher=publisher, handlers={EXECUTION_REQUESTED: preparer.handle})
+                      publisher=publisher, handlers={EXECUTION_REQUESTED: preparer.handle},
+                      background={"sealer": sealer.run})

@@ -1,14 +1,9 @@
-"""Bulk export of a run's documents from Postgres: one binary COPY, no row-by-row fetch.
+"""The preparer's reads from Postgres: cluster definitions, runs, and the selection.
 
-The selection (collections, embedding, filters, seeded sample) is one SQL statement
-compiled by SQLAlchemy with bound parameters, then streamed with
-`COPY (...) TO STDOUT (FORMAT binary)` and decoded with numpy.
-
-`export_to_parquet` never holds the documents in memory: the COPY makes
-every row the same width (the vector, then the document id padded with NUL bytes to
-the longest id: text cannot contain NUL, so the padding is unambiguous), so each
-chunk of the stream decodes with numpy alone and goes to the dataset file
-(`clusterflow/datasets.py`) as a row group of `rows_per_group` documents.
+The selection (collections, embedding, filters) is one SQL statement compiled by
+SQLAlchemy with bound parameters (`matching`). Large results stream out of Postgres by
+`COPY (...) TO STDOUT (FORMAT binary)` with every row the same width, so numpy decodes
+them without a Python object per row (`FixedWidthCopy`).
 """
 from __future__ import annotations
 
@@ -20,15 +15,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from sqlalchemy import Integer, LargeBinary, Select, String, and_, any_, cast, func, literal, select
+from sqlalchemy import Select, String, and_, any_, literal, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from clusterflow import datasets
-from clusterflow.datasets import WRITE_OPTIONS, dataset_schema
-from clusterflow.db.schema import clusters, collections, document_vectors, documents, executions
+from clusterflow.db.schema import clusters, document_vectors, documents, executions
 from clusterflow.filters import compile_filter
 from contracts.api import LogicalOperator
 
@@ -43,20 +35,14 @@ class Selection:
     filters: LogicalOperator | None
 
 
-@dataclass
-class Exported:
-    rows: int
-    dimension: int
-
-
 COMPLETED = ("COMPLETED", "COMPLETED_WITH_ERRORS")
 
 
-def _matching(sel: Selection, *columns: Any) -> Select:
+def matching(sel: Selection, *columns: Any) -> Select:
     """The selection's vector rows; joined to their documents only when a filter reads
     the payloads (every vector row has its document, by the foreign key)."""
     dv = document_vectors.c
-    query = select(*(columns or (dv.document_id, dv.vector))).where(
+    query = select(*(columns or (dv.segment_id, dv.segment_row))).where(
         # = ANY(array): one bound parameter, where IN would need render-time expansion.
         dv.collection_id == any_(literal(sel.collection_ids, ARRAY(String))),
         dv.embedding_name == sel.embedding_name,
@@ -103,86 +89,21 @@ class PostgresDocuments:
             row = (await conn.execute(query)).mappings().first()
         return dict(row) if row else None
 
-    async def count(self, sel: Selection) -> int:
-        async with self.engine.connect() as conn:
-            return await conn.scalar(select(func.count()).select_from(_matching(sel).subquery())) or 0
-
-    async def export_to_parquet(self, sel: Selection, path: str, *, limit: int | None, seed: int,
-                                rows_per_group: int | None = None,
-                                on_rows: Callable[[int], None] | None = None) -> Exported:
-        """Stream the matching documents into a dataset file (`clusterflow/datasets.py`),
-        `rows_per_group` at a time; memory holds one row group, whatever the count.
-        `on_rows` hears the number of rows exported so far after each row group."""
-        dimension, id_width = await self._widths(sel)
-        vector_bytes = 4 * dimension
-        dv = document_vectors.c
-        padded_id = func.convert_to(dv.document_id, "UTF8").op("||")(func.decode(
-            func.repeat("00", literal(id_width) - func.octet_length(dv.document_id)), "hex"))
-        query = _matching(sel, dv.vector, cast(padded_id, LargeBinary)).where(
-            # Rows that would not fit the fixed width (documents added since the widths
-            # were read) are left for the next run rather than misread.
-            func.octet_length(dv.vector) == vector_bytes,
-            func.octet_length(dv.document_id) <= id_width,
-        )
-        if limit is not None:
-            order = func.md5(func.concat(dv.collection_id, "/", dv.document_id, "/", literal(seed)))
-            query = query.order_by(order).limit(limit)
-        sql, params = _compile(query)
-        writer = pq.ParquetWriter(path, dataset_schema(dimension), **WRITE_OPTIONS)
-        written = 0
-
-        def write(table: pa.Table) -> None:
-            nonlocal written
-            writer.write_table(table)
-            written += table.num_rows
-            if on_rows is not None:
-                on_rows(written)
-
-        stream = FixedWidthCopy(vector_bytes, id_width, rows_per_group or datasets.rows_per_group(dimension),
-                                on_rows=write)
-        try:
-            async with self.engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                await raw.driver_connection.copy_from_query(sql, *params, output=stream.feed, format="binary")
-            await stream.finish()
-        finally:
-            await stream.drain()  # no thread may still write when the file closes
-            writer.close()
-        return Exported(rows=stream.rows, dimension=dimension)
-
-    async def _widths(self, sel: Selection) -> tuple[int, int]:
-        """The embedding's dimension (declared by the collections) and the longest
-        document id in bytes, over the selection's collections."""
-        in_collections = documents.c.collection_id == any_(literal(sel.collection_ids, ARRAY(String)))
-        async with self.engine.connect() as conn:
-            declared = (await conn.execute(
-                select(collections.c.embeddings[sel.embedding_name].astext.cast(Integer)).where(
-                    collections.c.collection_id == any_(literal(sel.collection_ids, ARRAY(String))))
-            )).scalars().all()
-            longest = await conn.scalar(select(func.max(func.octet_length(documents.c.document_id)))
-                                        .where(in_collections))
-        dims = {d for d in declared if d is not None}
-        if len(dims) != 1:
-            raise ValueError(f"embedding {sel.embedding_name!r} has no single dimension across the "
-                             f"collections (declared: {sorted(dims)})")
-        return dims.pop(), int(longest or 1)
-
-
 
 class FixedWidthCopy:
-    """Decodes a binary COPY stream of fixed-width rows (vector, NUL-padded id) chunk by
-    chunk and hands each `rows_per_group` rows on, as an Arrow table, to `on_rows` in a
-    worker thread: decoding and writing one group overlaps receiving the next. One group
-    at a time is in the thread (so groups arrive in order and memory stays bounded to
-    about two groups)."""
+    """Decodes a binary COPY stream of rows whose fields all have fixed widths (`widths`,
+    in bytes: a vector, an id NUL-padded to the longest, an int8...) chunk by chunk, and
+    hands each `rows_per_group` rows on to `on_rows`, as one (n, width) uint8 block per
+    field, in a worker thread: decoding one group overlaps receiving the next. One group
+    at a time is in the thread (groups arrive in order, memory stays at about two).
+    No field may be NULL (its length would not be fixed)."""
 
     _HEADER = len(_SIGNATURE) + 4 + 4  # signature, flags, header extension length
 
-    def __init__(self, vector_bytes: int, id_width: int, rows_per_group: int,
-                 on_rows: Callable[[pa.Table], None]) -> None:
-        self.vector_bytes = vector_bytes
-        self.id_width = id_width
-        self.width = 2 + 4 + vector_bytes + 4 + id_width
+    def __init__(self, widths: list[int], rows_per_group: int,
+                 on_rows: Callable[[list[np.ndarray]], None]) -> None:
+        self.widths = list(widths)
+        self.width = 2 + sum(4 + w for w in self.widths)
         self.rows_per_group = rows_per_group
         self.on_rows = on_rows
         self.chunks: list[bytes] = []
@@ -258,24 +179,30 @@ class FixedWidthCopy:
     def _write(self, block: np.ndarray) -> None:
         self.on_rows(self.decode(block))
 
-    def decode(self, block: np.ndarray) -> pa.Table:
-        L = self.vector_bytes
+    def decode(self, block: np.ndarray) -> list[np.ndarray]:
         fields = block[:, 0:2].view(">i2").ravel()
-        vec_len = block[:, 2:6].view(">i4").ravel()
-        id_len = block[:, 6 + L:10 + L].view(">i4").ravel()
-        if (fields != 2).any() or (vec_len != L).any() or (id_len != self.id_width).any():
-            raise ValueError("a COPY row does not have the expected fixed width")
-        vectors = np.ascontiguousarray(block[:, 6:6 + L]).view("<f4")
-        padded = block[:, 10 + L:]
+        if (fields != len(self.widths)).any():
+            raise ValueError("a COPY row does not have the expected fields")
+        columns, at = [], 2
+        for w in self.widths:
+            if (block[:, at:at + 4].view(">i4").ravel() != w).any():
+                raise ValueError("a COPY row does not have the expected fixed width")
+            columns.append(block[:, at + 4:at + 4 + w])
+            at += 4 + w
+        return columns
+
+    @staticmethod
+    def strings(padded: np.ndarray) -> pa.StringArray:
+        """NUL-padded fixed-width text (n, width) -> strings (text cannot hold NUL, so the
+        padding is unambiguous)."""
         present = padded != 0
-        offsets = np.zeros(len(block) + 1, dtype=np.int32)
+        offsets = np.zeros(len(padded) + 1, dtype=np.int32)
         np.cumsum(present.sum(axis=1), out=offsets[1:])
         data = np.ascontiguousarray(padded[present])  # row-major: the ids, one after the other
-        ids = pa.StringArray.from_buffers(len(block), pa.py_buffer(offsets), pa.py_buffer(data))
-        return pa.table([ids, datasets.vector_array(vectors)], schema=dataset_schema(L // 4))
+        return pa.StringArray.from_buffers(len(padded), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
-def _compile(query: Select) -> tuple[str, list[Any]]:
+def compile_query(query: Select) -> tuple[str, list[Any]]:
     compiled = query.compile(dialect=postgresql.asyncpg.dialect())
     params = [compiled.params[name] for name in compiled.positiontup]
     return str(compiled), params

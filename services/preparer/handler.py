@@ -1,20 +1,22 @@
-"""ExecutionRequested -> the run's dataset in S3 -> DatasetPrepared.
+"""ExecutionRequested -> the run's manifest in S3 -> DatasetPrepared.
 
 Resolves the run's configuration once (the cluster definition plus the per-run
 overrides, which are never persisted), applies the filters, takes a seeded sample
-when there are more matches than the run may cluster, and exports in bulk.
+when there are more matches than the run may cluster, and writes the run's manifest:
+which rows of which segments it reads (`clusterflow/segments.py`). No vector is copied.
 
 By mode:
-- full and assign: the documents stream from Postgres into the dataset file row group by
-  row group (`clusterflow/datasets.py`), which then goes to S3.
+- full and assign: the selection over the collections' segments, taken in one Postgres
+  snapshot after sealing what was left of their tails (`services/preparer/segments.py`).
 - full: the cluster's latest completed full run rides along as `previous`, for stable
   cluster identities.
 - assign: the source run is the one the gateway pinned (`ExecutionRequested.
   source_run_id`), else the cluster's latest completed full run with centroids. The
   engine's sampling caps do not apply (assignment is linear); only the run's own
   `sample_size` does (the cluster's stored `sample_size` sizes its clusterings).
-- composite: the dataset is the centroids of the `source_execution_ids` runs (any
-  completed run of the namespace with centroids of one dimension), one row each.
+- composite: the vectors are the centroids of the `source_execution_ids` runs (any
+  completed run of the namespace with centroids of one dimension), one row each, in a
+  segment of the run's own.
 """
 from __future__ import annotations
 
@@ -26,13 +28,16 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import numpy as np
 import polars as pl
 
+from clusterflow import datasets
 from clusterflow.filters import FilterError
 from clusterflow.idempotency import ProcessedLog
 from clusterflow.messaging import Publisher, RunFailed, heartbeat, report_status
 from clusterflow.observability import Stopwatch
 from clusterflow.runstate import RunState, stop_if_canceled
+from clusterflow.segments import Manifest, SegmentRef
 from clusterflow.storage import ObjectStore, artifact_key
 from contracts.api import MIN_COMPOSITE_SOURCES, ExecutionMode, LogicalOperator, TaskStatusEnum
 from contracts.events import (
@@ -46,7 +51,8 @@ from contracts.events import (
 )
 from contracts.topics import DATASET_PREPARED
 from services.clusterer.engine import cap_for, validate_params
-from services.preparer.export import Exported, Selection
+from services.preparer.export import Selection
+from services.preparer.segments import Selected
 
 SERVICE = "preparer"
 COMPLETED = (TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value)
@@ -56,17 +62,20 @@ log = logging.getLogger("clusterflow.preparer")
 
 class DocumentSource(Protocol):
     async def load_cluster(self, namespace: str, cluster_id: str) -> dict[str, Any] | None: ...
-    async def count(self, sel: Selection) -> int: ...
-    async def export_to_parquet(self, sel: Selection, path: str, *, limit: int | None, seed: int,
-                                on_rows: Callable[[int], None] | None = None) -> Exported: ...
     async def load_run(self, namespace: str, run_id: str) -> dict[str, Any] | None: ...
     async def latest_full_run(self, namespace: str, cluster_id: str, *, exclude: str | None = None
                               ) -> dict[str, Any] | None: ...
 
 
+class SegmentSelector(Protocol):
+    async def select(self, sel: Selection, *, run_id: str, plan: Callable[[int], int | None], seed: int,
+                     record: dict[str, Any] | None = None) -> Selected: ...
+
+
 @dataclass
 class Preparer:
     documents: DocumentSource
+    segments: SegmentSelector
     store: ObjectStore
     publisher: Publisher
     processed: ProcessedLog
@@ -100,73 +109,68 @@ class Preparer:
 
     async def _documents(self, event: ExecutionRequested, cluster: dict[str, Any], config: ClusteringConfig
                          ) -> tuple[DatasetPrepared, dict[str, Any]]:
-        """full and assign: the documents of the cluster's collections that pass the filters."""
+        """full and assign: the documents of the cluster's collections that pass the
+        filters, as a manifest over the collections' segments."""
         options = event.options
         assign = config.mode is ExecutionMode.assign
         source = await self._assign_source(event) if assign else None
         filters = options.filters if options.filters is not None else (
             LogicalOperator.model_validate(cluster["filters"]) if cluster["filters"] else None)
         selection = Selection(event.namespace, list(cluster["collection_ids"]), config.embedding_name, filters)
+        plans: list[SamplingInfo] = []
+
+        def plan(matched: int) -> int | None:
+            sampling = plan_assign(matched, options.sample_size) if assign else plan_sample(
+                matched, options.sample_size or cluster["sample_size"], config.clustering_method,
+                config.algorithm_params)
+            plans.append(sampling)
+            return sampling.sampled if sampling.sampled < sampling.matched else None
 
         timings = Stopwatch()
         try:
-            matched = await self.documents.count(selection)
+            async with heartbeat(self.publisher, event, service=SERVICE, stage="preparing", start=0.02, end=0.1,
+                                 every_s=self.heartbeat_s):
+                selected = await self.segments.select(selection, run_id=event.run_id, plan=plan, seed=config.seed,
+                                                      record={"mode": config.mode.value})
         except FilterError as exc:
             raise RunFailed(f"filters cannot be applied: {exc}") from exc
-        if matched == 0:
+        except ValueError as exc:  # no single dimension: retrying will not help
+            raise RunFailed(f"the documents cannot be selected: {exc}") from exc
+        timings.lap("select")
+        manifest = selected.manifest
+        if selected.matched == 0 or len(manifest) == 0:
             raise RunFailed(
                 "no documents match: the collections hold no document with the embedding "
                 f"{config.embedding_name!r} that passes the filters"
             )
-        key = artifact_key(event.namespace, event.cluster_id, event.run_id, "dataset")
+        await stop_if_canceled(self.runs, event.run_id)
+        key = artifact_key(event.namespace, event.cluster_id, event.run_id, "manifest")
+        await asyncio.to_thread(self._put_manifest, key, manifest)
+        timings.lap("manifest")
+        log.info("run %s: %d documents in %d segments, %d sealed for it (%s)", event.run_id, len(manifest),
+                 len(manifest.segments), selected.sealed_rows, timings)
+        sampling = plans[-1].model_copy(update={"sampled": len(manifest)})
         common = dict(event_id=derived_event_id(event.run_id, DATASET_PREPARED.name), namespace=event.namespace,
-                      run_id=event.run_id, cluster_id=event.cluster_id, task_id=event.task_id, dataset_key=key,
-                      config=config)
+                      run_id=event.run_id, cluster_id=event.cluster_id, task_id=event.task_id, manifest_key=key,
+                      config=config, num_points=len(manifest), dimension=manifest.dimension, sampling=sampling)
         if assign:
-            sampling = plan_assign(matched, options.sample_size)
-        else:
-            sampling = plan_sample(matched, options.sample_size or cluster["sample_size"],
-                                   config.clustering_method, config.algorithm_params)
-        timings.lap("count")
-        exported = await self._export(event, selection, key, sampling, config.seed, timings)
-        log.info("run %s: %d documents prepared (%s)", event.run_id, exported.rows, timings)
-        sampling = sampling.model_copy(update={"sampled": exported.rows})
-        if assign:
-            prepared = DatasetPrepared(**common, num_points=exported.rows, dimension=exported.dimension,
-                                       sampling=sampling, source=source)
+            prepared = DatasetPrepared(**common, source=source)
             return prepared, {"source_run_id": source.run_id, "assignment_threshold": config.assignment_threshold}
         previous = await self.documents.latest_full_run(event.namespace, event.cluster_id, exclude=event.run_id)
-        prepared = DatasetPrepared(**common, num_points=exported.rows, dimension=exported.dimension,
-                                   sampling=sampling, previous=source_run(previous) if previous else None)
+        prepared = DatasetPrepared(**common, previous=source_run(previous) if previous else None)
         return prepared, {}
 
-    async def _export(self, event: ExecutionRequested, selection: Selection, key: str, sampling: SamplingInfo,
-                      seed: int, timings: Stopwatch) -> Exported:
-        """The selection (a seeded sample of it when `sampling` says so), streamed from
-        Postgres into the dataset file, then uploaded to `key`."""
-        limit = sampling.sampled if sampling.sampled < sampling.matched else None
+    def _put_segment(self, key: str, ids: list[str], vectors: np.ndarray) -> None:
         with tempfile.TemporaryDirectory(prefix="preparer-") as tmp:
-            path = os.path.join(tmp, "dataset.parquet")
-            try:
-                async with heartbeat(self.publisher, event, service=SERVICE, stage="preparing", start=0.02,
-                                     end=0.1, every_s=self.heartbeat_s) as done:
-                    exported = await self.documents.export_to_parquet(
-                        selection, path, limit=limit, seed=seed,
-                        on_rows=lambda rows: done(rows / max(sampling.sampled, 1)))
-            except ValueError as exc:  # no single dimension, a malformed row: retrying will not help
-                raise RunFailed(f"the documents cannot be exported: {exc}") from exc
-            if exported.rows == 0:
-                raise RunFailed("no documents match any more: they were deleted while the run was being prepared")
-            timings.lap("export")
-            await stop_if_canceled(self.runs, event.run_id)
-            # Uploading while exporting (a multipart upload fed as the file is written)
-            # was tried twice: on 2 cores it gained nothing, both are CPU-bound (the S3
-            # server hashes what it receives), so the file goes up once written.
-            async with heartbeat(self.publisher, event, service=SERVICE, stage="preparing", start=0.1, end=0.1,
-                                 every_s=self.heartbeat_s):
-                await asyncio.to_thread(self.store.upload, key, path)
-            timings.lap("upload")
-        return exported
+            path = os.path.join(tmp, "segment.parquet")
+            datasets.write_dataset(path, ids, vectors)
+            self.store.upload(key, path)
+
+    def _put_manifest(self, key: str, manifest: Manifest) -> None:
+        with tempfile.TemporaryDirectory(prefix="preparer-") as tmp:
+            path = os.path.join(tmp, "manifest.parquet")
+            manifest.write(path)
+            self.store.upload(key, path)
 
     async def _assign_source(self, event: ExecutionRequested) -> SourceRun:
         if event.source_run_id:
@@ -210,14 +214,24 @@ class Preparer:
             raise RunFailed("mode 'composite' needs centroids of one dimension; the sources have "
                             + ", ".join(f"{r}: {d}" for r, d in dims.items()))
         dataset = pl.concat(frames)
-        key = artifact_key(event.namespace, event.cluster_id, event.run_id, "dataset")
-        await stop_if_canceled(self.runs, event.run_id)
-        await asyncio.to_thread(self.store.put_parquet, key, dataset)
         n = dataset.height
+        await stop_if_canceled(self.runs, event.run_id)
+        # The centroids are a segment of the run's own (not a collection's: no compaction,
+        # deleted with the run), read through a manifest like every run's vectors. Their
+        # ids say where each came from: "<source run>/<source cluster>".
+        inputs = artifact_key(event.namespace, event.cluster_id, event.run_id, "centroid-inputs")
+        ids_of = (dataset["source_run_id"] + "/" + dataset["source_cluster_id"]).to_list()
+        vectors = np.asarray(dataset["vector"].to_numpy(), dtype=np.float32)
+        ref = SegmentRef(segment_id=0, key=inputs, num_rows=n)
+        manifest = Manifest.build(vectors.shape[1], [ref], np.zeros(n, np.int64), np.arange(n),
+                                  {"mode": "composite", "source_execution_ids": ids, "dimension": vectors.shape[1]})
+        key = artifact_key(event.namespace, event.cluster_id, event.run_id, "manifest")
+        await asyncio.to_thread(self._put_segment, inputs, ids_of, vectors)
+        await asyncio.to_thread(self._put_manifest, key, manifest)
         prepared = DatasetPrepared(
             event_id=derived_event_id(event.run_id, DATASET_PREPARED.name), namespace=event.namespace,
-            run_id=event.run_id, cluster_id=event.cluster_id, task_id=event.task_id, dataset_key=key,
-            num_points=n, dimension=next(iter(dims.values())), config=config, sources=sources,
+            run_id=event.run_id, cluster_id=event.cluster_id, task_id=event.task_id, manifest_key=key,
+            num_points=n, dimension=vectors.shape[1], config=config, sources=sources,
             sampling=SamplingInfo(matched=n, sampled=n,
                                   reason=f"composite: the {n} centroids of {len(sources)} runs are clustered"),
         )

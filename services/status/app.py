@@ -5,9 +5,6 @@ Run: `python -m services.status`.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from faststream import FastStream
 
 from clusterflow.db import make_engine
@@ -32,23 +29,10 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
     async def handle(event) -> None:
         await store.project(event)
 
+    watchdog = Watchdog(engine, publisher, settings.watchdog_stall_seconds, settings.watchdog_interval_seconds)
     # The projector must not report failures to the topic it consumes itself.
     app = worker_app(service=SERVICE, group=STATUS, settings=settings, broker=broker, engine=engine,
                      publisher=publisher, handlers={topic: handle for topic in consumed_by(STATUS)},
-                     report_failures=False, uses_s3=False, before_scrape=[runs_by_status_refresher(engine)])
-
-    watchdog = Watchdog(engine, publisher, settings.watchdog_stall_seconds, settings.watchdog_interval_seconds)
-    running: list[asyncio.Task] = []
-
-    @app.after_startup
-    async def _watch() -> None:
-        running.append(asyncio.create_task(watchdog.run_forever(), name="watchdog"))
-
-    @app.on_shutdown
-    async def _unwatch() -> None:
-        for task in running:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
+                     report_failures=False, uses_s3=False, before_scrape=[runs_by_status_refresher(engine)],
+                     background={"watchdog": watchdog.run_forever})
     return app

@@ -45,7 +45,7 @@ def valid_event(topic, marker: str):
     config = ClusteringConfig(clustering_method="kmeans", embedding_name="v")
     return {
         EXECUTION_REQUESTED.name: lambda: ExecutionRequested(**ids),
-        DATASET_PREPARED.name: lambda: DatasetPrepared(**ids, dataset_key="k", num_points=1, dimension=1,
+        DATASET_PREPARED.name: lambda: DatasetPrepared(**ids, manifest_key="k", num_points=1, dimension=1,
                                                        config=config, sampling=SamplingInfo(matched=1, sampled=1)),
         EXECUTION_CLUSTERED.name: lambda: ExecutionClustered(**ids, artifacts=ResultArtifacts(
             members_key="m", centroids_key="c"), num_clusters=1, num_points=1, config=config),

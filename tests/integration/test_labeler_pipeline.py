@@ -15,6 +15,7 @@ from clusterflow.datasets import write_dataset
 from clusterflow.db import make_engine
 from clusterflow.db.schema import clusters, collections, documents, label_cache
 from clusterflow.idempotency import PostgresProcessedLog
+from clusterflow.segments import Manifest, SegmentCache, SegmentRef
 from clusterflow.storage import S3ObjectStore, artifact_key
 from contracts.api import LLMLabeling
 from contracts.topics import EXECUTION_LABELED
@@ -34,7 +35,7 @@ NAMESPACE = "ns_labeler"
 
 
 @pytest.fixture
-async def world(settings, unique):
+async def world(settings, unique, tmp_path):
     """A collection of topical documents, its cluster, and an engine; a decoy collection
     holds the same document ids with other text and must never be read."""
     c = corpus(per_topic=40, noise=4)
@@ -54,25 +55,33 @@ async def world(settings, unique):
             embedding_name="text", clustering_method="kmeans"))
     store = S3ObjectStore.from_settings(settings)
     store.ensure_bucket()
-    yield {"corpus": c, "engine": engine, "store": store, "cluster_id": cluster_id}
+    cache = SegmentCache(store, tmp_path / "segments", max_bytes=2**30)
+    yield {"corpus": c, "engine": engine, "store": store, "cluster_id": cluster_id, "cache": cache}
     store.delete_prefix(f"{NAMESPACE}/{cluster_id}/")
     await engine.dispose()
 
 
 def _write_run(world, run_id: str) -> dict[str, str]:
+    """A run's results and its vectors as the preparer leaves them: one segment in S3,
+    and the run's manifest over it."""
     c, store = world["corpus"], world["store"]
-    keys = {name: artifact_key(NAMESPACE, world["cluster_id"], run_id, name) for name in ("members", "dataset")}
+    keys = {name: artifact_key(NAMESPACE, world["cluster_id"], run_id, name) for name in ("members", "manifest")}
     store.put_parquet(keys["members"], c.members)
-    with tempfile.TemporaryDirectory() as tmp:  # the dataset as the preparer writes it
-        path = os.path.join(tmp, "dataset.parquet")
-        write_dataset(path, c.dataset["document_id"].to_list(), c.dataset["vector"].to_numpy())
-        store.upload(keys["dataset"], path)
+    ids = c.dataset["document_id"].to_list()
+    segment = artifact_key(NAMESPACE, world["cluster_id"], run_id, "segment")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "segment.parquet")
+        write_dataset(path, ids, c.dataset["vector"].to_numpy())
+        store.upload(segment, path)
+        manifest = Manifest.build(16, [SegmentRef(1, segment, len(ids))], np.ones(len(ids)), np.arange(len(ids)))
+        manifest.write(path)
+        store.upload(keys["manifest"], path)
     return keys
 
 
 def _labeler(world, llm: LLMClients, publisher: RecordingPublisher) -> Labeler:
     engine = world["engine"]
-    return Labeler(results=ObjectStoreResults(world["store"]), documents=PostgresPayloads(engine),
+    return Labeler(results=ObjectStoreResults(world["store"], world["cache"]), documents=PostgresPayloads(engine),
                    publisher=publisher, processed=PostgresProcessedLog(engine), cache=PostgresLabelCache(engine),
                    llm=llm, settings=llm.settings)
 
@@ -147,16 +156,16 @@ async def test_text_labels_from_real_payloads_and_results(world, settings, uniqu
         assert not {"zebra", "xylophone", "quokka"} & set(label.keywords)
 
 
-def test_vectors_of_a_few_members_are_streamed_out_of_the_dataset_in_s3(world, unique):
+def test_vectors_of_a_few_members_are_read_through_the_run_manifest(world, unique):
     keys = _write_run(world, f"run_{unique}_v")
-    results = ObjectStoreResults(world["store"])
+    results = ObjectStoreResults(world["store"], world["cache"])
     wanted = ["space-0003", "finance-0039", "noise-0001", "missing-doc"]
-    got = results.vectors(keys["dataset"], wanted)
+    got = results.vectors(keys["manifest"], wanted)
     assert set(got) == {"space-0003", "finance-0039", "noise-0001"}
     frame = world["corpus"].dataset.filter(pl.col("document_id") == "finance-0039")
     assert np.allclose(got["finance-0039"], frame["vector"].to_numpy()[0])
     assert results.members(keys["members"]).columns == ["document_id", "cluster_id", "distance_to_centroid"]
-    assert results.vectors(artifact_key(NAMESPACE, world["cluster_id"], "run_none", "dataset"), wanted) == {}
+    assert results.vectors(artifact_key(NAMESPACE, world["cluster_id"], "run_none", "manifest"), wanted) == {}
 
 
 async def test_a_slow_provider_times_out_over_a_real_socket_and_is_retried():

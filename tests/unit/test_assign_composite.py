@@ -14,9 +14,11 @@ import pytest
 from contracts.api import ExecuteClusterByIdRequest, ExecutionMode, LLMLabeling
 from contracts.events import ExecutionRequested
 from clusterflow.datasets import dataset_schema, dataset_table, read_dataset, vectors_of, write_dataset
+from clusterflow.segments import Manifest, RunVectors, SegmentCache, SegmentRef
+from tests.fakes import MemoryObjectStore
 from services.clusterer.assign import MEMBERS_SCHEMA, Assigner
 from services.clusterer.composite import group_centroids
-from services.clusterer.handler import assign_file, cluster_keys
+from services.clusterer.handler import assign_blocks, cluster_keys
 from services.preparer.export import _SIGNATURE, FixedWidthCopy
 from services.preparer.handler import check_source, plan_assign, resolve_config
 
@@ -64,23 +66,31 @@ def test_assigner_refuses_mismatched_dimensions_and_bad_thresholds(centroids):
         Assigner(keys=[], vectors=np.zeros((0, DIM)), threshold=0.5)
 
 
-def test_assign_file_streams_row_groups_into_the_members_file(tmp_path, centroids):
+def test_assign_blocks_streams_the_run_into_the_members_file(tmp_path, centroids):
     rng = np.random.default_rng(2)
     n = 1000
     X = unit(centroids[rng.integers(0, 3, n)] + rng.normal(scale=0.05, size=(n, DIM)))
     ids = [f"doc_{i}" for i in range(n)]
-    with pq.ParquetWriter(tmp_path / "dataset.parquet", dataset_schema(DIM)) as writer:
-        for start in range(0, n, 300):  # several row groups
-            writer.write_table(dataset_table(ids[start:start + 300], X[start:start + 300]))
+    store = MemoryObjectStore()
+    refs = []
+    for s, start in enumerate(range(0, n, 300)):  # several segments
+        write_dataset(str(tmp_path / f"{s}.parquet"), ids[start:start + 300], X[start:start + 300])
+        store.upload(f"seg{s}", str(tmp_path / f"{s}.parquet"))
+        refs.append(SegmentRef(s + 1, f"seg{s}", len(ids[start:start + 300])))
+    manifest = Manifest.build(DIM, refs, np.repeat([1, 2, 3, 4], [300, 300, 300, 100]),
+                              np.concatenate([np.arange(300)] * 3 + [np.arange(100)]))
+    vectors = RunVectors(manifest, SegmentCache(store, tmp_path / "cache", 10**9))
     assigner = Assigner(keys=["cl_0", "cl_1", "cl_2"], vectors=centroids, threshold=0.5)
-    assign_file(assigner, str(tmp_path / "dataset.parquet"), str(tmp_path / "members.parquet"), batch_rows=128)
+    seen = []
+    assign_blocks(assigner, vectors, str(tmp_path / "members.parquet"), batch_rows=128, on_progress=seen.append)
     members = pq.ParquetFile(tmp_path / "members.parquet")
-    assert members.metadata.num_row_groups == 10  # row groups of 300 (and 100) in slices of 128
+    assert members.metadata.num_row_groups == 10  # segments of 300 (and 100) in blocks of 128
     table = members.read()
     assert table["document_id"].to_pylist() == ids
     expected = np.argmax(X @ centroids.T, axis=1)
     assert table["cluster_id"].to_pylist() == [f"cl_{c}" for c in expected]
     assert assigner.points == n and assigner.counts.sum() == n
+    assert seen[-1] == 1.0 and seen == sorted(seen)
 
 
 def test_cluster_keys_name_every_label_noise_included():
@@ -146,8 +156,8 @@ def test_fixed_width_copy_decodes_any_chunking(chunk):
     X = rng.normal(size=(50, 4)).astype(np.float32)
     width = max(len(i.encode()) for i in ids)
     data = copy_stream(ids, X, width)
-    tables: list[pa.Table] = []
-    stream = FixedWidthCopy(16, width, rows_per_group=8, on_rows=tables.append)
+    groups: list[list[np.ndarray]] = []
+    stream = FixedWidthCopy([16, width], rows_per_group=8, on_rows=groups.append)
 
     async def run() -> None:
         for start in range(0, len(data), chunk):
@@ -155,23 +165,36 @@ def test_fixed_width_copy_decodes_any_chunking(chunk):
         await stream.finish()
 
     asyncio.run(run())
-    table = pa.concat_tables(tables)
-    assert stream.rows == 50 and table.schema == dataset_schema(4)
-    assert table["document_id"].to_pylist() == ids
-    assert np.array_equal(vectors_of(table["vector"]), X)
+    assert stream.rows == 50
+    got_ids = [i for _, padded in groups for i in FixedWidthCopy.strings(padded).to_pylist()]
+    got_X = np.vstack([np.ascontiguousarray(v).view("<f4") for v, _ in groups])
+    assert got_ids == ids
+    assert np.array_equal(got_X, X)
     if chunk < 10**6:
-        assert len(tables) > 1  # streamed in groups, not all at once
+        assert len(groups) > 1  # streamed in groups, not all at once
 
 
 def test_fixed_width_copy_refuses_a_truncated_stream():
     data = copy_stream(["a", "b"], np.ones((2, 2), dtype=np.float32), 1)
-    stream = FixedWidthCopy(8, 1, rows_per_group=8, on_rows=lambda t: None)
+    stream = FixedWidthCopy([8, 1], rows_per_group=8, on_rows=lambda t: None)
 
     async def run() -> None:
         await stream.feed(data[:-5])
         await stream.finish()
 
     with pytest.raises(ValueError, match="unexpected bytes"):
+        asyncio.run(run())
+
+
+def test_fixed_width_copy_refuses_rows_of_another_width():
+    data = copy_stream(["a", "bb"], np.ones((2, 2), dtype=np.float32), 2)
+    stream = FixedWidthCopy([8, 3], rows_per_group=1, on_rows=lambda t: None)
+
+    async def run() -> None:
+        await stream.feed(data)
+        await stream.finish()
+
+    with pytest.raises(ValueError, match="expected"):
         asyncio.run(run())
 
 

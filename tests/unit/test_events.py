@@ -29,7 +29,7 @@ CONFIG = ClusteringConfig(clustering_method="hdbscan", algorithm_params={"min_cl
 EXAMPLES = [
     ExecutionRequested(**IDS, options=ExecuteClusterByIdRequest(
         sample_size=1000, filters=LogicalOperator.model_validate({"OR": [{"a.b": 1}, {"field": "c", "value": "x"}]}))),
-    DatasetPrepared(**IDS, dataset_key="ns/clust_1/run_1/dataset.parquet", num_points=10, dimension=384,
+    DatasetPrepared(**IDS, manifest_key="ns/clust_1/run_1/manifest.parquet", num_points=10, dimension=384,
                     config=CONFIG, sampling=SamplingInfo(matched=20, sampled=10, requested_sample_size=10)),
     ExecutionClustered(**IDS, artifacts=ResultArtifacts(members_key="m", centroids_key="c", coords_key="x"),
                        num_clusters=2, num_points=10, noise_count=1, config=CONFIG,

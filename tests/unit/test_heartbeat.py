@@ -8,12 +8,9 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 
-from clusterflow.datasets import dataset_table
 from clusterflow.messaging import heartbeat
 from contracts.api import TaskStatusEnum
 from contracts.topics import STATUS_CHANGED
-from services.clusterer.assign import Assigner
-from services.clusterer.handler import assign_file
 from tests.support.labeler_fakes import RecordingPublisher, clustered_event, corpus
 
 
@@ -62,16 +59,3 @@ def test_a_beat_that_cannot_be_published_does_not_fail_the_stage():
         return "done"
 
     assert asyncio.run(run()) == "done" and Broken.calls >= 2
-
-
-def test_assign_file_reports_the_fraction_of_rows_done(tmp_path):
-    rng = np.random.default_rng(3)
-    X = rng.normal(size=(1000, 8)).astype(np.float32)
-    path = tmp_path / "dataset.parquet"
-    pq.write_table(dataset_table([f"d{i}" for i in range(1000)], X), path, row_group_size=300)
-    seen: list[float] = []
-    caller = threading.current_thread()
-    assigner = Assigner(keys=["cl_0", "cl_1"], vectors=rng.normal(size=(2, 8)), threshold=0.0)
-    assign_file(assigner, str(path), str(tmp_path / "members.parquet"), batch_rows=128,
-                on_progress=lambda f: seen.append(f) if threading.current_thread() is caller else None)
-    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == 10  # 4 row groups in slices of 128

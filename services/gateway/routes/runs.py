@@ -8,7 +8,7 @@ import polars as pl
 from fastapi import APIRouter, Body, Query
 from fastapi.concurrency import run_in_threadpool
 
-from clusterflow.datasets import vectors_of
+from clusterflow.segments import RunVectors, SegmentUnavailable, load_manifest
 from clusterflow.db.schema import executions
 from clusterflow.storage import artifact_key
 
@@ -346,7 +346,7 @@ async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namesp
     lock = _layout_locks.setdefault(run_id, asyncio.Lock())
     async with lock:
         if not await run_in_threadpool(gw.store.exists, key):
-            await run_in_threadpool(_compute_layout, gw.store, ns, cluster["cluster_id"], run_id, key,
+            await run_in_threadpool(_compute_layout, gw, ns, cluster["cluster_id"], run_id, key,
                                     n_components, details.get("seed", 42))
             computed = True
     _layout_locks.pop(run_id, None)
@@ -366,14 +366,20 @@ def _coords_key(row: dict, artifacts: dict) -> str:
     return artifacts.get("coords_key") or artifact_key(row["namespace"], row["cluster_id"], row["run_id"], "coords")
 
 
-def _compute_layout(store, namespace: str, cluster_id: str, run_id: str, key: str, n_components: int,
+def _compute_layout(gw, namespace: str, cluster_id: str, run_id: str, key: str, n_components: int,
                     seed: int) -> None:
-    dataset = store.get_parquet(artifact_key(namespace, cluster_id, run_id, "dataset"))
-    coords = layout(vectors_of(dataset["vector"].to_arrow()), n_components, seed)
-    columns = {"document_id": dataset["document_id"], "x": coords[:, 0], "y": coords[:, 1]}
+    manifest = load_manifest(gw.store, artifact_key(namespace, cluster_id, run_id, "manifest"))
+    try:
+        ids, X = RunVectors(manifest, gw.segments).load()
+    except SegmentUnavailable as exc:
+        raise bad_request(f"run {run_id}'s vectors are gone ({exc}); execute the cluster again",
+                          code="run_vectors_unavailable") from exc
+    coords = layout(X, n_components, seed)
+    del X
+    columns = {"document_id": pl.Series("document_id", ids), "x": coords[:, 0], "y": coords[:, 1]}
     if n_components == 3:
         columns["z"] = coords[:, 2]
-    store.put_parquet(key, pl.DataFrame(columns))
+    gw.store.put_parquet(key, pl.DataFrame(columns))
 
 
 def _layout_page(store, members_key: str, coords_key: str, offset: int, limit: int) -> tuple[int, pl.DataFrame]:
