@@ -393,13 +393,19 @@ def ingest(
     file_format: Annotated[str | None, typer.Option(
         "--format", help="parquet, csv or jsonl (default: from the file's extension).")] = None,
 ) -> None:
-    """Upsert a file's rows as documents; every other column goes into the payload."""
+    """Load a file's rows as documents; every other column goes into the payload.
+
+    Parquet goes to the bulk import (one upload, imported as a task, refused rows
+    listed by row number); CSV and JSON lines are upserted in batches."""
     fmt = file_format or FORMATS.get(file.suffix.lower())
     if fmt not in ("parquet", "csv", "jsonl"):
         raise typer.BadParameter(f"cannot tell the format of {file.name!r}; use --format parquet|csv|jsonl",
                                  param_hint="--format" if file_format else "FILE")
     if id_column == embedding_column:
         raise typer.BadParameter("the id and embedding columns must differ", param_hint="--embedding-column")
+    if fmt == "parquet":
+        _import_parquet(ctx, collection, file, id_column, {embedding_name: embedding_column})
+        return
     total, batches = read_batches(file, fmt, batch_size, (id_column, embedding_column))
     done = 0
     with api(ctx) as client:
@@ -427,6 +433,30 @@ def ingest(
                 raise fail(f"{file.name}: {exc} ({done} documents were stored before it)") from None
     out.print(f"upserted {done:,} documents into {collection_id} ({target['collection_name']!r}) "
               f"in {batch_number} batch{'es' if batch_number != 1 else ''}")
+
+
+def _import_parquet(ctx: typer.Context, collection: str, file: Path, id_column: str,
+                    embedding_columns: dict[str, str]) -> None:
+    with api(ctx) as client:
+        target = client.get_collection(collection)
+        collection_id = target["collection_id"]
+        try:
+            err.print(f"uploading {file.name} ({file.stat().st_size / 2**20:,.1f} MiB)")
+            task = client.import_file(collection_id, str(file), id_column=id_column,
+                                      embedding_columns=embedding_columns)
+            task = follow(client, task["task_id"], timeout=24 * 3600)
+        except ApiError as exc:
+            raise fail(f"{file.name}: {describe(exc)} (nothing was imported)") from None
+    result = (task.get("additional_data") or {}).get("import") or {}
+    if task["status"] not in ("COMPLETED", "COMPLETED_WITH_ERRORS"):
+        raise fail(f"{file.name}: the import ended {task['status']}: {task.get('error') or 'no error given'} "
+                   "(nothing was imported)")
+    out.print(f"imported {result.get('imported', 0):,} of {result.get('rows', 0):,} documents into {collection_id} "
+              f"({target['collection_name']!r})")
+    if result.get("bad_row_count"):
+        out.print(f"{result['bad_row_count']:,} rows refused:")
+        for bad in result.get("bad_rows", [])[:20]:
+            out.print(f"  row {bad['row']}: {bad.get('document_id') or '(no id)'}: {bad['reason']}")
 
 
 # --- clusters -----------------------------------------------------------------------------

@@ -73,6 +73,23 @@ class Client:
     def upsert_documents(self, collection_id: str, documents: list[dict]) -> dict:
         return self._call("POST", f"/v1/collections/{collection_id}/documents", json={"documents": documents})
 
+    def import_file(self, collection_id: str, path: str, *, id_column: str = "document_id",
+                    embedding_columns: dict[str, str] | None = None,
+                    payload_columns: list[str] | None = None) -> dict:
+        """Upload a parquet file to the collection's bulk import (streamed from disk);
+        returns the import's task."""
+        params: list[tuple[str, str]] = [("id_column", id_column)]
+        params += [("embedding_column", f"{k}={v}") for k, v in (embedding_columns or {}).items()]
+        params += [("payload_column", c) for c in payload_columns or []]
+        with open(path, "rb") as f:
+            return self._call("POST", f"/v1/collections/{collection_id}/documents/import", params=params, content=f,
+                              headers={"Content-Type": "application/vnd.apache.parquet"})
+
+    def import_key(self, collection_id: str, s3_key: str, **columns: Any) -> dict:
+        """Import a parquet file already in the bucket (ImportDocumentsRequest fields)."""
+        return self._call("POST", f"/v1/collections/{collection_id}/documents/import",
+                          json={"s3_key": s3_key, **columns})
+
     # clusters and runs
     def create_cluster(self, **body: Any) -> dict:
         return self._call("POST", "/v1/clusters", json=body)

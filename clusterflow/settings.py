@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     # Request bodies above this size are refused with 413 before being read whole.
     max_body_bytes: int = 64 * 1024 * 1024
+    # A parquet file uploaded to `POST /v1/collections/{id}/documents/import` (streamed to
+    # disk, then to S3; never held in memory).
+    max_import_bytes: int = Field(default=64 * 2**30, ge=1)
     # Documents per upsert call.
     max_batch_documents: int = 10_000
     # One document's payload, as compact JSON: a larger one is refused with 413.

@@ -28,6 +28,8 @@ class ObjectStore(Protocol):
     # Whole files, for what is streamed row group by row group rather than held as a frame.
     def download(self, key: str, path: str) -> None: ...
     def upload(self, key: str, path: str) -> int: ...
+    # The first and last 4 bytes (what says whether it is parquet); None when absent.
+    def ends(self, key: str) -> tuple[bytes | None, bytes]: ...
 
 
 class S3ObjectStore:
@@ -79,6 +81,25 @@ class S3ObjectStore:
         self.client.fput_object(bucket_name=self.bucket, object_name=key, file_path=path,
                                 content_type="application/vnd.apache.parquet")
         return os.path.getsize(path)
+
+    def ends(self, key: str) -> tuple[bytes | None, bytes]:
+        try:
+            size = self.client.stat_object(bucket_name=self.bucket, object_name=key).size
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return None, b""
+            raise
+        if size < 8:
+            return b"", b""
+        parts = []
+        for offset in (0, size - 4):
+            response = self.client.get_object(bucket_name=self.bucket, object_name=key, offset=offset, length=4)
+            try:
+                parts.append(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+        return parts[0], parts[1]
 
     def exists(self, key: str) -> bool:
         try:

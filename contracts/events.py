@@ -20,6 +20,7 @@ from contracts.api import (
     ExecutionMode,
     LLMLabeling,
     TaskStatusEnum,
+    TaskType,
 )
 
 SCHEMA_VERSION = 1
@@ -34,6 +35,10 @@ def derived_event_id(run_id: str, *parts: object) -> str:
 
 def new_run_id() -> str:
     return f"run_{uuid.uuid4().hex[:16]}"
+
+
+def new_import_id() -> str:
+    return f"imp_{uuid.uuid4().hex[:16]}"
 
 
 def new_task_id() -> str:
@@ -71,6 +76,36 @@ class ExecutionRequested(Event):
     # accepted the request. None: the preparer takes the cluster's latest completed
     # full run with centroids (what an external publisher gets).
     source_run_id: str | None = None
+
+
+IMPORT_MODE = "import"  # the `mode` an import's task and read-model row carry
+
+
+def task_type_for(mode: str | None) -> str:
+    """The task type of a run's task: an import is the hosted API's documents-create
+    task, every other run a cluster build."""
+    return (TaskType.api_collections_documents_create if mode == IMPORT_MODE else TaskType.engine_cluster_build).value
+
+
+class ImportRequested(Event):
+    """Load a parquet file of documents into a collection (`POST /v1/collections/{id}/
+    documents/import`). `run_id` is the import's id ("imp_..."), `cluster_id` the
+    collection's id (the envelope's key: one collection's imports stay ordered).
+
+    The file is at `source_key` in the bucket: staged there by the gateway from an
+    upload (`staged`: deleted once imported), or named by the client."""
+
+    event_type: Literal["import.requested"] = "import.requested"
+    collection_id: str = Field(min_length=1, max_length=64)
+    source_key: str = Field(min_length=1, max_length=1024)
+    staged: bool = False
+    id_column: str = "document_id"
+    # embedding name -> the column that holds it (a list of floats, or 4·d bytes); None:
+    # each declared embedding from the column of its name (clusterflow/imports.py)
+    embedding_columns: dict[str, str] | None = None
+    # None: every other column goes into the payload
+    payload_columns: list[str] | None = None
+    requested_by: str | None = None
 
 
 class ClusteringConfig(BaseModel):

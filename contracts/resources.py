@@ -73,6 +73,38 @@ class UpsertDocumentsResponse(BaseModel):
     upserted: int
 
 
+class ImportDocumentsRequest(_Request):
+    """A parquet file already in the bucket, imported into the collection. (To upload
+    the file in the request instead, send it as the body with `Content-Type:
+    application/vnd.apache.parquet` and these fields as query parameters.)"""
+
+    s3_key: str = Field(min_length=1, max_length=1024, description="The file's key in clusterflow's bucket.")
+    id_column: str = Field(default="document_id", min_length=1, max_length=256)
+    embedding_columns: dict[str, str] | None = Field(
+        default=None, description="Embedding name -> column. Default: each of the collection's embeddings from "
+        "the column of the same name (or, for a collection with one embedding, a column named 'embedding' or "
+        "'vector').")
+    payload_columns: list[str] | None = Field(
+        default=None, description="Columns copied into each document's payload. Default: every other column.")
+
+
+class ImportBadRow(BaseModel):
+    row: int = Field(description="0-based row number in the file")
+    document_id: str | None = None
+    reason: str
+
+
+class ImportResult(BaseModel):
+    """What an import did: the task's `additional_data.import` once it ends."""
+
+    rows: int
+    imported: int
+    bad_row_count: int
+    bad_rows: list[ImportBadRow] = Field(description="The first 1,000 bad rows, by row number")
+    segments: int
+    seconds: float
+
+
 class Document(BaseModel):
     document_id: str
     payload: dict[str, Any]

@@ -16,6 +16,7 @@ from contracts.events import (
     DeadLetter,
     ExecutionClustered,
     ExecutionRequested,
+    ImportRequested,
     RunStatusChanged,
 )
 
@@ -42,6 +43,13 @@ EXECUTION_REQUESTED = Topic(
     name="clustering.execution.requested",
     event=ExecutionRequested,
     key="cluster_id",
+    producers=(GATEWAY, ANYONE),
+    consumers=(PREPARER, STATUS),
+)
+IMPORT_REQUESTED = Topic(
+    name="clustering.import.requested",
+    event=ImportRequested,
+    key="cluster_id",  # the collection's id
     producers=(GATEWAY, ANYONE),
     consumers=(PREPARER, STATUS),
 )
@@ -86,6 +94,7 @@ DEAD_LETTERS = Topic(
 
 ALL_TOPICS: tuple[Topic, ...] = (
     EXECUTION_REQUESTED,
+    IMPORT_REQUESTED,
     DATASET_PREPARED,
     EXECUTION_CLUSTERED,
     EXECUTION_LABELED,

@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     errors.install(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       max_upload_bytes=settings.max_import_bytes)
     app.add_middleware(HttpMetricsMiddleware)
     for module in (collections, clusters):
         app.include_router(module.router)

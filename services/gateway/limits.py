@@ -34,15 +34,21 @@ def _too_large(limit: int, length: int | None = None):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """`max_bytes` for every body, but a file upload (`POST .../documents/import`, which
+    the route streams to disk, never holding it whole) may take `max_upload_bytes`."""
+
+    UPLOAD_SUFFIX = "/documents/import"
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
+        limit = self.max_upload_bytes if scope.get("path", "").endswith(self.UPLOAD_SUFFIX) else self.max_bytes
         for name, value in scope.get("headers") or ():
             if name == b"content-length":
                 try:

@@ -28,6 +28,7 @@ from clusterflow.db.schema import (
     tasks,
 )
 from contracts.api import TERMINAL_STATUSES, TaskStatusEnum
+from contracts.events import task_type_for
 from contracts.resources import DocumentIn
 
 
@@ -278,7 +279,7 @@ class GatewayRepository:
         if req is None:
             return None
         return {
-            "task_id": req["task_id"], "namespace": namespace, "task_type": "engine_cluster_build",
+            "task_id": req["task_id"], "namespace": namespace, "task_type": task_type_for(req["options"].get("mode")),
             "status": TaskStatusEnum.PENDING.value, "run_id": req["run_id"], "cluster_id": req["cluster_id"],
             "inputs": None, "outputs": None, "additional_data": {}, "error": None, "progress": 0.0,
             "created_at": req["created_at"], "updated_at": req["created_at"],

@@ -10,9 +10,10 @@ from clusterflow.runstate import PostgresRunState
 from clusterflow.settings import Settings, get_settings
 from clusterflow.storage import S3ObjectStore
 from clusterflow.worker import worker_app
-from contracts.topics import EXECUTION_REQUESTED, PREPARER
+from contracts.topics import EXECUTION_REQUESTED, IMPORT_REQUESTED, PREPARER
 from services.preparer.export import PostgresDocuments
 from services.preparer.handler import SERVICE, Preparer
+from services.preparer.importer import Importer
 from services.preparer.segments import Sealer, SegmentStore
 
 
@@ -36,6 +37,9 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
         runs=PostgresRunState(engine),
         heartbeat_s=settings.heartbeat_seconds,
     )
+    importer = Importer(engine=engine, store=store, publisher=publisher, processed=PostgresProcessedLog(engine),
+                        max_rows=settings.segment_max_rows, heartbeat_s=min(settings.heartbeat_seconds, 2.0))
     return worker_app(service=SERVICE, group=PREPARER, settings=settings, broker=broker, engine=engine,
-                      publisher=publisher, handlers={EXECUTION_REQUESTED: preparer.handle},
+                      publisher=publisher, handlers={EXECUTION_REQUESTED: preparer.handle,
+                                                     IMPORT_REQUESTED: importer.handle},
                       background={"sealer": sealer.run})

@@ -19,13 +19,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from contracts.api import TERMINAL_STATUSES, TaskStatusEnum, TaskType
+from contracts.api import TERMINAL_STATUSES, TaskStatusEnum
 from contracts.events import (
     ClustersLabeled,
     Event,
     ExecutionClustered,
+    IMPORT_MODE,
     ExecutionRequested,
+    ImportRequested,
     RunStatusChanged,
+    task_type_for,
 )
 
 Run = dict[str, Any]
@@ -58,6 +61,8 @@ def apply(run: Run | None, event: Event) -> Run:
     run = dict(run) if run is not None else new_run(event)
     if isinstance(event, ExecutionRequested):
         return _requested(run, event)
+    if isinstance(event, ImportRequested):
+        return _import_requested(run, event)
     if isinstance(event, RunStatusChanged):
         return _status(run, event)
     if isinstance(event, ExecutionClustered):
@@ -81,6 +86,17 @@ def _requested(run: Run, event: ExecutionRequested) -> Run:
         "overrides": event.options.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
         "requested_by": event.requested_by,
     }]
+    return run
+
+
+def _import_requested(run: Run, event: ImportRequested) -> Run:
+    """An import is a task like a run (its `cluster_id` is the collection's id); it ends
+    by the preparer's status report, which carries its result (`details.import`)."""
+    run["mode"] = IMPORT_MODE
+    run["created_at"] = min(run["created_at"], event.occurred_at)
+    run["inputs"] = [{"collection_id": event.collection_id, "source_key": None if event.staged else event.source_key,
+                      "id_column": event.id_column, "embedding_columns": event.embedding_columns,
+                      "payload_columns": event.payload_columns, "requested_by": event.requested_by}]
     return run
 
 
@@ -181,7 +197,12 @@ def task_row(run: Run) -> dict[str, Any]:
     """The `tasks` read model, derived from the run: what `GET /v1/tasks/{id}` shows."""
     metrics = run.get("metrics") or {}
     outputs = None
-    if run["status"] in (TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value):
+    done = run["status"] in (TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value)
+    if run.get("mode") == IMPORT_MODE:
+        result = (run.get("details") or {}).get("import") or {}
+        outputs = [{"collection_id": run["cluster_id"], "import_id": run["run_id"],
+                    **{k: result.get(k) for k in ("rows", "imported", "bad_row_count")}}] if done else None
+    elif done:
         outputs = [{
             "cluster_id": run["cluster_id"],
             "run_id": run["run_id"],
@@ -214,7 +235,7 @@ def task_row(run: Run) -> dict[str, Any]:
     return {
         "task_id": run["task_id"],
         "namespace": run["namespace"],
-        "task_type": TaskType.engine_cluster_build.value,
+        "task_type": task_type_for(run.get("mode")),
         "status": run["status"],
         "run_id": run["run_id"],
         "cluster_id": run["cluster_id"],

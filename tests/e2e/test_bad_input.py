@@ -3,15 +3,19 @@ the documented shapes; SQL fragments in filters change nothing; oversized bodies
 documents are refused with 413 before being read whole."""
 from __future__ import annotations
 
+import io
 import json
 import socket
 import time
 from collections import Counter
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings as hypothesis_settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
@@ -32,6 +36,18 @@ pytestmark = pytest.mark.e2e
 # collection, cluster, run and task; DELETE excepted). About 3,000 calls, under a minute.
 EXAMPLES = {GenerationMode.POSITIVE: 60, GenerationMode.NEGATIVE: 40}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+def _parquet(n: int) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"document_id": [f"f{i}" for i in range(n)], "v": [[0.5] * 8] * n}), buf)
+    return buf.getvalue()
+
+
+# The bulk import's upload body: random bytes (not parquet: 400), a truncated file, and
+# real files with and without the expected columns.
+schemathesis.openapi.media_type("application/vnd.apache.parquet", st.one_of(
+    st.binary(max_size=64), st.sampled_from([_parquet(3), _parquet(3)[:-9], b"PAR1" + b"\0" * 8 + b"PAR1"])))
 
 
 def test_schemathesis_finds_no_500_and_no_undocumented_response(stack, settings):

@@ -3,7 +3,6 @@ or e2e tests, which use the real servers)."""
 from __future__ import annotations
 
 import io
-import shutil
 
 import polars as pl
 
@@ -46,6 +45,12 @@ class MemoryObjectStore:
             self.objects[key] = f.read()
         return len(self.objects[key])
 
+    def ends(self, key: str) -> tuple[bytes | None, bytes]:
+        if key not in self.objects:
+            return None, b""
+        data = self.objects[key]
+        return data[:4], data[-4:]
+
     def _get(self, key: str) -> bytes:
         try:
             return self.objects[key]
@@ -53,4 +58,3 @@ class MemoryObjectStore:
             raise FileNotFoundError(key) from None
 
 
-__all__ = ["MemoryObjectStore", "shutil"]

@@ -20,6 +20,7 @@ class FakeApi:
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
         self.upserts: list[dict] = []
+        self.imports: list[httpx.Request] = []
         self.collections = {"col_1": {"collection_id": "col_1", "namespace": "ns", "collection_name": "docs",
                                       "embeddings": {"text": DIM}, "metadata": {}, "document_count": 0,
                                       "created_at": "2025-01-01T00:00:00Z"}}
@@ -33,6 +34,15 @@ class FakeApi:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         path, method = request.url.path, request.method
+        if path.endswith("/documents/import"):
+            self.imports.append(request)
+            return self.ok({"task_id": "task_imp", "task_type": "api_collections_documents_create",
+                            "status": "PENDING", "additional_data": {"import_id": "imp_1", "progress": 0.0}})
+        if path == "/v1/tasks/task_imp":
+            return self.ok({"task_id": "task_imp", "task_type": "api_collections_documents_create",
+                            "status": "COMPLETED_WITH_ERRORS", "additional_data": {"progress": 1.0, "import": {
+                                "rows": 23, "imported": 22, "bad_row_count": 1, "segments": 1, "seconds": 0.1,
+                                "bad_rows": [{"row": 7, "document_id": "doc-7", "reason": "vector holds NaN"}]}}})
         body = json.loads(request.content) if request.content else None
         if method == "GET" and path == "/v1/collections":
             return self.ok({"results": list(self.collections.values()),
@@ -145,13 +155,19 @@ def _frame(n: int) -> pl.DataFrame:
                          "embedding": vectors(n)})
 
 
-def test_ingest_parquet_in_batches(fake, tmp_path):
+def test_ingest_parquet_uploads_the_file_to_the_bulk_import(fake, tmp_path):
     path = tmp_path / "docs.parquet"
     _frame(23).with_columns(pl.col("embedding").cast(pl.Array(pl.Float32, DIM))).write_parquet(path)
-    result = run(fake, "ingest", "docs", str(path), "--batch-size", "10")
+    result = run(fake, "ingest", "docs", str(path))
     assert result.exit_code == 0, result.output
-    _expected_batches(fake, 23, 10)
-    assert "upserted 23 documents into col_1" in result.stdout
+    assert fake.upserts == [] and len(fake.imports) == 1
+    request = fake.imports[0]
+    assert request.url.path == "/v1/collections/col_1/documents/import"
+    assert request.headers["content-type"] == "application/vnd.apache.parquet"
+    assert request.read() == path.read_bytes()  # the file itself, not re-encoded
+    assert dict(request.url.params.multi_items()) == {"id_column": "document_id", "embedding_column": "text=embedding"}
+    assert "imported 22 of 23 documents into col_1" in result.stdout
+    assert "row 7: doc-7: vector holds NaN" in result.stdout
 
 
 def test_ingest_csv_with_json_encoded_vectors(fake, tmp_path):

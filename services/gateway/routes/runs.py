@@ -42,6 +42,7 @@ from contracts.topics import EXECUTION_REQUESTED
 from services.clusterer.pipeline import layout
 from services.gateway.deps import CallerDep, GatewayDep, NamespaceDep
 from services.gateway.errors import ApiError, bad_request, not_found
+from services.gateway.queueing import enqueue
 from services.gateway.validation import check_filters
 
 router = APIRouter(tags=["Clusters"])
@@ -95,18 +96,9 @@ async def execute_clustering(
 
     run_id, task_id = new_run_id(), new_task_id()
     cluster_id = cluster["cluster_id"]
-    created_at = await gw.repo.record_run_request(
-        run_id=run_id, task_id=task_id, namespace=ns, cluster_id=cluster_id,
-        options=options.model_dump(mode="json", exclude_none=True),
-    )
     event = ExecutionRequested(namespace=ns, run_id=run_id, cluster_id=cluster_id, task_id=task_id,
                                options=options, requested_by=who, source_run_id=source_run_id)
-    try:
-        await gw.publisher.publish(EXECUTION_REQUESTED, event)
-    except Exception as exc:
-        await gw.repo.forget_run_request(run_id)
-        raise ApiError(503, "The run could not be queued: the event bus is unavailable; retry shortly",
-                       code="event_bus_unavailable", details={"error": str(exc)}) from exc
+    created_at = await enqueue(gw, EXECUTION_REQUESTED, event, options.model_dump(mode="json", exclude_none=True))
 
     position, mean_s = await gw.repo.queue_position(created_at)
     return TaskResponse(
