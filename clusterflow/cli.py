@@ -733,6 +733,9 @@ def up(
                         say=typer.echo)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C before the services started (servers, migrations)
+        typer.echo("interrupted before the services started", err=True)
+        raise typer.Exit(130) from None
     raise typer.Exit(code)
 
 
