@@ -7,6 +7,7 @@
     clusterflow results topics                          # the latest run
     clusterflow export topics RUN_ID members.parquet
     clusterflow task TASK_ID
+    clusterflow up [--detach]                           # the whole local system; `down` stops it
 
 Global options (before the command): `--url` (CLUSTERFLOW_URL, default
 http://127.0.0.1:8000), `--api-key` (CLUSTERFLOW_API_KEY), `--namespace`
@@ -25,6 +26,7 @@ import json
 import math
 import os
 import re
+import subprocess
 from base64 import b64encode
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -466,7 +468,8 @@ def clusters_create(
     ctx: typer.Context,
     collection: Annotated[list[str], typer.Option("--collection", "-c", help="Collection id or name (repeatable).")],
     name: Annotated[str, typer.Option("--name", "-n", help="The cluster's name.")],
-    method: Annotated[str, typer.Option("--method", "-m", help="kmeans, hdbscan, ...")] = "kmeans",
+    method: Annotated[str | None, typer.Option(
+        "--method", "-m", help="kmeans, hdbscan, ... (default: the server's, which needs no k).")] = None,
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-p", help="An algorithm parameter NAME=VALUE, the value parsed as JSON (repeatable).")] = None,
     embedding_name: Annotated[str | None, typer.Option(help="Which named embedding to cluster.")] = None,
@@ -479,14 +482,14 @@ def clusters_create(
 ) -> None:
     """Define a clustering of one or more collections."""
     params = {k: parse_value(v) for k, v in parse_pairs(param or [], "param", "--param").items()}
-    body: dict[str, Any] = {"cluster_name": name, "clustering_method": method, "algorithm_params": params,
+    body: dict[str, Any] = {"cluster_name": name, "algorithm_params": params,
                             "vis_n_components": vis_n_components, "defer_visualization": defer_visualization}
     if filters:
         try:
             body["filters"] = json.loads(filters)
         except ValueError:
             raise typer.BadParameter("not valid JSON", param_hint="--filters") from None
-    for key, value in (("embedding_name", embedding_name), ("sample_size", sample_size),
+    for key, value in (("clustering_method", method), ("embedding_name", embedding_name), ("sample_size", sample_size),
                        ("description", description)):
         if value is not None:
             body[key] = value
@@ -526,8 +529,11 @@ def clusters_list(
 # --- runs ---------------------------------------------------------------------------------
 
 def view_url(opts: Options, cluster_id: str, run_id: str) -> str:
+    """A link that opens the run when pasted. The key goes in the fragment, which a
+    browser never sends (so no server or proxy logs it); the page sends it as a header."""
     url = f"{opts.url}/v1/clusters/{quote(cluster_id)}/executions/{quote(run_id)}/view"
-    return url + (f"?namespace={quote(opts.namespace)}" if opts.namespace else "")
+    url += f"?namespace={quote(opts.namespace)}" if opts.namespace else ""
+    return url + (f"#key={quote(opts.api_key, safe='')}" if opts.api_key else "")
 
 
 @command(app)
@@ -585,7 +591,8 @@ def execute(
         out.print(f"run [bold]{run_id}[/] {status.lower()}"
                   + (f": {clusters} clusters" if clusters is not None else ""))
         out.print(f"results: clusterflow results {real_cluster} {run_id}")
-        out.print(f"view:    {view_url(opts, real_cluster, run_id)}")
+        # Plain echo: rich would wrap a long link across lines, and it must paste whole.
+        typer.echo(f"view:    {view_url(opts, real_cluster, run_id)}")
 
 
 def follow(client: Client, task_id: str, timeout: float) -> dict:
@@ -725,6 +732,57 @@ def task(
         if value is not None:
             table.add_row(key, str(value))
     out.print(table)
+
+
+# --- the local system -----------------------------------------------------------------------
+
+@command(app)
+def up(
+    ctx: typer.Context,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the background and return.")] = False,
+    host: Annotated[str, typer.Option(help="The gateway's address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="CLUSTERFLOW_GATEWAY_PORT", help="The gateway's port.")] = 8000,
+    metrics_port_base: Annotated[int, typer.Option(
+        help="The workers' /metrics ports: preparer, clusterer, labeler, status from here on; 0: none.")] = 9101,
+    state_dir: Annotated[Path | None, typer.Option(
+        envvar="CLUSTERFLOW_UP_DIR", help="supervisord's config, pid and logs (default $CLUSTERFLOW_HOME/up).")] = None,
+) -> None:
+    """Run the whole local system: servers, migrations, the five services; Ctrl-C stops it.
+
+    Prints the gateway URL, the namespace (--namespace, "default") with a new API key
+    (or the --api-key given) and the next commands, then streams the services' logs.
+    """
+    from clusterflow import up as local
+
+    opts: Options = ctx.obj
+    namespace = opts.namespace or "default"
+    layout = local.Layout(state_dir=state_dir or local.default_state_dir())
+    plan = local.Plan(host=host, port=port, metrics_port_base=metrics_port_base)
+    try:
+        code = local.up(plan=plan, layout=layout, namespace=namespace, api_key=opts.api_key, detach=detach,
+                        say=typer.echo)
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C before the services started (servers, migrations)
+        typer.echo("interrupted before the services started", err=True)
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+@command(app)
+def down(
+    servers: Annotated[bool, typer.Option("--servers", help="Also stop Kafka, PostgreSQL and S3.")] = False,
+    state_dir: Annotated[Path | None, typer.Option(envvar="CLUSTERFLOW_UP_DIR",
+                                                   help="The state directory `up` used.")] = None,
+) -> None:
+    """Stop what `clusterflow up` started (the services; with --servers the servers too)."""
+    from clusterflow import up as local
+
+    try:
+        local.down(layout=local.Layout(state_dir=state_dir or local.default_state_dir()), servers=servers,
+                   say=typer.echo)
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        raise fail(str(exc)) from None
 
 
 # Handy for `python -m clusterflow.cli`.

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,22 @@ def free_port() -> int:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     return {f"CLUSTERFLOW_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
+
+
+def wait_until_ok(url: str, timeout: float, failed: Callable[[], str | None]) -> bool:
+    """Polls GET url until it answers 200 (True) or `timeout` passes (False); raises
+    RuntimeError with failed()'s message as soon as it returns one (a process died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (problem := failed()) is not None:
+            raise RuntimeError(problem)
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
 
 
 @dataclass
@@ -72,18 +89,12 @@ class Stack:
                                                 start_new_session=True)
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def exited() -> str | None:
             dead = {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
-            if dead:
-                raise RuntimeError(f"services exited during start: {dead}\n{self.log_tails()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"the gateway did not answer within {timeout:.0f}s\n{self.log_tails()}")
+            return f"services exited during start: {dead}\n{self.log_tails()}" if dead else None
+
+        if not wait_until_ok(f"{self.url}/health", timeout, exited):
+            raise RuntimeError(f"the gateway did not answer within {timeout:.0f}s\n{self.log_tails()}")
 
     def wait_for_log(self, name: str, text: str, timeout: float) -> None:
         """Until `text` shows in the service's log (the clusterer's "numba warm-up done")."""

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tests.e2e.cdp import Browser
 from tests.e2e.conftest import wait_for_task
 
 pytestmark = pytest.mark.e2e
@@ -126,7 +127,8 @@ def corpus(api, stack):
     return collection_id
 
 
-def test_view_page_draws_the_clusters_and_their_labels(api, stack, corpus, tmp_path):
+@pytest.fixture(scope="module")
+def viewer_run(api, stack, corpus) -> tuple[str, str]:
     r = api.post("/v1/clusters", json={"collection_ids": [corpus], "cluster_name": "viewer run",
                                        "clustering_method": "kmeans", "algorithm_params": {"n_clusters": GROUPS}})
     assert r.status_code == 200, r.text
@@ -134,7 +136,11 @@ def test_view_page_draws_the_clusters_and_their_labels(api, stack, corpus, tmp_p
     task = api.post(f"/v1/clusters/{cluster_id}/execute").json()
     done = wait_for_task(api, task["task_id"], stack=stack)
     assert done["status"] == "COMPLETED", done
-    run_id = done["additional_data"]["run_id"]
+    return cluster_id, done["additional_data"]["run_id"]
+
+
+def test_view_page_draws_the_clusters_and_their_labels(api, stack, viewer_run, tmp_path):
+    cluster_id, run_id = viewer_run
 
     points = api.get(f"/v1/clusters/{cluster_id}/executions/{run_id}/points")
     assert points.status_code == 200, points.text
@@ -175,6 +181,51 @@ def test_view_page_draws_the_clusters_and_their_labels(api, stack, corpus, tmp_p
     # Each cluster's 150 points are 4x4 squares: overlaps aside, hundreds of pixels each.
     assert all(n >= 200 for n in counts.values()), counts
     print(f"viewer: dump-dom {dom_s:.1f}s, screenshot {shot_s:.1f}s, pixels per cluster {counts}")
+
+
+def test_view_search_highlights_the_matching_points_and_the_panel_shows_representatives(api, stack, viewer_run,
+                                                                                       tmp_path):
+    cluster_id, run_id = viewer_run
+    expected = sorted(f"v_{i:04d}" for i in range(GROUPS * PER_GROUP) if "document 12" in f"viewer document {i}")
+    r = api.get(f"/v1/clusters/{cluster_id}/executions/{run_id}/search", params={"q": "DOCUMENT 12"})
+    assert r.status_code == 200, r.text
+    found = r.json()
+    assert found["document_id"] == expected and found["total"] == len(expected) == 11
+    assert found["results"][0]["field"] == "title" and "viewer document 12" in found["results"][0]["snippet"]
+    assert api.get(f"/v1/clusters/{cluster_id}/executions/{run_id}/search", params={"q": "%"}).json()["total"] == 0
+
+    base = f"{stack.url}/v1/clusters/{cluster_id}/executions/{run_id}/view?namespace=e2e"
+    with Browser(chromium()) as browser:
+        browser.open(f"{base}&q=document%2012#key={stack.api_key}",
+                     until="document.getElementById('search-results').dataset.drawn !== undefined")
+        hits = browser.evaluate("[...document.querySelectorAll('#search-results li')].map("
+                                "li => [li.dataset.id, +li.dataset.x, +li.dataset.y])")
+        assert sorted(h[0] for h in hits) == expected
+        panel = browser.evaluate("Object.assign({}, document.getElementById('search-results').dataset)")
+        assert panel["matches"] == panel["drawn"] == "11"
+        image = read_png(browser.screenshot(tmp_path / "search.png"))
+        canvas_top = browser.evaluate("document.getElementById('canvas').getBoundingClientRect().top")
+        match = np.array([0xE6, 0x00, 0x7E], dtype=np.uint8)
+        # Each hit's point is drawn in the match color, except where a label (drawn on top,
+        # with its white halo) covers it.
+        boxes = [label["box"] for label in browser.evaluate("window.clusterflowLabels")]
+        visible = [(d, x, y + canvas_top) for d, x, y in hits
+                   if not any(b[0] - 4 <= x <= b[0] + b[2] + 4 and b[1] - 4 <= y + canvas_top <= b[1] + b[3] + 4
+                              for b in boxes)]
+        assert len(visible) >= len(hits) // 2, (hits, boxes)
+        for document_id, x, y in visible:
+            assert (image[int(y), int(x)] == match).all(), (document_id, x, y, image[int(y), int(x)])
+        assert count_color(image, "#e6007e") >= 11 * 25  # 11 points of at least 5x5 px
+
+        # The selected cluster's panel: its representatives, nearest the centroid first.
+        browser.open(f"{base}&cluster=cl_1#key={stack.api_key}",
+                     until="document.querySelectorAll('#representatives li div').length === 5")
+        shown = browser.evaluate("[...document.querySelectorAll('#representatives li')].map(li => li.dataset.id)")
+    members = api.post(f"/v1/clusters/{cluster_id}/executions/{run_id}/data",
+                       json={"include_members": True, "limit": 10_000}).json()
+    nearest = sorted((m["distance_to_centroid"], m["document_id"]) for m in members["members"]
+                     if m["cluster_id"] == "cl_1")[:5]
+    assert shown == [d for _, d in nearest]
 
 
 # --- the CLI ------------------------------------------------------------------------------
@@ -225,6 +276,16 @@ def test_cli_end_to_end(stack, tmp_path, unique):
     assert members["document_id"].n_unique() == len(X) and members["x"].null_count() == 0
 
     assert "COMPLETED" in cli(stack, "task", final["task_id"]).stdout
+
+    # The view: link the CLI prints opens the run when pasted (the key rides in its fragment).
+    again = cli(stack, "execute", cluster["cluster_id"], "--wait", "--wait-timeout", "240")
+    link = next(line.split(None, 1)[1] for line in again.stdout.splitlines() if line.startswith("view:"))
+    assert link.endswith(f"#key={stack.api_key}") and stack.api_key not in link.split("#")[0]
+    with Browser(chromium()) as browser:
+        browser.open(link)
+        assert browser.evaluate("document.body.dataset.state") == "ready"
+        assert browser.evaluate("document.querySelectorAll('#clusters li').length") == 3
+        assert browser.evaluate("location.hash") == ""  # the key left the address bar
 
     missing = cli(stack, "execute", "clust_missing", check=False)
     assert missing.returncode == 1

@@ -67,7 +67,7 @@ class FakeApi:
             return self.ok({"collection_id": m[1], "upserted": len(docs)})
         if method == "POST" and path == "/v1/clusters":
             return self.ok({"cluster_id": "clust_1", "cluster_name": body["cluster_name"],
-                            "clustering_method": body["clustering_method"],
+                            "clustering_method": body.get("clustering_method", "auto"),
                             "algorithm_params": body["algorithm_params"], "embedding_name": "text",
                             "collection_ids": body["collection_ids"]})
         if method == "POST" and path == "/v1/clusters/clust_1/execute":
@@ -305,6 +305,25 @@ def test_execute_wait_polls_until_terminal(fake):
     assert fake.polls == len(fake.task_states)
     assert "run run_1 completed: 3 clusters" in result.stdout
     assert "/v1/clusters/clust_1/executions/run_1/view?namespace=ns" in result.stdout
+
+
+def test_view_link_carries_the_key_in_its_fragment_only(fake):
+    result = run(fake, "--api-key", "cfk_1_s/cr+t", "execute", "clust_1", "--wait")
+    assert result.exit_code == 0, result.output
+    link = next(line.split(None, 1)[1] for line in result.stdout.splitlines() if line.startswith("view:"))
+    url = httpx.URL(link)
+    assert url.path == "/v1/clusters/clust_1/executions/run_1/view"
+    assert dict(url.params) == {"namespace": "ns"}  # no key in the query string
+    assert link.endswith("#key=cfk_1_s%2Fcr%2Bt")  # quoted: the page's URLSearchParams reads "+" as " "
+    assert all("cfk_1" not in str(r.url) for r in fake.requests)
+    assert "cfk_1" not in result.stderr
+
+
+def test_clusters_create_without_method_leaves_it_to_the_server(fake):
+    result = run(fake, "clusters", "create", "--collection", "docs", "--name", "topics")
+    assert result.exit_code == 0, result.output
+    sent = json.loads(fake.requests[-1].content)
+    assert "clustering_method" not in sent and sent["algorithm_params"] == {}
 
 
 def test_execute_wait_exits_1_when_the_run_fails(fake):

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from services.gateway import errors
 from services.gateway.web import router
-from services.gateway.web.routes import STATIC, build_points, cluster_sort_key
+from services.gateway.web.routes import STATIC, build_points, cluster_sort_key, like_pattern, snippet
 
 
 def members(n: int = 12) -> pl.DataFrame:
@@ -45,7 +45,8 @@ def test_build_points_columns():
     assert [c["cluster_id"] for c in body["clusters"]] == ["cl_0", "cl_2", "cl_10", "cl_-1"]
     assert [c["index"] for c in body["clusters"]] == [0, 1, 2, 3]
     assert body["clusters"][0] == {"index": 0, "cluster_id": "cl_0", "num_members": 3, "label": "Kings",
-                                   "summary": None, "keywords": ["crown"], "noise": False}
+                                   "summary": None, "keywords": ["crown"], "noise": False,
+                                   "representatives": ["d11", "d3", "d7"]}  # ties by id
     assert body["clusters"][3]["noise"] is True
     assert body["document_id"] == [f"d{i}" for i in range(12)]
     assert body["cluster"][:4] == [2, 1, 3, 0]
@@ -63,6 +64,25 @@ def test_build_points_3d_missing_layout_and_sampling():
     assert all(x is not None for x in sample["x"])
     # Without summaries, sizes come from the members themselves.
     assert sum(c["num_members"] for c in build_points(members(), coords(), [])["clusters"]) == 12
+
+
+def test_representatives_are_the_members_nearest_the_centroid_over_all_members():
+    frame = pl.DataFrame({"document_id": [f"d{i}" for i in range(20)], "cluster_id": ["cl_0"] * 10 + ["cl_1"] * 10,
+                          "distance_to_centroid": [float((i * 7) % 20) for i in range(20)]})
+    body = build_points(frame, None, [], max_points=4)  # sampled: the representatives are not
+    reps = {c["cluster_id"]: c["representatives"] for c in body["clusters"]}
+    assert reps == {"cl_0": ["d0", "d3", "d6", "d9", "d1"], "cl_1": ["d12", "d15", "d18", "d10", "d13"]}
+    hierarchy = [{"cluster_id": "cl_0", "num_members": 10, "hierarchy_level": 1, "parent_cluster_id": "cl_1"}]
+    assert build_points(frame, None, hierarchy)["clusters"][0]["parent_cluster_id"] == "cl_1"
+    assert "hierarchy_level" not in build_points(frame, None, [])["clusters"][0]
+
+
+def test_search_pieces():
+    assert like_pattern("50%_a") == "%50\\%\\_a%"
+    field, text = snippet({"n": 3, "title": "Alan Turing", "text": "x" * 300 + " Enigma " + "y" * 300}, "enigma")
+    assert field == "text" and "Enigma" in text and text.startswith("…") and text.endswith("…")
+    assert len(text) <= 162
+    assert snippet({"n": 3}, "zzz") == (None, "")
 
 
 class FakeRepo:

@@ -32,7 +32,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.metrics import pairwise_distances
 
-__all__ = ["TRANSFORM_CHUNK", "UMAP_FIT_MAX_POINTS", "project", "umap_embedding", "warm_up"]
+__all__ = ["TRANSFORM_CHUNK", "UMAP_FIT_MAX_POINTS", "align_to_previous", "project", "umap_embedding", "warm_up"]
 
 UMAP_FIT_MAX_POINTS = 20_000
 # Points placed per transform call: 20k took as long as 50k in all (100k points: 24-26 s)
@@ -149,6 +149,41 @@ def warm_up() -> None:
         rng.normal(size=(EXACT_NEIGHBOURS_BELOW, 8)).astype(np.float32), 2,
         metric="euclidean", min_dist=0.0, seed=0, n_epochs=10,
     )
+
+
+ALIGN_MIN_SHARED = 10  # fewer shared documents than this: the fit would follow noise
+
+
+def align_to_previous(
+    coords: np.ndarray, ids: np.ndarray, previous: np.ndarray, previous_ids: np.ndarray,
+    min_shared: int = ALIGN_MIN_SHARED,
+) -> tuple[np.ndarray, bool, str]:
+    """``coords`` registered onto a previous run's layout, so the map keeps its shape:
+    the similarity transform (rotation or reflection, one scale, a shift; orthogonal
+    Procrustes) that maps the shared documents' new coordinates closest, in least
+    squares, onto their previous ones, applied to every point. Reflections are allowed:
+    UMAP's layouts mirror freely between fits.
+
+    Returns (coordinates, applied, reason); unapplied, the coordinates are returned as
+    they were, with the reason. Rows are matched by id, never by position.
+    """
+    if previous.shape[1:] != coords.shape[1:]:
+        return coords, False, f"previous layout has {previous.shape[1]} dimensions, this one {coords.shape[1]}"
+    where = {doc: row for row, doc in enumerate(previous_ids.tolist())}
+    pairs = [(row, where[doc]) for row, doc in enumerate(ids.tolist()) if doc in where]
+    if len(pairs) < min_shared:
+        return coords, False, f"{len(pairs)} shared documents with the previous run (fewer than {min_shared})"
+    new_rows, old_rows = (np.array(side) for side in zip(*pairs))
+    A, B = coords[new_rows].astype(np.float64), previous[old_rows].astype(np.float64)
+    mean_a, mean_b = A.mean(axis=0), B.mean(axis=0)
+    A0, B0 = A - mean_a, B - mean_b
+    spread = float((A0 ** 2).sum())
+    if spread == 0.0 or not np.isfinite(spread):
+        return coords, False, "the shared documents sit on one point"
+    U, S, Vt = np.linalg.svd(A0.T @ B0)
+    rotation, scale = U @ Vt, float(S.sum()) / spread
+    aligned = (coords.astype(np.float64) - mean_a) * scale @ rotation + mean_b
+    return aligned.astype(coords.dtype), True, f"aligned on {len(pairs)} shared documents"
 
 
 def _pca_coordinates(X: np.ndarray, n_components: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy import text
 
 from clusterflow.storage import artifact_key
 from contracts.api import ErrorResponse
@@ -42,6 +43,10 @@ class PointsCluster(BaseModel):
     summary: str | None = None
     keywords: list[str] = Field(default_factory=list)
     noise: bool = False
+    representatives: list[str] = Field(default_factory=list, description=(
+        "Up to 5 document ids nearest the cluster's centroid (over all members, sampled or not)."))
+    hierarchy_level: int | None = Field(None, description="From the run's centroids, when they carry one.")
+    parent_cluster_id: str | None = Field(None, description="From the run's centroids, when they carry one.")
 
 
 class Points(BaseModel):
@@ -102,7 +107,7 @@ async def run_points(request: Request, cluster_id: str, run_id: str, gw: Gateway
 
 
 def _points_json(store, ns: str, cluster: dict, row: dict, artifacts: dict, max_points: int) -> bytes:
-    members = store.get_parquet(artifacts["members_key"], columns=["document_id", "cluster_id"])
+    members = store.get_parquet(artifacts["members_key"], columns=["document_id", "cluster_id", "distance_to_centroid"])
     # A deferred layout appears at the run's own coords key once /visualization computed it.
     coords_key = artifacts.get("coords_key") or artifact_key(ns, row["cluster_id"], row["run_id"], "coords")
     coords = store.get_parquet(coords_key) if artifacts.get("coords_key") or store.exists(coords_key) else None
@@ -125,11 +130,29 @@ def cluster_sort_key(cluster_id: str) -> tuple[int, int, str]:
     return (2, 0, cluster_id) if number < 0 else (0, number, cluster_id)
 
 
+REPRESENTATIVES = 5
+
+
+def representatives(members: pl.DataFrame, per_cluster: int = REPRESENTATIVES) -> dict[str, list[str]]:
+    """{cluster_id: the ids of its members nearest the centroid, nearest first}."""
+    if "distance_to_centroid" not in members.columns or not members.height:
+        return {}
+    nearest = (members.filter(pl.col("distance_to_centroid").is_not_null())
+               .sort("distance_to_centroid", "document_id")
+               .group_by("cluster_id", maintain_order=True).head(per_cluster))
+    found: dict[str, list[str]] = {}
+    for cid, did in nearest.select("cluster_id", pl.col("document_id").cast(pl.String)).iter_rows():
+        found.setdefault(cid, []).append(did)
+    return found
+
+
 def build_points(members: pl.DataFrame, coords: pl.DataFrame | None, centroids: list[dict[str, Any]],
                  max_points: int = DEFAULT_MAX_POINTS) -> dict[str, Any]:
     """The columnar body: clusters in a stable order (cl_0, cl_1, ..., noise last), each
     point's cluster as an index into them, coordinates rounded to 4 decimals."""
     total = members.height
+    nearest = representatives(members)
+    members = members.select("document_id", "cluster_id")
     sampled = total > max_points
     if sampled:
         members = members.sample(n=max_points, seed=0, shuffle=False)
@@ -143,11 +166,14 @@ def build_points(members: pl.DataFrame, coords: pl.DataFrame | None, centroids: 
         size = summary.get("num_members")
         if size is None and sizes is not None:
             size = int(sizes.filter(pl.col("cluster_id") == cid)["len"].sum())
-        clusters.append({
+        entry = {
             "index": index, "cluster_id": cid, "num_members": int(size or 0), "label": summary.get("label"),
             "summary": summary.get("summary"), "keywords": list(summary.get("keywords") or []),
-            "noise": cluster_sort_key(cid)[0] == 2,
-        })
+            "noise": cluster_sort_key(cid)[0] == 2, "representatives": nearest.get(cid, []),
+        }
+        # A hierarchy, when the run's centroids carry one: the page labels by level.
+        entry.update({k: summary[k] for k in ("hierarchy_level", "parent_cluster_id") if summary.get(k) is not None})
+        clusters.append(entry)
     index_of = {cid: i for i, cid in enumerate(ordered)}
     frame = members.with_columns(
         pl.col("cluster_id").replace_strict(index_of, return_dtype=pl.Int32).alias("cluster"))
@@ -162,3 +188,88 @@ def build_points(members: pl.DataFrame, coords: pl.DataFrame | None, centroids: 
     result["document_id"] = frame["document_id"].cast(pl.String).to_list()
     result["cluster"] = frame["cluster"].to_list()
     return result
+
+
+# --- search ---------------------------------------------------------------------------------
+
+SEARCH_CAP = 10_000   # matching documents a search returns for highlighting
+SEARCH_LISTED = 50    # of which listed with a snippet
+SNIPPET_CHARS = 160
+
+
+class SearchHit(BaseModel):
+    document_id: str
+    cluster_id: str
+    field: str | None = Field(None, description="The payload field that matched.")
+    snippet: str = Field(description="Text around the match.")
+
+
+class SearchResult(BaseModel):
+    query: str
+    total: int = Field(description="Members of the run whose payload matched (at most the cap).")
+    capped: bool
+    document_id: list[str] = Field(description="Every matching member, for highlighting.")
+    results: list[SearchHit] = Field(description=f"The first {SEARCH_LISTED}, with a snippet each.")
+
+
+def like_pattern(query: str) -> str:
+    """`%query%` for ILIKE, with the query's own %, _ and \\ taken literally."""
+    return "%" + re.sub(r"([\\%_])", r"\\\1", query) + "%"
+
+
+def snippet(payload: Any, query: str, width: int = SNIPPET_CHARS) -> tuple[str | None, str]:
+    """(field, text around the first match) over the payload's top-level values."""
+    needle = query.casefold()
+    items = payload.items() if isinstance(payload, dict) else []
+    for key, value in items:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        at = text.casefold().find(needle)
+        if at >= 0:
+            start = max(0, at - width // 3)
+            cut = text[start:start + width]
+            return key, ("…" if start else "") + cut + ("…" if start + width < len(text) else "")
+    return None, ""
+
+
+_SEARCH_SQL = text("""
+    SELECT d.document_id FROM documents d
+    WHERE d.collection_id = ANY(:collections)
+      AND EXISTS (SELECT 1 FROM jsonb_each_text(d.payload) kv WHERE kv.value ILIKE :pattern)
+    ORDER BY d.document_id LIMIT :cap
+""")
+_PAYLOADS_SQL = text("SELECT document_id, payload FROM documents "
+                     "WHERE collection_id = ANY(:collections) AND document_id = ANY(:ids)")
+
+
+@router.get("/v1/clusters/{cluster_id}/executions/{run_id}/search", response_model=SearchResult,
+            responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
+async def run_search(cluster_id: str, run_id: str, gw: GatewayDep, ns: NamespaceDep,
+                     q: str = Query(..., min_length=1, max_length=200,
+                                    description="Text to find (case-insensitive) in the payloads' values.")
+                     ) -> SearchResult:
+    """The run's members whose payload holds `q` in one of its top-level values: every
+    id (to highlight on the map, up to a cap) and the first ones with a snippet."""
+    cluster, _, artifacts = await run_with_results(gw, ns, cluster_id, run_id)
+    collections = list(cluster.get("collection_ids") or [])
+    async with gw.repo.engine.connect() as conn:
+        matched = (await conn.execute(_SEARCH_SQL, {"collections": collections, "pattern": like_pattern(q),
+                                                     "cap": SEARCH_CAP + 1})).scalars().all()
+    members = await run_in_threadpool(gw.store.get_parquet, artifacts["members_key"],
+                                      ["document_id", "cluster_id"])
+    found = members.filter(pl.col("document_id").cast(pl.String).is_in(list(matched)))
+    found = found.sort("document_id")
+    capped = len(matched) > SEARCH_CAP
+    found = found.head(SEARCH_CAP)
+    listed = found.head(SEARCH_LISTED)
+    payloads: dict[str, Any] = {}
+    if listed.height:
+        async with gw.repo.engine.connect() as conn:
+            rows = await conn.execute(_PAYLOADS_SQL, {"collections": collections,
+                                                      "ids": listed["document_id"].cast(pl.String).to_list()})
+            payloads = {r.document_id: r.payload for r in rows}
+    hits = []
+    for did, cid in listed.select(pl.col("document_id").cast(pl.String), "cluster_id").iter_rows():
+        field, text_ = snippet(payloads.get(did), q)
+        hits.append(SearchHit(document_id=did, cluster_id=cid, field=field, snippet=text_))
+    return SearchResult(query=q, total=found.height, capped=capped,
+                        document_id=found["document_id"].cast(pl.String).to_list(), results=hits)
