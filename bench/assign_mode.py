@@ -4,13 +4,14 @@ with where the time goes and the workers' peak memory.
     eval "$(deploy/local/servers.sh env)"
     .venv/bin/python bench/assign_mode.py --sizes 100000 1000000
 
-Documents (384 dims) are loaded straight into Postgres with COPY (setup, not measured).
+Documents (384 dims) are loaded straight into Postgres with COPY (setup, not measured):
+they are the unsealed tail, which the fit run seals into segments.
 A full kmeans run (k=20) on a 20,000-document sample gives the centroids (setup); the
 measured path is an assign run over every document: REST execute, Kafka, the preparer's
-streamed COPY export into a parquet file in S3, the clusterer's row-group-by-row-group
-assignment and members file in S3, the status projector, task polling (every 0.1 s).
-"stages" splits the run by its status events: export (preparer: selection, COPY,
-parquet, upload), download (clusterer: fetch the dataset), assign (read, assign, write
+selection and manifest, the clusterer's block-by-block assignment from its segment
+cache and members file in S3, the status projector, task polling (every 0.1 s).
+"stages" splits the run by its status events: export (preparer: the selection and its
+manifest), download (clusterer: the manifest, the segments not cached), assign (read, assign, write
 members), store (upload the members, centroids, events, projection). "dataset ->
 result" is download + assign + store: from the prepared dataset in S3 to the stored
 result, the clusterer's part. "bare" is `assign_to_centroids` on the same array in this
@@ -31,6 +32,7 @@ from common import (  # noqa: E402  (bench/ is the script directory)
     DIM,
     K,
     fresh_settings,
+    last_line,
     load,
     make_data,
     rss_mb,
@@ -116,6 +118,11 @@ def main() -> None:
         print(f"{n:>9} {s:>7.2f} {n / s:>10,.0f} {split['export']:>7.2f} {split['download']:>8.2f} "
               f"{split['assign']:>7.2f} {split['store']:>6.2f} {tail:>17.2f} {n / tail:>9,.0f} {b:>7.2f} "
               f"{f'{prep:.0f}/{prep0:.0f}':>17} {f'{clus:.0f}/{clus0:.0f}':>17} {data:>8.0f}")
+    last_line({"dim": DIM, "k": K, "sizes": {str(n): {
+        "seconds": round(s, 2), "docs_per_s": round(n / s), "bare_s": round(b, 3),
+        **{f"{k}_s": round(v, 3) for k, v in split.items()},
+        "preparer_peak_mb": round(prep), "clusterer_peak_mb": round(clus), "data_mb": round(data)}
+        for n, s, split, b, (prep, clus), _, data in rows}})
 
 
 if __name__ == "__main__":

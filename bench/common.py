@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -113,3 +114,35 @@ def rss_mb(pid: int, field: str = "VmHWM") -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     return int(fields[field].split()[0]) / 1024
+
+
+def write_import_file(path: str, X: np.ndarray, buckets: int = 10) -> None:
+    """The documents as a user's parquet file: ids, the vectors (a fixed-size list of
+    float32), and a payload column `bucket` (row number mod `buckets`) to filter on."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n, d = X.shape
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1), pa.float32()), d)
+    table = pa.table({"document_id": [f"doc_{i:07d}" for i in range(n)], "embedding": vectors,
+                      "bucket": np.arange(n) % buckets})
+    pq.write_table(table, path, row_group_size=50_000, compression="none")
+
+
+def import_documents(client: Client, name: str, path: str) -> tuple[str, float, dict]:
+    """A new collection of `name`, filled through the import endpoint: its id, the
+    seconds from the upload's start to the import task's end, and the task."""
+    collection = client.create_collection(name, {"text": DIM})
+    t0 = time.perf_counter()
+    task = client.import_file(collection["collection_id"], path)
+    done = client.wait(task["task_id"], timeout=3600, interval=0.1, max_interval=0.2)
+    seconds = time.perf_counter() - t0
+    assert done["status"] == "COMPLETED", done
+    return collection["collection_id"], seconds, done
+
+
+def last_line(figures: dict) -> None:
+    """Every benchmark ends with its figures as one JSON line."""
+    import json
+
+    print(json.dumps(figures, sort_keys=True))

@@ -14,6 +14,7 @@ Each read prints its own seconds and the array's checksum (equal for both format
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -52,7 +53,9 @@ def main() -> None:
     if args.read:
         t0 = time.perf_counter()
         X = read(args.read)
-        print(f"{args.read}: {X.shape} in {time.perf_counter() - t0:.3f}s, checksum {float(X.sum(dtype=np.float64)):.6f}")
+        seconds = time.perf_counter() - t0
+        print(f"{args.read}: {X.shape} in {seconds:.3f}s, checksum {float(X.sum(dtype=np.float64)):.6f}")
+        print(json.dumps({"path": args.read, "rows": X.shape[0], "dim": X.shape[1], "seconds": round(seconds, 4)}))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -245,6 +246,10 @@ def main() -> int:
               f"load generator {cpu_me / elapsed:.0%}")
         target = percentile(latencies, 99) <= 50
         print(f"  target p99 <= 50 ms: {'met' if target else 'NOT met'}")
+        print(json.dumps({"method": method, "path": path, "rate": args.rate, "requests": n, "errors": errors,
+                          "p50_ms": round(percentile(latencies, 50), 2), "p95_ms": round(percentile(latencies, 95), 2),
+                          "p99_ms": round(percentile(latencies, 99), 2), "max_ms": round(max(latencies), 2),
+                          "gateway_cpu_ms_per_request": round(cpu_gateway / n * 1000, 3)}, sort_keys=True))
         return 0 if errors == 0 else 1
     finally:
         stack.stop()

@@ -1,32 +1,32 @@
-"""Benchmark: full-mode runs end to end (execute -> COMPLETED) beside the bare engine
-call on the same data in this process, where the difference goes, and the clusterer's
-peak memory.
+"""Benchmark: runs over segments, end to end (execute -> COMPLETED), beside the bare
+engine call on the same data in this process.
 
     eval "$(deploy/local/servers.sh env)"
-    .venv/bin/python bench/full_mode.py --sizes 10000 100000 [--repeat 3] [--method kmeans] [--layout]
+    .venv/bin/python bench/full_mode.py --sizes 100000 1000000 [--repeat 3] [--method kmeans] [--layout]
 
-Documents are loaded straight into Postgres with COPY (setup, not measured); the
-measured path is the service's: REST execute, Kafka, the preparer's COPY export into the
-dataset file and its upload to S3, the clusterer (download, read, the engine, results to
-S3), the status projector, task polling (every 0.05 s). "bare" is the same scikit-learn
-work (the engine's clustering, metrics, centroids and distances; plus the UMAP layout
-with --layout) on the same array, timed here in one process. Each size runs `--repeat`
-times; figures are medians (the ratio is the median of the per-run ratios).
-
-The overhead is split by the run's status events: "prepare" (the preparer: count, COPY
-export, upload), "load" (the clusterer: download and read the dataset), "results"
-(lineage, writing the results, ExecutionClustered, the projection), and "hops" (the
-rest: the REST call, Kafka deliveries, polling); "engine" is the service's own clustering
-and metrics stages, to set beside "bare".
-
-Peak memory is the clusterer process's VmHWM (reset before each run) beside the
-dataset's float32 size, as is and above the process's idle RSS (Python, numpy,
-scikit-learn, polars, pyarrow and the Kafka client: ~280 MB).
+Per size, on documents loaded through the import endpoint (`POST .../documents/import`,
+which writes their segments as it imports: sealing is part of the import's time, and
+no tail is left for the first run to seal):
+- (e) import: the upload and the import task, documents per second;
+- (a) the first run of a cluster (kmeans k=20, layout deferred): the service beside the
+  same engine work done bare (clustering, metrics, centroids, distances; plus the UMAP
+  layout with --layout); its "prepare" (the preparer: selection, manifest) and "load"
+  (the clusterer: fetch the segments it lacks, read the run's rows);
+- (b) `--repeat` re-runs of the same cluster, the collection unchanged (medians);
+- (c) a run whose filter (payload `bucket` = 0) selects 10 % of the collection: its
+  prepare + load beside (a)'s;
+- (d) an assign run over every document, documents per second execute -> COMPLETED;
+- the clusterer's peak memory above its idle RSS (VmHWM reset before each run) beside
+  the run's float32 data.
+Times come from the run's status events (`common.stage_times`). The last line is the
+figures as one JSON object.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,9 +35,18 @@ import numpy as np
 from services.clusterer import pipeline
 from services.clusterer.engine import warm_up
 
-from common import DIM, K, fresh_settings, load, make_data, rss_mb, running_stack, stage_times  # noqa: E402
-
-STAGES = ("prepare", "load", "engine", "results", "hops")
+from common import (  # noqa: E402  (bench/ is the script directory)
+    DIM,
+    K,
+    fresh_settings,
+    import_documents,
+    last_line,
+    make_data,
+    rss_mb,
+    running_stack,
+    stage_times,
+    write_import_file,
+)
 
 
 def bare(X: np.ndarray, method: str, params: dict, layout: bool) -> float:
@@ -50,72 +59,93 @@ def bare(X: np.ndarray, method: str, params: dict, layout: bool) -> float:
     return time.perf_counter() - t0
 
 
-def split(at: dict, completed, started: float, seen: float) -> dict[str, float]:
-    """The run's wall-clock time cut at its status events (all times in epoch seconds)."""
+def spans(settings, run_id: str) -> dict[str, float]:
+    at, _ = stage_times(settings, run_id)
     t = {key: value.timestamp() for key, value in at.items()}
-    prepare = t[("preparer", "prepared")] - t[("preparer", "preparing")]
-    load_s = t[("clusterer", "clustering")] - t[("clusterer", "loading")]
-    engine = t[("clusterer", "lineage")] - t[("clusterer", "clustering")]
-    results = completed.timestamp() - t[("clusterer", "lineage")]
-    hops = (seen - started) - prepare - load_s - engine - results
-    return {"prepare": prepare, "load": load_s, "engine": engine, "results": results, "hops": hops}
+    return {"prepare": t[("preparer", "prepared")] - t[("preparer", "preparing")],
+            "load": t[("clusterer", "clustering")] - t[("clusterer", "loading")]}
+
+
+class Runner:
+    def __init__(self, client, settings, clusterer_pid: int) -> None:
+        self.client, self.settings, self.pid = client, settings, clusterer_pid
+
+    def run(self, cluster_id: str, **overrides) -> dict:
+        """One run: seconds execute -> COMPLETED, its stages, the clusterer's peak above idle."""
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        idle = rss_mb(self.pid, "VmRSS")
+        t0 = time.perf_counter()
+        task = self.client.execute(cluster_id, **overrides)
+        done = self.client.wait(task["task_id"], timeout=3600, interval=0.05, max_interval=0.05)
+        seconds = time.perf_counter() - t0
+        assert done["status"] == "COMPLETED", done
+        run_id = task["additional_data"]["run_id"]
+        out = {"seconds": seconds, "peak_above_idle_mb": rss_mb(self.pid) - idle, "run_id": run_id,
+               "num_points": done["outputs"][0]["num_points"]}
+        if overrides.get("mode") != "assign":
+            out.update(spans(self.settings, run_id))
+        return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--repeat", type=int, default=3, help="measured runs per size (medians are reported)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--repeat", type=int, default=3, help="re-runs of the unchanged collection (medians)")
     parser.add_argument("--method", default="kmeans")
     parser.add_argument("--layout", action="store_true", help="include the UMAP layout (else deferred)")
     args = parser.parse_args()
     params = {"n_clusters": K} if args.method == "kmeans" else {"min_cluster_size": 50}
+    med = statistics.median
 
     settings = fresh_settings("clusterflow_bench")
     if args.layout or args.method == "hdbscan":
         warm_up()
-    rows = []
-    with running_stack(settings) as (stack, client):
-        # A warm-up run pays imports and consumer-group joins once; before each measured
-        # run the clusterer's peak-RSS counter is reset (clear_refs 5), so one process
-        # serves every size and its peak is that run's.
-        clusterer = stack.processes["services.clusterer"].pid
-        for n in [2_000, *args.sizes]:
+    figures: dict = {"method": args.method, "dim": DIM, "layout": "inline" if args.layout else "deferred",
+                     "repeat": args.repeat, "sizes": {}}
+    with running_stack(settings) as (stack, client), tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        runner = Runner(client, settings, stack.processes["services.clusterer"].pid)
+        for n in [2_000, *args.sizes]:  # 2,000: a warm-up (imports, consumer joins), not reported
             X = make_data(n)
-            collection_id = f"col_bench_{n}"
-            load(settings, collection_id, X)
+            path = os.path.join(tmp, f"docs-{n}.parquet")
+            write_import_file(path, X)
+            collection_id, import_s, _ = import_documents(client, f"bench {n}", path)
+            os.unlink(path)
             cluster = client.create_cluster(collection_ids=[collection_id], cluster_name=f"bench {n}",
                                             clustering_method=args.method, algorithm_params=params,
-                                            defer_visualization=not args.layout)
-            runs = []
-            for _ in range(1 if n == 2_000 else args.repeat):
-                Path(f"/proc/{clusterer}/clear_refs").write_text("5")
-                idle_mb = rss_mb(clusterer, "VmRSS")
-                started, t0 = time.time(), time.perf_counter()
-                task = client.execute(cluster["cluster_id"])
-                done = client.wait(task["task_id"], timeout=3600, interval=0.05, max_interval=0.05)
-                service_s, seen = time.perf_counter() - t0, time.time()
-                assert done["status"] == "COMPLETED", done
-                peak_mb = rss_mb(clusterer)
-                bare_s = bare(X, args.method, params, args.layout)
-                stages = split(*stage_times(settings, task["additional_data"]["run_id"]), started, seen)
-                runs.append((service_s, bare_s, service_s / bare_s, peak_mb, idle_mb, stages))
-                print(f"{n:>8}: service {service_s:.2f}s, bare {bare_s:.2f}s, ratio {service_s / bare_s:.2f}, "
-                      + ", ".join(f"{k} {v:.2f}s" for k, v in stages.items()), flush=True)
+                                            defer_visualization=not args.layout)["cluster_id"]
+            first = runner.run(cluster)
+            bare_s = bare(X, args.method, params, args.layout)
+            again = [runner.run(cluster) for _ in range(args.repeat)]
+            filtered_cluster = client.create_cluster(
+                collection_ids=[collection_id], cluster_name=f"bench {n} 10%", clustering_method=args.method,
+                algorithm_params=params, defer_visualization=not args.layout,
+                filters={"AND": [{"field": "bucket", "operator": "eq", "value": 0}]})["cluster_id"]
+            filtered = runner.run(filtered_cluster)
+            assign = runner.run(cluster, mode="assign")
+            data_mb = X.nbytes / 2**20
+            row = {
+                "import_s": round(import_s, 2), "import_docs_per_s": round(n / import_s),
+                "first_s": round(first["seconds"], 2), "bare_s": round(bare_s, 2),
+                "first_ratio": round(first["seconds"] / bare_s, 3),
+                "first_prepare_load_s": round(first["prepare"] + first["load"], 3),
+                "first_prepare_s": round(first["prepare"], 3), "first_load_s": round(first["load"], 3),
+                "rerun_s": round(med(r["seconds"] for r in again), 2),
+                "rerun_ratio": round(med(r["seconds"] for r in again) / bare_s, 3),
+                "rerun_prepare_load_s": round(med(r["prepare"] + r["load"] for r in again), 3),
+                "filtered_points": filtered["num_points"],
+                "filtered_prepare_load_s": round(filtered["prepare"] + filtered["load"], 3),
+                "filtered_share_of_first": round((filtered["prepare"] + filtered["load"])
+                                                 / (first["prepare"] + first["load"]), 3),
+                "assign_s": round(assign["seconds"], 2), "assign_docs_per_s": round(n / assign["seconds"]),
+                "data_mb": round(data_mb), "peak_above_idle_mb": round(max(r["peak_above_idle_mb"]
+                                                                          for r in [first, *again])),
+                "peak_above_idle_over_data": round(max(r["peak_above_idle_mb"] for r in [first, *again]) / data_mb, 2),
+            }
+            print(f"{n:>8}: " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
             if n != 2_000:
-                rows.append((n, runs, X.nbytes / 2**20))
-
-    med = statistics.median
-    print(f"\nmethod={args.method} dim={DIM} layout={'inline' if args.layout else 'deferred'} "
-          f"repeat={args.repeat} (medians)")
-    print(f"{'docs':>8} {'service s':>10} {'bare s':>7} {'ratio':>6} "
-          + " ".join(f"{s:>8}" for s in STAGES)
-          + f" {'peak MB':>8} {'idle MB':>8} {'data MB':>8} {'peak/data':>9} {'(peak-idle)/data':>16}")
-    for n, runs, data in rows:
-        peak, idle = max(r[3] for r in runs), med(r[4] for r in runs)
-        print(f"{n:>8} {med(r[0] for r in runs):>10.2f} {med(r[1] for r in runs):>7.2f} "
-              f"{med(r[2] for r in runs):>6.2f} "
-              + " ".join(f"{med(r[5][s] for r in runs):>8.2f}" for s in STAGES)
-              + f" {peak:>8.0f} {idle:>8.0f} {data:>8.0f} {peak / data:>9.2f} {(peak - idle) / data:>16.2f}")
+                figures["sizes"][str(n)] = row
+            del X
+    last_line(figures)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,24 @@
 """ImportRequested -> documents in Postgres, their vectors in new segments -> a task result.
 
-One pass over the file, row group by row group (memory holds one group, whatever the
-file's size): each group's rows are checked (`clusterflow/imports.py`), the good ones
-appended to the segment being written for each embedding (sealed and uploaded every
-`max_rows`) and copied into staging tables; at the end one statement per table moves
-them into `documents` and `document_vectors`, pointing at their segments, and
-registers the segments, all in the one transaction the staging tables live in. So an
-import lands whole or not at all: a Postgres restart mid-import rolls it back, the
-consumer's retry imports again from the start (the segments of the failed attempt are
-never registered, so no manifest can name them), and nothing stored before is touched
-until the commit. The task's result lists the refused rows by row number.
+One pass over the file, batch by batch (memory holds one batch, whatever the file's
+size): each batch's rows are checked (`clusterflow/imports.py`), the good ones appended
+to the segment being written for each embedding (uploaded every `max_rows`) and copied
+into `documents` and `document_vectors` pointing at their segment rows; ids the
+collection already holds go through staging tables and one upsert at the end. All of
+it is one transaction, the segments' registration included. So an import lands whole or
+not at all: a Postgres restart mid-import rolls it back and the consumer's retry imports
+again from the start (the objects of the failed attempt are never registered, so no
+manifest can name them); nothing stored before changes until the commit. The task's
+result lists the refused rows by row number.
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +54,8 @@ class _SegmentWriter:
     path: str
     writer: pq.ParquetWriter | None = None
     rows: int = 0
-    ordinal: int = -1
+    key: str = ""
+    segment_id: int = 0
 
 
 @dataclass
@@ -122,16 +121,17 @@ class Importer:
         total = max(source.metadata.num_rows, 1)
         writers = {name: _SegmentWriter(name, embeddings[name], os.path.join(tmp, f"segment-{i}.parquet"))
                    for i, name in enumerate(plan.embedding_columns)}
-        sealed: list[tuple[int, str, str, int, int, int]] = []  # ordinal, embedding, key, dim, rows, bytes
-        ordinals = itertools.count()
+        segments: set[int] = set()
         bad: list[BadRow] = []
         bad_count = imported = row = 0
         async with self.engine.begin() as conn:
+            # Rows whose id the collection already holds are staged and upserted at the
+            # end; the others are copied straight into the tables (no second write).
             await conn.execute(text(
                 "CREATE TEMP TABLE import_documents (document_id text, payload jsonb) ON COMMIT DROP"))
             await conn.execute(text(
                 "CREATE TEMP TABLE import_vectors (document_id text, embedding_name text, vector bytea, "
-                "segment_ordinal int, segment_row int) ON COMMIT DROP"))
+                "segment_id bigint, segment_row int) ON COMMIT DROP"))
             raw = (await conn.get_raw_connection()).driver_connection
             for batch in source.iter_batches(batch_size=BATCH_ROWS):
                 checked = await asyncio.to_thread(check_batch, batch, plan, embeddings, row, duplicated)
@@ -139,66 +139,91 @@ class Importer:
                 bad_count += len(checked.bad)
                 bad.extend(checked.bad[:max(0, MAX_REPORTED_BAD_ROWS - len(bad))])
                 if checked.ids:
-                    await raw.copy_records_to_table("import_documents", records=zip(checked.ids, checked.payloads),
-                                                    columns=["document_id", "payload"])
+                    known = set(await raw.fetchval(
+                        "SELECT coalesce(array_agg(document_id), '{}') FROM documents "
+                        "WHERE collection_id = $1 AND document_id = ANY($2::text[])", event.collection_id, checked.ids))
+                    fresh = [k for k, i in enumerate(checked.ids) if i not in known]
+                    again = [k for k, i in enumerate(checked.ids) if i in known]
+                    await self._copy_documents(raw, event, checked, fresh, again)
                     for name, X in checked.vectors.items():
-                        places = await self._append(writers[name], event, checked.ids, X, sealed, ordinals)
-                        await raw.copy_records_to_table(
-                            "import_vectors", columns=["document_id", "embedding_name", "vector", "segment_ordinal",
-                                                       "segment_row"],
-                            records=((i, name, X[k].tobytes(), o, r) for k, (i, (o, r)) in
-                                     enumerate(zip(checked.ids, places))))
+                        places = await self._append(conn, writers[name], event, checked.ids, X)
+                        segments.update(p[0] for p in places)
+                        await self._copy_vectors(raw, event, name, checked.ids, X, places, fresh, again)
                     imported += len(checked.ids)
                 done(row / total)
             for w in writers.values():
-                await self._seal(w, event, sealed)
-            await self._apply(conn, event, sealed)
+                await self._seal(conn, w)
+            await self._upsert_staged(conn, event)
         return ImportResult(rows=row, imported=imported, bad_row_count=bad_count,
                             bad_rows=[ImportBadRow(row=b.row, document_id=b.document_id, reason=b.reason) for b in bad],
-                            segments=len(sealed), seconds=0.0)
+                            segments=len(segments), seconds=0.0)
 
-    async def _append(self, w: _SegmentWriter, event: ImportRequested, ids: list[str], X: np.ndarray,
-                      sealed: list, ordinals: Iterator[int]) -> list[tuple[int, int]]:
-        """Append rows to the embedding's segment (sealing it each `max_rows`); returns
-        each row's (segment ordinal, row)."""
+    @staticmethod
+    async def _copy_documents(raw, event: ImportRequested, checked, fresh: list[int], again: list[int]) -> None:
+        if fresh:
+            await raw.copy_records_to_table(
+                "documents", columns=["collection_id", "document_id", "payload"],
+                records=((event.collection_id, checked.ids[k], checked.payloads[k]) for k in fresh))
+        if again:
+            await raw.copy_records_to_table("import_documents", columns=["document_id", "payload"],
+                                            records=((checked.ids[k], checked.payloads[k]) for k in again))
+
+    @staticmethod
+    async def _copy_vectors(raw, event: ImportRequested, name: str, ids: list[str], X: np.ndarray,
+                            places: list[tuple[int, int]], fresh: list[int], again: list[int]) -> None:
+        if fresh:
+            await raw.copy_records_to_table(
+                "document_vectors", columns=["collection_id", "document_id", "embedding_name", "vector", "segment_id",
+                                             "segment_row"],
+                records=((event.collection_id, ids[k], name, X[k].tobytes(), *places[k]) for k in fresh))
+        if again:
+            await raw.copy_records_to_table(
+                "import_vectors", columns=["document_id", "embedding_name", "vector", "segment_id", "segment_row"],
+                records=((ids[k], name, X[k].tobytes(), *places[k]) for k in again))
+
+    async def _append(self, conn, w: _SegmentWriter, event: ImportRequested, ids: list[str], X: np.ndarray
+                      ) -> list[tuple[int, int]]:
+        """Append rows to the embedding's segment (a new one every `max_rows`); returns
+        each row's (segment id, row). A segment is registered when it is opened, in the
+        import's transaction: its id is known for the rows, and it exists for everyone
+        else only once the import commits, with its object uploaded by then."""
         places: list[tuple[int, int]] = []
         at = 0
         while at < len(ids):
             if w.writer is None:
                 w.writer = pq.ParquetWriter(w.path, datasets.dataset_schema(w.dimension), **datasets.WRITE_OPTIONS)
-                w.ordinal, w.rows = next(ordinals), 0
+                w.key = segment_key(event.namespace, event.collection_id, w.embedding_name, f"imp-{uuid.uuid4().hex}")
+                w.segment_id = int(await conn.scalar(text(
+                    "INSERT INTO segments (namespace, collection_id, embedding_name, dimension, object_key, num_rows, "
+                    "num_bytes) VALUES (:ns, :cid, :emb, :dim, :key, 0, 0) RETURNING segment_id"),
+                    {"ns": event.namespace, "cid": event.collection_id, "emb": w.embedding_name, "dim": w.dimension,
+                     "key": w.key}))
+                w.rows = 0
             take = min(len(ids) - at, self.max_rows - w.rows)
             table = datasets.dataset_table(ids[at:at + take], X[at:at + take])
             await asyncio.to_thread(w.writer.write_table, table, datasets.rows_per_group(w.dimension))
-            places.extend((w.ordinal, w.rows + k) for k in range(take))
+            places.extend((w.segment_id, w.rows + k) for k in range(take))
             w.rows += take
             at += take
             if w.rows >= self.max_rows:
-                await self._seal(w, event, sealed)
+                await self._seal(conn, w)
         return places
 
-    async def _seal(self, w: _SegmentWriter, event: ImportRequested, sealed: list) -> None:
-        """Close and upload the embedding's current segment (registered at commit)."""
+    async def _seal(self, conn, w: _SegmentWriter) -> None:
+        """Close and upload the embedding's current segment, and record its size."""
         if w.writer is None:
             return
         w.writer.close()
         w.writer = None
-        key = segment_key(event.namespace, event.collection_id, w.embedding_name, f"imp-{uuid.uuid4().hex}")
-        size = await asyncio.to_thread(self.store.upload, key, w.path)
+        size = await asyncio.to_thread(self.store.upload, w.key, w.path)
         os.unlink(w.path)
-        sealed.append((w.ordinal, w.embedding_name, key, w.dimension, w.rows, size))
+        await conn.execute(text("UPDATE segments SET num_rows = :rows, num_bytes = :size WHERE segment_id = :id"),
+                           {"rows": w.rows, "size": size, "id": w.segment_id})
 
-    async def _apply(self, conn, event: ImportRequested, sealed: list) -> None:
-        """Staging -> the tables, in the import's transaction; its segments registered."""
-        ordinals, segment_ids = [], []
-        for ordinal, name, key, dim, rows, size in sealed:
-            segment_id = await conn.scalar(text(
-                "INSERT INTO segments (namespace, collection_id, embedding_name, dimension, object_key, num_rows, "
-                "num_bytes) VALUES (:ns, :cid, :emb, :dim, :key, :rows, :size) RETURNING segment_id"),
-                {"ns": event.namespace, "cid": event.collection_id, "emb": name, "dim": dim, "key": key,
-                 "rows": rows, "size": size})
-            ordinals.append(ordinal)
-            segment_ids.append(int(segment_id))
+    @staticmethod
+    async def _upsert_staged(conn, event: ImportRequested) -> None:
+        """The rows whose ids the collection already held: a new payload, a new vector
+        version pointing at this import's segment."""
         params: dict[str, Any] = {"cid": event.collection_id}
         await conn.execute(text(
             "INSERT INTO documents (collection_id, document_id, payload) "
@@ -206,14 +231,8 @@ class Importer:
             "ON CONFLICT (collection_id, document_id) DO UPDATE SET payload = EXCLUDED.payload, updated_at = now()"),
             params)
         await conn.execute(text(
-            "CREATE TEMP TABLE import_segments (ordinal int, segment_id bigint) ON COMMIT DROP"))
-        if ordinals:
-            await conn.execute(text("INSERT INTO import_segments SELECT unnest(CAST(:o AS int[])), "
-                                    "unnest(CAST(:s AS bigint[]))"), {"o": ordinals, "s": segment_ids})
-        await conn.execute(text(
             "INSERT INTO document_vectors (collection_id, document_id, embedding_name, vector, segment_id, segment_row) "
-            "SELECT :cid, v.document_id, v.embedding_name, v.vector, m.segment_id, v.segment_row "
-            "FROM import_vectors v JOIN import_segments m ON m.ordinal = v.segment_ordinal "
+            "SELECT :cid, document_id, embedding_name, vector, segment_id, segment_row FROM import_vectors "
             "ON CONFLICT (collection_id, embedding_name, document_id) DO UPDATE SET vector = EXCLUDED.vector, "
             "segment_id = EXCLUDED.segment_id, segment_row = EXCLUDED.segment_row, "
             "version = nextval('document_vector_version')"), params)

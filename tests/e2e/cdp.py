@@ -10,8 +10,10 @@ screenshot from the same page load, so boxes and pixels agree.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -21,7 +23,8 @@ from typing import Any
 
 class Browser:
     def __init__(self, executable: str, width: int = 1200, height: int = 800):
-        self.profile = tempfile.TemporaryDirectory(prefix="chromium-cdp-")
+        # Chromium's helper processes may still write to the profile as they exit.
+        self.profile = tempfile.TemporaryDirectory(prefix="chromium-cdp-", ignore_cleanup_errors=True)
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
         argv = [executable, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -33,7 +36,7 @@ class Browser:
         # the shell (a preexec dup2 would be undone by Popen's close_fds).
         shell = f'exec "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}'
         self.proc = subprocess.Popen(["bash", "-c", shell, "chromium", *argv], pass_fds=(to_chrome_r, from_chrome_w),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buffer, self._next_id, self.session = b"", 0, None
@@ -91,11 +94,14 @@ class Browser:
         return path
 
     def close(self) -> None:
-        self.proc.terminate()
+        """Chromium and every helper process it started (its own process group)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         os.close(self._to_chrome)
         os.close(self._from_chrome)

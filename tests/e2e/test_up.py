@@ -127,7 +127,7 @@ def test_up_serves_a_round_restarts_a_dead_service_and_leaves_nothing_after_sigi
         pl.DataFrame({"document_id": [f"d{i}" for i in range(len(X))], "text": [f"doc {i}" for i in range(len(X))],
                       "embedding": X.tolist()}).write_parquet(data)
         up.cli(key, namespace, "collections", "create", "docs", "--embedding", f"text={X.shape[1]}")
-        assert "upserted 200 documents" in up.cli(key, namespace, "ingest", "docs", str(data))
+        assert "imported 200 of 200 documents" in up.cli(key, namespace, "ingest", "docs", str(data))
         up.cli(key, namespace, "clusters", "create", "--collection", "docs", "--name", "topics", "--method", "kmeans",
                "--param", "n_clusters=4", "--defer-visualization")
         executed = up.cli(key, namespace, "execute", "topics", "--wait", "--wait-timeout", "240")
