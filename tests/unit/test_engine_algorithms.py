@@ -50,6 +50,8 @@ SEPARABLE = {
     "gaussian_mixture": ({"n_components": 4}, "GaussianMixture"),
     "mean_shift": ({"bandwidth": 2.0}, "MeanShift"),
     "optics": ({"min_samples": 10}, "OPTICS"),
+    "leiden": ({"n_neighbors": 15}, "Leiden"),
+    "auto": ({}, "Leiden"),
 }
 
 
@@ -178,3 +180,69 @@ def test_dbscan_refuses_an_eps_that_would_exhaust_memory(blobs, monkeypatch):
     monkeypatch.setattr(algorithms, "DBSCAN_MAX_NEIGHBOR_PAIRS", 10_000)
     with pytest.raises(ValueError, match=r"algorithm_params.eps=100.0 is too large .* lower eps"):
         run_clustering(X, "dbscan", {"eps": 100.0})
+
+
+def test_evoc_finds_the_blobs_when_given_their_approximate_count(blobs):
+    X, y = blobs
+    outcome = run_clustering(X, "evoc", {"approx_n_clusters": 4}, seed=7)
+    assert outcome.estimator == "EVoC"
+    assert outcome.n_clusters == 4
+    clustered = outcome.labels >= 0
+    assert adjusted_rand_score(y[clustered], outcome.labels[clustered]) >= 0.9
+
+
+def test_leiden_turns_communities_below_min_cluster_size_into_noise():
+    # Three blobs of 100 and one of 6 far away: with min_cluster_size 10 the small one is noise.
+    X, y = make_blobs(n_samples=[100, 100, 100, 6], n_features=8, cluster_std=0.3,
+                      centers=10.0 * np.vstack([np.eye(8)[:3], -np.ones((1, 8))]), random_state=1)
+    params = {"n_neighbors": 10, "resolution": 0.2, "metric": "euclidean"}
+    kept = run_clustering(X, "leiden", params, seed=1)
+    assert kept.noise_count == 0 and kept.n_clusters == 4
+    assert adjusted_rand_score(y, kept.labels) == 1.0
+    capped = run_clustering(X, "leiden", params | {"min_cluster_size": 10}, seed=1)
+    assert capped.n_clusters == 3
+    assert set(np.flatnonzero(capped.labels == -1)) == set(np.flatnonzero(y == 3))
+
+
+def test_leiden_objectives_and_a_neighbour_count_above_n(blobs):
+    X, y = blobs
+    for objective in ("modularity", "RBConfiguration"):
+        outcome = run_clustering(X, "leiden", {"objective_function": objective, "n_neighbors": 15}, seed=7)
+        assert adjusted_rand_score(y, outcome.labels) >= 0.9
+    small = run_clustering(X[:12], "leiden", {"n_neighbors": 200}, seed=7)
+    assert small.params["n_neighbors"] == 11  # clipped to n - 1, and said so
+
+
+def test_auto_says_what_it_chose_and_why(five_blobs):
+    X, y = five_blobs
+    outcome = run_clustering(X, "auto", {}, seed=3)
+    assert outcome.n_clusters == 5 and outcome.noise_count == 0
+    assert adjusted_rand_score(y, outcome.labels) >= 0.95
+    choice = outcome.choice
+    assert "Leiden" in choice["pipeline"] and "criterion" in choice
+    assert len(choice["scores"]) == algorithms.AUTO_RESTARTS
+    assert choice["scores"][str(choice["chosen_seed"])] == max(choice["scores"].values())
+    assert outcome.assigned.dtype == bool and not outcome.assigned.any()
+
+
+def test_auto_merges_small_communities_into_their_nearest_cluster_and_marks_them():
+    X, y = make_blobs(n_samples=[150, 150, 150, 3], n_features=8, cluster_std=0.3,
+                      centers=10.0 * np.vstack([np.eye(8)[:3], np.eye(8)[0] + 0.25]), random_state=2)
+    outcome = run_clustering(X, "auto", {}, seed=2)
+    assert outcome.noise_count == 0 and outcome.n_clusters == 3
+    merged = outcome.assigned
+    # The three points of the tiny community are marked assigned and went to blob 0, their nearest.
+    assert set(np.flatnonzero(merged)) <= set(np.flatnonzero(y == 3)) | set(np.flatnonzero(y == 0))
+    assert len(set(outcome.labels[y == 3])) == 1
+    assert outcome.labels[y == 3][0] == outcome.labels[y == 0][0]
+
+
+def test_auto_above_its_sample_clusters_a_sample_and_assigns_the_rest(five_blobs, monkeypatch):
+    X, y = five_blobs
+    monkeypatch.setattr(algorithms, "AUTO_CLUSTER_SAMPLE", 150)
+    outcome = run_clustering(X, "auto", {}, seed=3)
+    assert outcome.choice["clustered_sample"] == 150
+    assert outcome.choice["assigned_to_nearest_centroid"] == len(X) - 150
+    assert int(outcome.assigned.sum()) >= len(X) - 150
+    assert outcome.noise_count == 0
+    assert adjusted_rand_score(y, outcome.labels) >= 0.95

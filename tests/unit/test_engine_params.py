@@ -22,12 +22,20 @@ DEFAULTS = {
     "gaussian_mixture": dict(n_components=1, covariance_type="full", random_state=42),
     "mean_shift": dict(bandwidth=None, bin_seeding=False),
     "optics": dict(min_samples=5, max_eps=None, cluster_method="xi", xi=0.05, eps=None),
+    # The hosted SDK's LeidenParams and EVoCParams, with its defaults.
+    "leiden": dict(resolution=1.0, n_neighbors=30, metric="cosine", min_cluster_size=0,
+                   objective_function="RBConfiguration", n_iterations=2, random_state=42),
+    "evoc": dict(noise_level=0.5, base_min_cluster_size=5, approx_n_clusters=None, n_neighbors=15, min_samples=5,
+                 random_state=42),
+    "auto": dict(random_state=42),
 }
+REFERENCE_METHODS = {"kmeans", "dbscan", "hdbscan", "agglomerative", "spectral", "gaussian_mixture", "mean_shift",
+                     "optics"}
 
 
-def test_the_eight_methods_are_the_enum_and_all_have_models_and_caps():
+def test_the_reference_methods_and_the_hosted_extras_are_the_enum_and_all_have_models_and_caps():
     names = {m.value for m in ClusteringMethod}
-    assert names == set(DEFAULTS)
+    assert names == set(DEFAULTS) == REFERENCE_METHODS | {"leiden", "evoc", "auto"}
     assert set(PARAMS_MODELS) == set(MAX_POINTS) == set(ClusteringMethod)
 
 
@@ -80,6 +88,23 @@ REJECTIONS = [
     ("optics", {"xi": -0.1}, "algorithm_params.xi: must be >= 0"),
     ("optics", {"cluster_method": "dbscan"}, 'cluster_method "dbscan" needs eps (or a finite max_eps)'),
     ("optics", {"cluster_method": "dbscan", "eps": 2.0, "max_eps": 1.0}, "eps (2.0) must be <= max_eps (1.0)"),
+    ("leiden", {"resolution": 0}, "algorithm_params.resolution: must be > 0"),
+    ("leiden", {"resolution": 101}, "algorithm_params.resolution: must be <= 100"),
+    ("leiden", {"n_neighbors": 1}, "algorithm_params.n_neighbors: must be >= 2 (got 1)"),
+    ("leiden", {"n_neighbors": 201}, "algorithm_params.n_neighbors: must be <= 200 (got 201)"),
+    ("leiden", {"metric": "manhattan"}, "algorithm_params.metric: must be one of 'cosine' or 'euclidean'"),
+    ("leiden", {"min_cluster_size": -1}, "algorithm_params.min_cluster_size: must be >= 0 (got -1)"),
+    ("leiden", {"objective_function": "surprise"},
+     "algorithm_params.objective_function: must be one of 'RBConfiguration', 'modularity' or 'CPM'"),
+    ("leiden", {"n_iterations": 0}, "n_iterations must be -1 (until stable) or >= 1 (got 0)"),
+    ("leiden", {"n_iterations": -2}, "algorithm_params.n_iterations: must be >= -1 (got -2)"),
+    ("evoc", {"noise_level": 1.5}, "algorithm_params.noise_level: must be <= 1"),
+    ("evoc", {"noise_level": -0.1}, "algorithm_params.noise_level: must be >= 0"),
+    ("evoc", {"base_min_cluster_size": 1}, "algorithm_params.base_min_cluster_size: must be >= 2 (got 1)"),
+    ("evoc", {"approx_n_clusters": 1}, "algorithm_params.approx_n_clusters: must be >= 2 (got 1)"),
+    ("evoc", {"n_neighbors": 500}, "algorithm_params.n_neighbors: must be <= 200 (got 500)"),
+    ("evoc", {"min_samples": 0}, "algorithm_params.min_samples: must be >= 1 (got 0)"),
+    ("auto", {"n_clusters": 5}, "algorithm_params.n_clusters: unknown parameter; AutoParams accepts: random_state"),
 ]
 
 
@@ -143,5 +168,7 @@ def test_sampling_caps():
     assert cap_for("spectral", {"affinity": "rbf"}) == SPECTRAL_RBF_MAX_POINTS
     assert cap_for("spectral", validate_params("spectral", {})) == SPECTRAL_RBF_MAX_POINTS
     assert cap_for("spectral", {"affinity": "nearest_neighbors"}) == 50_000
+    assert (cap_for("leiden"), cap_for("evoc")) == (50_000, 50_000)
+    assert cap_for("auto") == 1_000_000  # above 50K it clusters a sample and assigns the rest
     with pytest.raises(ValueError, match="unknown clustering_method"):
         cap_for("birch")

@@ -22,6 +22,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 __all__ = [
     "AgglomerativeParams",
+    "AutoParams",
+    "EVoCParams",
+    "LeidenParams",
     "ClusteringMethod",
     "DBSCANParams",
     "GaussianMixtureParams",
@@ -48,6 +51,9 @@ class ClusteringMethod(str, Enum):
     GAUSSIAN_MIXTURE = "gaussian_mixture"
     MEAN_SHIFT = "mean_shift"
     OPTICS = "optics"
+    LEIDEN = "leiden"
+    EVOC = "evoc"
+    AUTO = "auto"
 
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -197,6 +203,54 @@ class OPTICSParams(BaseModel):
         return self
 
 
+class LeidenParams(BaseModel):
+    """The hosted SDK's LeidenParams: a kNN graph over the points (edge weight
+    1 - cosine distance, or 1 / (1 + euclidean distance)), then Leiden community
+    detection (leidenalg). No n_clusters: the graph decides the count; ``resolution``
+    moves it (higher, more and smaller communities). Communities smaller than
+    ``min_cluster_size`` become noise (0 keeps every community). ``n_iterations`` -1
+    iterates until the partition stops improving."""
+
+    model_config = _STRICT
+
+    resolution: float = Field(1.0, gt=0, le=100)
+    n_neighbors: int = Field(30, ge=2, le=200)
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    min_cluster_size: int = Field(0, ge=0)
+    objective_function: Literal["RBConfiguration", "modularity", "CPM"] = "RBConfiguration"
+    n_iterations: int = Field(2, ge=-1)
+    random_state: _RandomState = 42
+
+    @model_validator(mode="after")
+    def _iterations_not_zero(self) -> LeidenParams:
+        if self.n_iterations == 0:
+            raise ValueError("n_iterations must be -1 (until stable) or >= 1 (got 0)")
+        return self
+
+
+class EVoCParams(BaseModel):
+    """The hosted SDK's EVoCParams, passed to PyPI ``evoc``'s EVoC (Embedding Vector
+    Oriented Clustering: a node embedding of the kNN graph, then density clustering)."""
+
+    model_config = _STRICT
+
+    noise_level: float = Field(0.5, ge=0, le=1)
+    base_min_cluster_size: int = Field(5, ge=2)
+    approx_n_clusters: int | None = Field(None, ge=2)
+    n_neighbors: int = Field(15, ge=2, le=200)
+    min_samples: int = Field(5, ge=1)
+    random_state: _RandomState = 42
+
+
+class AutoParams(BaseModel):
+    """clusterflow's default, which needs no k: see ``algorithms._run_auto``. Nothing to
+    tune; ``random_state`` only picks another restart."""
+
+    model_config = _STRICT
+
+    random_state: _RandomState = 42
+
+
 PARAMS_MODELS: dict[ClusteringMethod, type[BaseModel]] = {
     ClusteringMethod.KMEANS: KMeansParams,
     ClusteringMethod.DBSCAN: DBSCANParams,
@@ -206,6 +260,9 @@ PARAMS_MODELS: dict[ClusteringMethod, type[BaseModel]] = {
     ClusteringMethod.GAUSSIAN_MIXTURE: GaussianMixtureParams,
     ClusteringMethod.MEAN_SHIFT: MeanShiftParams,
     ClusteringMethod.OPTICS: OPTICSParams,
+    ClusteringMethod.LEIDEN: LeidenParams,
+    ClusteringMethod.EVOC: EVoCParams,
+    ClusteringMethod.AUTO: AutoParams,
 }
 
 
@@ -291,6 +348,9 @@ MAX_POINTS: dict[ClusteringMethod, int] = {
     ClusteringMethod.DBSCAN: 50_000,
     ClusteringMethod.OPTICS: 10_000,
     ClusteringMethod.MEAN_SHIFT: 5_000,
+    ClusteringMethod.LEIDEN: 50_000,
+    ClusteringMethod.EVOC: 50_000,
+    ClusteringMethod.AUTO: 1_000_000,
 }
 
 # Spectral clustering with affinity="rbf" materialises a dense N x N float64 affinity:
