@@ -246,3 +246,13 @@ def test_auto_above_its_sample_clusters_a_sample_and_assigns_the_rest(five_blobs
     assert int(outcome.assigned.sum()) >= len(X) - 150
     assert outcome.noise_count == 0
     assert adjusted_rand_score(y, outcome.labels) >= 0.95
+
+
+def test_an_auto_cluster_count_explains_its_search(five_blobs):
+    X, _ = five_blobs
+    outcome = run_clustering(X, "kmeans", {"n_clusters": "auto"}, seed=3)
+    why = outcome.explanation()
+    assert why["chose"] == f"{outcome.n_clusters} clusters"
+    assert why["criterion"] == "silhouette (higher is better)"
+    assert why["scores"][str(outcome.n_clusters)] == max(why["scores"].values())
+    assert run_clustering(X, "kmeans", {"n_clusters": 5}, seed=3).explanation() is None

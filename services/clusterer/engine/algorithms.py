@@ -179,6 +179,19 @@ class ClusteringOutcome:
     # What auto chose and why (the criterion and its scores); None for the named methods.
     choice: dict[str, Any] | None = field(default=None)
 
+    def explanation(self) -> dict[str, Any] | None:
+        """What the engine chose on the user's behalf and why, as JSON-ready data: auto's
+        pipeline and criterion, or an ``"auto"`` cluster count's search; None otherwise."""
+        if self.choice is not None:
+            return self.choice
+        if self.auto_k is not None:
+            search = self.auto_k
+            better = "higher" if search.criterion == "silhouette" else "lower"
+            return {"chose": f"{search.chosen} clusters", "criterion": f"{search.criterion} ({better} is better)",
+                    "scores": {str(k): round(v, 4) for k, v in search.scores.items()},
+                    "sample_size": search.sample_size}
+        return None
+
 
 def run_clustering(
     X: np.ndarray,
