@@ -227,14 +227,14 @@ def test_auto_says_what_it_chose_and_why(five_blobs):
 
 def test_auto_merges_small_communities_into_their_nearest_cluster_and_marks_them():
     X, y = make_blobs(n_samples=[150, 150, 150, 3], n_features=8, cluster_std=0.3,
-                      centers=10.0 * np.vstack([np.eye(8)[:3], np.eye(8)[0] + 0.25]), random_state=2)
+                      centers=10.0 * np.vstack([np.eye(8)[:3], -np.ones((1, 8))]), random_state=2)
     outcome = run_clustering(X, "auto", {}, seed=2)
     assert outcome.noise_count == 0 and outcome.n_clusters == 3
-    merged = outcome.assigned
-    # The three points of the tiny community are marked assigned and went to blob 0, their nearest.
-    assert set(np.flatnonzero(merged)) <= set(np.flatnonzero(y == 3)) | set(np.flatnonzero(y == 0))
-    assert len(set(outcome.labels[y == 3])) == 1
-    assert outcome.labels[y == 3][0] == outcome.labels[y == 0][0]
+    # The three points of the tiny community (under auto's 5) are marked and joined one big blob.
+    assert outcome.choice["small_communities_merged"] == 1
+    assert set(np.flatnonzero(outcome.assigned)) == set(np.flatnonzero(y == 3))
+    assert set(outcome.labels[y == 3]) <= set(outcome.labels[y < 3])
+    assert adjusted_rand_score(y[y < 3], outcome.labels[y < 3]) == 1.0
 
 
 def test_auto_above_its_sample_clusters_a_sample_and_assigns_the_rest(five_blobs, monkeypatch):
@@ -256,3 +256,39 @@ def test_an_auto_cluster_count_explains_its_search(five_blobs):
     assert why["criterion"] == "silhouette (higher is better)"
     assert why["scores"][str(outcome.n_clusters)] == max(why["scores"].values())
     assert run_clustering(X, "kmeans", {"n_clusters": 5}, seed=3).explanation() is None
+
+
+def _noisy_blobs():
+    X, y = make_blobs(n_samples=300, n_features=5, centers=4, cluster_std=0.5, random_state=0)
+    scatter = np.random.default_rng(1).uniform(-12, 12, size=(60, 5))
+    return np.vstack([X, scatter]).astype(np.float32), np.concatenate([y, np.full(60, -1)])
+
+
+@pytest.mark.parametrize(("method", "params"), [("hdbscan", {"min_cluster_size": 10}),
+                                                ("dbscan", {"eps": 1.0}),
+                                                ("optics", {"min_samples": 10})])
+def test_noise_policies_keep_assign_or_cap_the_noise_and_mark_what_they_placed(method, params):
+    X, y = _noisy_blobs()
+    kept = run_clustering(X, method, params, seed=7)
+    assert kept.noise_count > 0.1 * len(X) and kept.assigned is None  # the reference's behaviour
+    everything = run_clustering(X, method, params | {"noise_policy": "assign"}, seed=7)
+    assert everything.noise_count == 0 and everything.n_clusters == kept.n_clusters
+    assert (everything.assigned == (kept.labels == -1)).all()
+    core = kept.labels >= 0
+    assert adjusted_rand_score(kept.labels[core], everything.labels[core]) == 1.0  # core members stay put
+    capped = run_clustering(X, method, params | {"noise_policy": "cap", "max_noise_share": 0.05}, seed=7)
+    assert capped.noise_count == int(0.05 * len(X))
+    assert capped.assigned.sum() == kept.noise_count - capped.noise_count
+    # The points placed are those nearest a cluster: every remaining noise point is in the scatter.
+    assert (y[capped.labels == -1] == -1).mean() >= 0.9
+
+
+def test_auto_keeps_its_small_communities_as_noise_when_asked():
+    X, y = make_blobs(n_samples=[150, 150, 150, 3], n_features=8, cluster_std=0.3,
+                      centers=10.0 * np.vstack([np.eye(8)[:3], -np.ones((1, 8))]), random_state=2)
+    merged = run_clustering(X, "auto", {}, seed=2)
+    kept = run_clustering(X, "auto", {"noise_policy": "keep"}, seed=2)
+    small = merged.choice["points_in_small_communities"]
+    assert small >= 3  # the tiny blob at least
+    assert kept.noise_count == small and merged.noise_count == 0
+    assert int(merged.assigned.sum()) == small and not kept.assigned.any()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -231,6 +231,15 @@ def run_clustering(
         )
     run = _RUNNERS[method]
     fitted = run(X, p, seed, n_jobs)
+    assigned = fitted.assigned
+    policy = getattr(p, "noise_policy", "keep")
+    if policy != "keep":
+        raw, placed = apply_noise_policy(X, fitted.labels, policy, p.max_noise_share)
+        assigned = placed if assigned is None else assigned | placed
+        fitted = replace(fitted, labels=raw)
+        if fitted.choice is not None:
+            fitted.choice["noise_policy"] = policy
+            fitted.choice["noise_assigned"] = int(placed.sum())
     labels = relabel_by_size(fitted.labels)
     return ClusteringOutcome(
         labels=labels,
@@ -241,9 +250,36 @@ def run_clustering(
         params=fitted.params,
         seconds=time.perf_counter() - started,
         auto_k=fitted.auto_k,
-        assigned=fitted.assigned,
+        assigned=assigned,
         choice=fitted.choice,
     )
+
+
+def apply_noise_policy(
+    X: np.ndarray, labels: np.ndarray, policy: str, max_noise_share: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Place noise points (label < 0) in their nearest cluster by centroid cosine:
+    every one (``"assign"``), or the ones nearest a cluster until at most
+    ``max_noise_share`` of all points is noise (``"cap"``); ``"keep"`` changes nothing.
+    Returns (labels, assigned) where ``assigned`` marks the points placed here."""
+    if policy not in ("keep", "assign", "cap"):
+        raise ValueError(f'noise_policy must be one of "keep", "assign", "cap" (got {policy!r})')
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    assigned = np.zeros(len(labels), dtype=bool)
+    noise = labels < 0
+    if policy == "keep" or not noise.any() or noise.all():
+        return labels, assigned
+    ids = np.unique(labels[~noise])
+    centres = compute_centroids(X[~noise], np.searchsorted(ids, labels[~noise])).vectors
+    todo = np.flatnonzero(noise)
+    nearest, similarity = nearest_centroid(X[todo], centres)
+    if policy == "cap":
+        allowed = int(np.floor(max_noise_share * len(labels)))
+        closest = np.argsort(-similarity, kind="stable")[: max(0, len(todo) - allowed)]
+        todo, nearest = todo[closest], nearest[closest]
+    labels[todo] = ids[nearest]
+    assigned[todo] = True
+    return labels, assigned
 
 
 def relabel_by_size(labels: np.ndarray) -> np.ndarray:
@@ -593,17 +629,20 @@ def _run_auto(X: np.ndarray, p: AutoParams, seed: int, n_jobs: int | None) -> _F
     kept = sizes >= min_size
     if not kept.any():  # every community is small (a tiny input): keep them all
         kept[:] = True
+    # Members of small communities are auto's noise (the noise policy decides their fate);
+    # points outside the sample go to the nearest kept community.
     labels = np.full(n, NOISE, dtype=np.int64)
-    assigned = np.ones(n, dtype=bool)
+    assigned = np.zeros(n, dtype=bool)
     core = kept[communities]
     labels[rows[core]] = communities[core]
-    assigned[rows[core]] = False
-    if assigned.any():
+    outside = np.ones(n, dtype=bool)
+    outside[rows] = False
+    if outside.any():
         kept_ids = np.flatnonzero(kept)
         centres = compute_centroids(S[core], np.searchsorted(kept_ids, communities[core])).vectors
-        todo = np.flatnonzero(assigned)
-        nearest, _ = nearest_centroid(X[todo], centres)
-        labels[todo] = kept_ids[nearest]
+        nearest, _ = nearest_centroid(X[outside], centres)
+        labels[outside] = kept_ids[nearest]
+        assigned[outside] = True
     choice = {
         "pipeline": f"kNN({k}, cosine, weights 1 - distance) + Leiden(RBConfiguration, resolution "
                     f"{AUTO_RESOLUTION:g}, until stable)",
@@ -616,7 +655,7 @@ def _run_auto(X: np.ndarray, p: AutoParams, seed: int, n_jobs: int | None) -> _F
         "communities": int(len(sizes)),
         "min_cluster_size": min_size,
         "small_communities_merged": int((~kept).sum()),
-        "points_merged": int((~core).sum()),
+        "points_in_small_communities": int((~core).sum()),
         "clustered_sample": int(len(S)),
         "assigned_to_nearest_centroid": int(n - len(S)),
     }

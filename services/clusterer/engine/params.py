@@ -79,6 +79,13 @@ def _count_or_auto(minimum: int, *, allow_none: bool = False) -> Callable[[Any],
     return check
 
 
+# What a density method does with its noise: "keep" it as -1 (the reference's behaviour,
+# the default of the named methods), "assign" every noise point to its nearest cluster,
+# or "cap" the noise share at max_noise_share, assigning the points nearest a cluster
+# first. Members placed this way are marked "assigned" in the results.
+NoisePolicy = Literal["keep", "assign", "cap"]
+NoiseShare = Annotated[float, Field(ge=0, le=1)]
+
 ClusterCount = Annotated[int | Literal["auto"], BeforeValidator(_count_or_auto(2))]
 ComponentCount = Annotated[int | Literal["auto"], BeforeValidator(_count_or_auto(1))]
 ClusterCountOrNone = Annotated[int | Literal["auto"] | None, BeforeValidator(_count_or_auto(2, allow_none=True))]
@@ -101,6 +108,8 @@ class DBSCANParams(BaseModel):
     eps: float = Field(0.5, gt=0)
     min_samples: int = Field(5, ge=1)
     metric: Literal["euclidean", "cosine", "manhattan"] = "euclidean"
+    noise_policy: NoisePolicy = "keep"
+    max_noise_share: NoiseShare = 0.1  # noise_policy "cap" only
 
 
 class HDBSCANParams(BaseModel):
@@ -116,6 +125,8 @@ class HDBSCANParams(BaseModel):
     max_cluster_size: int | None = Field(None, ge=2)  # None -> unlimited
     cluster_selection_method: Literal["eom", "leaf"] = "eom"
     allow_single_cluster: bool = False
+    noise_policy: NoisePolicy = "keep"
+    max_noise_share: NoiseShare = 0.1  # noise_policy "cap" only
 
     @model_validator(mode="after")
     def _max_not_below_min(self) -> HDBSCANParams:
@@ -192,6 +203,8 @@ class OPTICSParams(BaseModel):
     cluster_method: Literal["xi", "dbscan"] = "xi"
     xi: float = Field(0.05, ge=0, le=1)
     eps: float | None = Field(None, gt=0)  # cluster_method="dbscan" only
+    noise_policy: NoisePolicy = "keep"
+    max_noise_share: NoiseShare = 0.1  # noise_policy "cap" only
 
     @model_validator(mode="after")
     def _dbscan_needs_a_radius(self) -> OPTICSParams:
@@ -244,11 +257,15 @@ class EVoCParams(BaseModel):
 
 class AutoParams(BaseModel):
     """clusterflow's default, which needs no k: see ``algorithms._run_auto``. Nothing to
-    tune; ``random_state`` only picks another restart."""
+    tune; ``random_state`` picks other restarts, and ``noise_policy`` says what becomes
+    of the members of communities too small to be clusters (merged by default)."""
 
     model_config = _STRICT
 
     random_state: _RandomState = 42
+    # auto's small communities are its noise candidates: merged by default.
+    noise_policy: NoisePolicy = "assign"
+    max_noise_share: NoiseShare = 0.1
 
 
 PARAMS_MODELS: dict[ClusteringMethod, type[BaseModel]] = {
