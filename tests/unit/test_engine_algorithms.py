@@ -127,9 +127,9 @@ def test_hdbscan_at_384_dims_reduces_first(blobs_384):
 @pytest.mark.parametrize(
     ("method", "key", "criterion"),
     [
-        ("kmeans", "n_clusters", "silhouette"),
-        ("agglomerative", "n_clusters", "silhouette"),
-        ("spectral", "n_clusters", "silhouette"),
+        ("kmeans", "n_clusters", algorithms.AGREEMENT),
+        ("agglomerative", "n_clusters", algorithms.AGREEMENT),
+        ("spectral", "n_clusters", algorithms.AGREEMENT),
         ("gaussian_mixture", "n_components", "bic"),
     ],
 )
@@ -253,7 +253,7 @@ def test_an_auto_cluster_count_explains_its_search(five_blobs):
     outcome = run_clustering(X, "kmeans", {"n_clusters": "auto"}, seed=3)
     why = outcome.explanation()
     assert why["chose"] == f"{outcome.n_clusters} clusters"
-    assert why["criterion"] == "silhouette (higher is better)"
+    assert why["criterion"] == f"{algorithms.AGREEMENT} (higher is better)"
     assert why["scores"][str(outcome.n_clusters)] == max(why["scores"].values())
     assert run_clustering(X, "kmeans", {"n_clusters": 5}, seed=3).explanation() is None
 
