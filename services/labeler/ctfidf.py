@@ -122,6 +122,9 @@ def _drop_redundant(ranked: list[tuple[str, float]], top_n: int) -> list[tuple[s
         parts = term.split()
         if len(parts) > 1:
             inside = [i for i, (k, s) in enumerate(kept) if " " not in k and k in parts and score >= 0.75 * s]
+            others = {w for i, (k, _) in enumerate(kept) if i not in inside for w in k.split()}
+            if inside and any(_same_stem(p, w) for p in parts for w in others):
+                continue  # "strategy" -> "strategy game" would repeat the kept "game"
             if inside:
                 kept[inside[0]] = (term, kept[inside[0]][1])
                 for i in reversed(inside[1:]):

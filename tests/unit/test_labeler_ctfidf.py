@@ -100,3 +100,9 @@ def test_possessives_count_as_their_word_and_forms_of_one_word_appear_once():
     assert "earth" in terms and not any("'" in t for t in terms)
     assert not ({"game", "games"} <= set(terms)) and not ({"religion", "religious"} <= set(terms))
     assert ctfidf._same_stem("mathematics", "mathematical") and not ctfidf._same_stem("art", "artist")
+
+
+def test_a_keyphrase_does_not_replace_its_word_when_it_repeats_another_kept_word():
+    ranked = [("game", 0.15), ("strategy", 0.035), ("strategy game", 0.029), ("chess", 0.02)]
+    assert [t for t, _ in ctfidf._drop_redundant(ranked, 10)] == ["game", "strategy", "chess"]
+    assert [t for t, _ in ctfidf._drop_redundant([("extra", 1.0), ("extra time", 0.9)], 10)] == ["extra time"]
