@@ -252,8 +252,9 @@ def main() -> None:
             "default_ari_at_or_above_best_anchor": r["default"]["ari"] >= max(reference),
             "default_noise_at_most_10pct": r["default"]["noise"] <= 0.10,
             "kmeans_auto_at_or_above_true_k": r["anchors"]["kmeans_auto"]["ari"] >= r["anchors"]["kmeans_true_k"]["ari"],
-            "label_share_at_least_80pct": (r["default"].get("labels") or {}).get("share") is not None
-            and r["default"]["labels"]["share"] >= 0.8,
+            # None where the set has no texts (digits) to label.
+            "label_share_at_least_80pct": None if "labels" not in r["default"]
+            else (r["default"]["labels"]["share"] or 0) >= 0.8,
         }
     print(json.dumps({"benchmark": "quality", "sets": results, "targets": targets}, default=str))
 
