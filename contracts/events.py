@@ -255,6 +255,9 @@ class ExecutionClustered(Event):
     centroids: list[CentroidSummary] = Field(default_factory=list)
     estimator: str | None = None
     algorithm_seconds: float | None = None
+    method_choice: dict[str, Any] | None = Field(
+        default=None, description='What the engine chose and why: the "auto" method\'s pipeline, criterion and '
+        'scores, or an "auto" n_clusters search (criterion, score per k, the pick).')
     config: ClusteringConfig
     sampling: SamplingInfo | None = None
     source_run_id: str | None = None  # assign: the run whose centroids were used

@@ -127,7 +127,10 @@ class CreateClusterRequest(_Request):
         default=None,
         description="Which named embedding to cluster; may be omitted when the collections have exactly one.",
     )
-    clustering_method: str = "kmeans"
+    clustering_method: str = Field(
+        default="auto",
+        description='One of auto (the default: needs no k), kmeans, dbscan, hdbscan, agglomerative, spectral, '
+        'gaussian_mixture, mean_shift, optics, leiden, evoc.')
     algorithm_params: dict[str, Any] = Field(default_factory=dict)
     sample_size: int | None = Field(default=None, ge=1, le=1_000_000)
     filters: LogicalOperator | None = None
@@ -257,6 +260,10 @@ class MemberData(BaseModel):
     similarity: float | None = Field(default=None, description="assign runs: cosine similarity to the centroid.")
     source_run_id: str | None = Field(default=None, description="composite runs: the run the member comes from.")
     source_cluster_id: str | None = Field(default=None, description="composite runs: its cluster in that run.")
+    assigned: bool | None = Field(
+        default=None, description="auto and the noise policies: true for a member put in its cluster by "
+        "nearest centroid (a merged small community, a point outside auto's sample, reassigned noise), "
+        "false for a core member; null for methods that assign nothing.")
     x: float | None = None
     y: float | None = None
     z: float | None = None

@@ -139,20 +139,25 @@ def load_source(wheel: Path) -> dict[str, dict]:
     return json.loads(raw)
 
 
+def topic_pool(summaries: dict[str, dict], topic: str) -> list[dict]:
+    """Every usable article of ``topic``, title-sorted: title, shortened text, category."""
+    pool = []
+    for key in sorted(summaries):
+        item = summaries[key]
+        if item.get("topic") != topic:
+            continue
+        text = shorten(item.get("extract") or "")
+        if len(text) < 40:  # empty or stub summaries
+            continue
+        pool.append({"title": (item.get("title") or key).strip(), "text": text, "category": topic})
+    return pool
+
+
 def select_rows(summaries: dict[str, dict]) -> list[dict]:
     rng = random.Random(SEED)
     rows: list[dict] = []
     for category in CATEGORIES:
-        pool = []
-        for key in sorted(summaries):
-            item = summaries[key]
-            if item.get("topic") != category:
-                continue
-            title = (item.get("title") or key).strip()
-            text = shorten(item.get("extract") or "")
-            if len(text) < 40:  # empty or stub summaries
-                continue
-            pool.append({"title": title, "text": text, "category": category})
+        pool = topic_pool(summaries, category)
         if len(pool) < PER_CATEGORY:
             raise SystemExit(f"only {len(pool)} usable articles for {category!r}")
         rows.extend(rng.sample(pool, PER_CATEGORY))

@@ -177,6 +177,8 @@ class Clusterer:
             # Noise has no centroid: its distance is null, not NaN (which JSON cannot carry).
             "distance_to_centroid": pl.Series(summary.distances, dtype=pl.Float32).fill_nan(None),
         })
+        if clustering.assigned is not None:  # assigned to a cluster by policy, not a core member
+            members = members.with_columns(assigned=pl.Series(clustering.assigned, dtype=pl.Boolean))
         keys = [pipeline.cluster_key(c) for c in summary.cluster_ids]
         await progress("lineage", 0.8, "matching clusters to the previous run")
         match, lineage_model = await asyncio.to_thread(
@@ -211,6 +213,7 @@ class Clusterer:
             centroids=centroids,
             estimator=clustering.estimator + (f" after {clustering.reduction}" if clustering.reduction else ""),
             algorithm_seconds=round(clustering.seconds, 3),
+            method_choice=clustering.explanation(),
             lineage=lineage_model,
         )
 

@@ -153,7 +153,7 @@ def _clustered(run: Run, event: ExecutionClustered) -> Run:
     if event.source_clusters:
         run["source_clusters"] = [c.model_dump(mode="json") for c in event.source_clusters]
     run["details"] = {**run.get("details", {}), "estimator": event.estimator,
-                      "algorithm_seconds": event.algorithm_seconds,
+                      "algorithm_seconds": event.algorithm_seconds, "method_choice": event.method_choice,
                       "vis_n_components": event.config.vis_n_components,
                       "defer_visualization": event.config.defer_visualization, "seed": event.config.seed}
     return _maybe_complete(run, event.occurred_at)

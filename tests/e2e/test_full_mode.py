@@ -116,6 +116,37 @@ def test_recovers_known_groups(api, stack, corpus, method, params):
     assert member["distance_to_centroid"] >= 0 and member["x"] is not None and member["y"] is not None
 
 
+def test_a_cluster_without_a_method_runs_auto_and_says_what_it_chose(api, stack, corpus):
+    collection_id, X, truth = corpus
+    r = api.post("/v1/clusters", json={"collection_ids": [collection_id], "cluster_name": "no method"})
+    assert r.status_code == 200, r.text
+    cluster = r.json()
+    assert cluster["clustering_method"] == "auto" and cluster["algorithm_params"] == {}
+    task = execute(api, cluster["cluster_id"])
+    done = wait_for_task(api, task["task_id"], stack=stack)
+    assert done["status"] == "COMPLETED", done
+    choice = done["additional_data"]["method_choice"]
+    assert "Leiden" in choice["pipeline"] and choice["criterion"] and choice["scores"]
+    run_id = task["additional_data"]["run_id"]
+    assert ari(members_of(api, cluster["cluster_id"], run_id), truth) >= 0.9
+    data = api.post(f"/v1/clusters/{cluster['cluster_id']}/executions/{run_id}/data",
+                    json={"include_members": True, "limit": 1000}).json()
+    assert {m["assigned"] for m in data["members"]} <= {True, False}  # every member says core or assigned
+    assert data["members"][0]["assigned"] is not None
+
+
+def test_leiden_and_evoc_are_accepted_and_bad_values_get_422_naming_the_parameter(api, stack, corpus):
+    collection_id, _, _ = corpus
+    for method, params in (("leiden", {"resolution": 0.5}), ("evoc", {"noise_level": 0.2})):
+        r = api.post("/v1/clusters", json={"collection_ids": [collection_id], "cluster_name": method,
+                                           "clustering_method": method, "algorithm_params": params})
+        assert r.status_code == 200, r.text
+    r = api.post("/v1/clusters", json={"collection_ids": [collection_id], "cluster_name": "bad",
+                                       "clustering_method": "leiden", "algorithm_params": {"objective_function": "x"}})
+    assert r.status_code == 422
+    assert "objective_function" in r.text and "RBConfiguration" in r.text
+
+
 def test_same_seed_gives_same_assignments_and_3d_layout(api, stack, corpus):
     collection_id, X, truth = corpus
     cluster_id = create_cluster(api, collection_id, "kmeans", {"n_clusters": GROUPS})

@@ -50,6 +50,8 @@ SEPARABLE = {
     "gaussian_mixture": ({"n_components": 4}, "GaussianMixture"),
     "mean_shift": ({"bandwidth": 2.0}, "MeanShift"),
     "optics": ({"min_samples": 10}, "OPTICS"),
+    "leiden": ({"n_neighbors": 15}, "Leiden"),
+    "auto": ({}, "Leiden"),
 }
 
 
@@ -125,9 +127,9 @@ def test_hdbscan_at_384_dims_reduces_first(blobs_384):
 @pytest.mark.parametrize(
     ("method", "key", "criterion"),
     [
-        ("kmeans", "n_clusters", "silhouette"),
-        ("agglomerative", "n_clusters", "silhouette"),
-        ("spectral", "n_clusters", "silhouette"),
+        ("kmeans", "n_clusters", algorithms.AGREEMENT),
+        ("agglomerative", "n_clusters", algorithms.AGREEMENT),
+        ("spectral", "n_clusters", algorithms.AGREEMENT),
         ("gaussian_mixture", "n_components", "bic"),
     ],
 )
@@ -178,3 +180,115 @@ def test_dbscan_refuses_an_eps_that_would_exhaust_memory(blobs, monkeypatch):
     monkeypatch.setattr(algorithms, "DBSCAN_MAX_NEIGHBOR_PAIRS", 10_000)
     with pytest.raises(ValueError, match=r"algorithm_params.eps=100.0 is too large .* lower eps"):
         run_clustering(X, "dbscan", {"eps": 100.0})
+
+
+def test_evoc_finds_the_blobs_when_given_their_approximate_count(blobs):
+    X, y = blobs
+    outcome = run_clustering(X, "evoc", {"approx_n_clusters": 4}, seed=7)
+    assert outcome.estimator == "EVoC"
+    assert outcome.n_clusters == 4
+    clustered = outcome.labels >= 0
+    assert adjusted_rand_score(y[clustered], outcome.labels[clustered]) >= 0.9
+
+
+def test_leiden_turns_communities_below_min_cluster_size_into_noise():
+    # Three blobs of 100 and one of 6 far away: with min_cluster_size 10 the small one is noise.
+    X, y = make_blobs(n_samples=[100, 100, 100, 6], n_features=8, cluster_std=0.3,
+                      centers=10.0 * np.vstack([np.eye(8)[:3], -np.ones((1, 8))]), random_state=1)
+    params = {"n_neighbors": 10, "resolution": 0.2, "metric": "euclidean"}
+    kept = run_clustering(X, "leiden", params, seed=1)
+    assert kept.noise_count == 0 and kept.n_clusters == 4
+    assert adjusted_rand_score(y, kept.labels) == 1.0
+    capped = run_clustering(X, "leiden", params | {"min_cluster_size": 10}, seed=1)
+    assert capped.n_clusters == 3
+    assert set(np.flatnonzero(capped.labels == -1)) == set(np.flatnonzero(y == 3))
+
+
+def test_leiden_objectives_and_a_neighbour_count_above_n(blobs):
+    X, y = blobs
+    for objective in ("modularity", "RBConfiguration"):
+        outcome = run_clustering(X, "leiden", {"objective_function": objective, "n_neighbors": 15}, seed=7)
+        assert adjusted_rand_score(y, outcome.labels) >= 0.9
+    small = run_clustering(X[:12], "leiden", {"n_neighbors": 200}, seed=7)
+    assert small.params["n_neighbors"] == 11  # clipped to n - 1, and said so
+
+
+def test_auto_says_what_it_chose_and_why(five_blobs):
+    X, y = five_blobs
+    outcome = run_clustering(X, "auto", {}, seed=3)
+    assert outcome.n_clusters == 5 and outcome.noise_count == 0
+    assert adjusted_rand_score(y, outcome.labels) >= 0.95
+    choice = outcome.choice
+    assert "Leiden" in choice["pipeline"] and "criterion" in choice
+    assert len(choice["scores"]) == algorithms.AUTO_RESTARTS
+    assert choice["scores"][str(choice["chosen_seed"])] == max(choice["scores"].values())
+    assert outcome.assigned.dtype == bool and not outcome.assigned.any()
+
+
+def test_auto_merges_small_communities_into_their_nearest_cluster_and_marks_them():
+    X, y = make_blobs(n_samples=[150, 150, 150, 3], n_features=8, cluster_std=0.3,
+                      centers=10.0 * np.vstack([np.eye(8)[:3], -np.ones((1, 8))]), random_state=2)
+    outcome = run_clustering(X, "auto", {}, seed=2)
+    assert outcome.noise_count == 0 and outcome.n_clusters == 3
+    # The three points of the tiny community (under auto's 5) are marked and joined one big blob.
+    assert outcome.choice["small_communities_merged"] == 1
+    assert set(np.flatnonzero(outcome.assigned)) == set(np.flatnonzero(y == 3))
+    assert set(outcome.labels[y == 3]) <= set(outcome.labels[y < 3])
+    assert adjusted_rand_score(y[y < 3], outcome.labels[y < 3]) == 1.0
+
+
+def test_auto_above_its_sample_clusters_a_sample_and_assigns_the_rest(five_blobs, monkeypatch):
+    X, y = five_blobs
+    monkeypatch.setattr(algorithms, "AUTO_CLUSTER_SAMPLE", 150)
+    outcome = run_clustering(X, "auto", {}, seed=3)
+    assert outcome.choice["clustered_sample"] == 150
+    assert outcome.choice["assigned_to_nearest_centroid"] == len(X) - 150
+    assert int(outcome.assigned.sum()) >= len(X) - 150
+    assert outcome.noise_count == 0
+    assert adjusted_rand_score(y, outcome.labels) >= 0.95
+
+
+def test_an_auto_cluster_count_explains_its_search(five_blobs):
+    X, _ = five_blobs
+    outcome = run_clustering(X, "kmeans", {"n_clusters": "auto"}, seed=3)
+    why = outcome.explanation()
+    assert why["chose"] == f"{outcome.n_clusters} clusters"
+    assert why["criterion"] == f"{algorithms.AGREEMENT} (higher is better)"
+    assert why["scores"][str(outcome.n_clusters)] == max(why["scores"].values())
+    assert run_clustering(X, "kmeans", {"n_clusters": 5}, seed=3).explanation() is None
+
+
+def _noisy_blobs():
+    X, y = make_blobs(n_samples=300, n_features=5, centers=4, cluster_std=0.5, random_state=0)
+    scatter = np.random.default_rng(1).uniform(-12, 12, size=(60, 5))
+    return np.vstack([X, scatter]).astype(np.float32), np.concatenate([y, np.full(60, -1)])
+
+
+@pytest.mark.parametrize(("method", "params"), [("hdbscan", {"min_cluster_size": 10}),
+                                                ("dbscan", {"eps": 1.0}),
+                                                ("optics", {"min_samples": 10})])
+def test_noise_policies_keep_assign_or_cap_the_noise_and_mark_what_they_placed(method, params):
+    X, y = _noisy_blobs()
+    kept = run_clustering(X, method, params, seed=7)
+    assert kept.noise_count > 0.1 * len(X) and kept.assigned is None  # the reference's behaviour
+    everything = run_clustering(X, method, params | {"noise_policy": "assign"}, seed=7)
+    assert everything.noise_count == 0 and everything.n_clusters == kept.n_clusters
+    assert (everything.assigned == (kept.labels == -1)).all()
+    core = kept.labels >= 0
+    assert adjusted_rand_score(kept.labels[core], everything.labels[core]) == 1.0  # core members stay put
+    capped = run_clustering(X, method, params | {"noise_policy": "cap", "max_noise_share": 0.05}, seed=7)
+    assert capped.noise_count == int(0.05 * len(X))
+    assert capped.assigned.sum() == kept.noise_count - capped.noise_count
+    # The points placed are those nearest a cluster: every remaining noise point is in the scatter.
+    assert (y[capped.labels == -1] == -1).mean() >= 0.9
+
+
+def test_auto_keeps_its_small_communities_as_noise_when_asked():
+    X, y = make_blobs(n_samples=[150, 150, 150, 3], n_features=8, cluster_std=0.3,
+                      centers=10.0 * np.vstack([np.eye(8)[:3], -np.ones((1, 8))]), random_state=2)
+    merged = run_clustering(X, "auto", {}, seed=2)
+    kept = run_clustering(X, "auto", {"noise_policy": "keep"}, seed=2)
+    small = merged.choice["points_in_small_communities"]
+    assert small >= 3  # the tiny blob at least
+    assert kept.noise_count == small and merged.noise_count == 0
+    assert int(merged.assigned.sum()) == small and not kept.assigned.any()

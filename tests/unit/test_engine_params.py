@@ -12,22 +12,31 @@ from services.clusterer.engine.params import (
 
 DEFAULTS = {
     "kmeans": dict(n_clusters=8, max_iter=300, n_init=10, tol=1e-4, init="k-means++", random_state=42),
-    "dbscan": dict(eps=0.5, min_samples=5, metric="euclidean"),
+    "dbscan": dict(eps=0.5, min_samples=5, metric="euclidean", noise_policy="keep", max_noise_share=0.1),
     "hdbscan": dict(
         min_cluster_size=5, min_samples=None, cluster_selection_epsilon=0.0, max_cluster_size=None,
-        cluster_selection_method="eom", allow_single_cluster=False,
+        cluster_selection_method="eom", allow_single_cluster=False, noise_policy="keep", max_noise_share=0.1,
     ),
     "agglomerative": dict(n_clusters=2, linkage="ward", distance_threshold=None),
     "spectral": dict(n_clusters=8, affinity="rbf", n_neighbors=10, assign_labels="kmeans", random_state=42),
     "gaussian_mixture": dict(n_components=1, covariance_type="full", random_state=42),
     "mean_shift": dict(bandwidth=None, bin_seeding=False),
-    "optics": dict(min_samples=5, max_eps=None, cluster_method="xi", xi=0.05, eps=None),
+    "optics": dict(min_samples=5, max_eps=None, cluster_method="xi", xi=0.05, eps=None, noise_policy="keep",
+                   max_noise_share=0.1),
+    # The hosted SDK's LeidenParams and EVoCParams, with its defaults.
+    "leiden": dict(resolution=1.0, n_neighbors=30, metric="cosine", min_cluster_size=0,
+                   objective_function="RBConfiguration", n_iterations=2, random_state=42),
+    "evoc": dict(noise_level=0.5, base_min_cluster_size=5, approx_n_clusters=None, n_neighbors=15, min_samples=5,
+                 random_state=42),
+    "auto": dict(random_state=42, noise_policy="assign", max_noise_share=0.1),
 }
+REFERENCE_METHODS = {"kmeans", "dbscan", "hdbscan", "agglomerative", "spectral", "gaussian_mixture", "mean_shift",
+                     "optics"}
 
 
-def test_the_eight_methods_are_the_enum_and_all_have_models_and_caps():
+def test_the_reference_methods_and_the_hosted_extras_are_the_enum_and_all_have_models_and_caps():
     names = {m.value for m in ClusteringMethod}
-    assert names == set(DEFAULTS)
+    assert names == set(DEFAULTS) == REFERENCE_METHODS | {"leiden", "evoc", "auto"}
     assert set(PARAMS_MODELS) == set(MAX_POINTS) == set(ClusteringMethod)
 
 
@@ -80,6 +89,28 @@ REJECTIONS = [
     ("optics", {"xi": -0.1}, "algorithm_params.xi: must be >= 0"),
     ("optics", {"cluster_method": "dbscan"}, 'cluster_method "dbscan" needs eps (or a finite max_eps)'),
     ("optics", {"cluster_method": "dbscan", "eps": 2.0, "max_eps": 1.0}, "eps (2.0) must be <= max_eps (1.0)"),
+    ("leiden", {"resolution": 0}, "algorithm_params.resolution: must be > 0"),
+    ("leiden", {"resolution": 101}, "algorithm_params.resolution: must be <= 100"),
+    ("leiden", {"n_neighbors": 1}, "algorithm_params.n_neighbors: must be >= 2 (got 1)"),
+    ("leiden", {"n_neighbors": 201}, "algorithm_params.n_neighbors: must be <= 200 (got 201)"),
+    ("leiden", {"metric": "manhattan"}, "algorithm_params.metric: must be one of 'cosine' or 'euclidean'"),
+    ("leiden", {"min_cluster_size": -1}, "algorithm_params.min_cluster_size: must be >= 0 (got -1)"),
+    ("leiden", {"objective_function": "surprise"},
+     "algorithm_params.objective_function: must be one of 'RBConfiguration', 'modularity' or 'CPM'"),
+    ("leiden", {"n_iterations": 0}, "n_iterations must be -1 (until stable) or >= 1 (got 0)"),
+    ("leiden", {"n_iterations": -2}, "algorithm_params.n_iterations: must be >= -1 (got -2)"),
+    ("evoc", {"noise_level": 1.5}, "algorithm_params.noise_level: must be <= 1"),
+    ("evoc", {"noise_level": -0.1}, "algorithm_params.noise_level: must be >= 0"),
+    ("evoc", {"base_min_cluster_size": 1}, "algorithm_params.base_min_cluster_size: must be >= 2 (got 1)"),
+    ("evoc", {"approx_n_clusters": 1}, "algorithm_params.approx_n_clusters: must be >= 2 (got 1)"),
+    ("evoc", {"n_neighbors": 500}, "algorithm_params.n_neighbors: must be <= 200 (got 500)"),
+    ("evoc", {"min_samples": 0}, "algorithm_params.min_samples: must be >= 1 (got 0)"),
+    ("auto", {"n_clusters": 5},
+     "algorithm_params.n_clusters: unknown parameter; AutoParams accepts: random_state, noise_policy"),
+    ("hdbscan", {"noise_policy": "drop"}, "algorithm_params.noise_policy: must be one of 'keep', 'assign' or 'cap'"),
+    ("dbscan", {"max_noise_share": 1.5}, "algorithm_params.max_noise_share: must be <= 1"),
+    ("optics", {"noise_policy": None}, "algorithm_params.noise_policy: must be one of 'keep', 'assign' or 'cap'"),
+    ("auto", {"max_noise_share": -0.1}, "algorithm_params.max_noise_share: must be >= 0"),
 ]
 
 
@@ -143,5 +174,7 @@ def test_sampling_caps():
     assert cap_for("spectral", {"affinity": "rbf"}) == SPECTRAL_RBF_MAX_POINTS
     assert cap_for("spectral", validate_params("spectral", {})) == SPECTRAL_RBF_MAX_POINTS
     assert cap_for("spectral", {"affinity": "nearest_neighbors"}) == 50_000
+    assert (cap_for("leiden"), cap_for("evoc")) == (50_000, 50_000)
+    assert cap_for("auto") == 1_000_000  # above 50K it clusters a sample and assigns the rest
     with pytest.raises(ValueError, match="unknown clustering_method"):
         cap_for("birch")

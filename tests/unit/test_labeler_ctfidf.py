@@ -81,3 +81,28 @@ def test_unique_labels_extend_a_repeat_with_the_next_distinguishing_keyword():
     assert labels["cl_1"] == "Space, Rocket (Moon)"
     assert labels["cl_2"] == "space, rocket (2)"  # no keyword left to tell it apart
     assert len({v.casefold() for v in labels.values()}) == 3
+
+
+def test_labels_are_never_made_of_stop_words_contractions_or_fillers():
+    chatty = ["Man, don't just sit there, it's really the thing you know",
+              "Just man, I don't know, we'll get it, really"] * 10
+    topic = ["The rocket launch reached orbit", "A rocket launch needs fuel for orbit"] * 10
+    keywords = ctfidf.class_tfidf({"chat": chatty + topic[:2], "space": topic})
+    for term in keywords["chat"].terms + keywords["space"].terms:
+        assert not (_words(term) & {"man", "don't", "don", "just", "it's", "we'll", "really", "know", "thing"}), term
+    assert "rocket launch" in keywords["space"].terms  # the keyphrase, not its words apart
+
+
+def test_possessives_count_as_their_word_and_forms_of_one_word_appear_once():
+    texts = {"a": ["Earth's orbit and the earth", "games and a game of religion", "religious games"] * 5,
+             "b": ["Cooking pasta with tomato sauce"] * 5}
+    terms = ctfidf.class_tfidf(texts, top_n=10)["a"].terms
+    assert "earth" in terms and not any("'" in t for t in terms)
+    assert not ({"game", "games"} <= set(terms)) and not ({"religion", "religious"} <= set(terms))
+    assert ctfidf._same_stem("mathematics", "mathematical") and not ctfidf._same_stem("art", "artist")
+
+
+def test_a_keyphrase_does_not_replace_its_word_when_it_repeats_another_kept_word():
+    ranked = [("game", 0.15), ("strategy", 0.035), ("strategy game", 0.029), ("chess", 0.02)]
+    assert [t for t, _ in ctfidf._drop_redundant(ranked, 10)] == ["game", "strategy", "chess"]
+    assert [t for t, _ in ctfidf._drop_redundant([("extra", 1.0), ("extra time", 0.9)], 10)] == ["extra time"]

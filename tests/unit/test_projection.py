@@ -115,3 +115,10 @@ def test_task_row_of_a_completed_run_has_outputs_and_ids():
     assert task["outputs"] == [{"cluster_id": "clust_1", "run_id": "run_1", "num_clusters": 2, "num_points": 10,
                                 "silhouette_score": 0.5}]
     assert task["additional_data"]["run_id"] == "run_1" and task["error"] is None
+
+
+def test_what_auto_chose_and_why_reaches_the_tasks_additional_data():
+    choice = {"pipeline": "kNN(15, cosine) + Leiden", "criterion": "Leiden objective", "scores": {"42": 1.5}}
+    task = task_row(fold([requested(), clustered().model_copy(update={"method_choice": choice})]))
+    assert task["additional_data"]["method_choice"] == choice
+    assert "method_choice" not in task_row(fold([requested(), clustered()]))["additional_data"]

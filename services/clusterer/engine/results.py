@@ -157,6 +157,14 @@ def assign_to_centroids(
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"assignment_threshold must be between 0 and 1 (got {threshold})")
+    labels, best = nearest_centroid(X, centroid_vectors)
+    labels[best < threshold] = NOISE
+    return labels, best
+
+
+def nearest_centroid(X: np.ndarray, centroid_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's centroid of highest cosine similarity, whatever the similarity:
+    ``(labels int32 indexing the rows of centroid_vectors, similarity float32)``."""
     X = np.asarray(X, dtype=np.float32)
     unit_centroids = _unit_rows(np.asarray(centroid_vectors, dtype=np.float32))
     if unit_centroids.ndim != 2 or len(unit_centroids) == 0:
@@ -171,7 +179,6 @@ def assign_to_centroids(
         sims = _unit_rows(X[start : start + _CHUNK_ROWS]) @ unit_centroids.T
         labels[start : start + _CHUNK_ROWS] = sims.argmax(axis=1)
         best[start : start + _CHUNK_ROWS] = sims.max(axis=1)
-    labels[best < threshold] = NOISE
     return labels, best
 
 
