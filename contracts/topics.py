@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from contracts.events import (
     ClustersLabeled,
+    ComputeLayout,
     DatasetPrepared,
     DeadLetter,
     ExecutionClustered,
@@ -75,6 +76,14 @@ STATUS_CHANGED = Topic(
     producers=(GATEWAY, PREPARER, CLUSTERER, LABELER, STATUS),
     consumers=(STATUS,),
 )
+# A command (deferred layouts): the gateway asks, the clusterer computes.
+LAYOUT_COMPUTE = Topic(
+    name="clustering.layout.compute",
+    event=ComputeLayout,
+    key="cluster_id",
+    producers=(GATEWAY,),
+    consumers=(CLUSTERER,),
+)
 DEAD_LETTERS = Topic(
     name="clustering.dlq",
     event=DeadLetter,
@@ -90,6 +99,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     EXECUTION_CLUSTERED,
     EXECUTION_LABELED,
     STATUS_CHANGED,
+    LAYOUT_COMPUTE,
     DEAD_LETTERS,
 )
 

@@ -17,9 +17,9 @@ from clusterflow.segments import PostgresSegmentLedger, cache_from_settings
 from clusterflow.settings import Settings, get_settings
 from clusterflow.storage import S3ObjectStore
 from clusterflow.worker import worker_app
-from contracts.topics import CLUSTERER, DATASET_PREPARED
+from contracts.topics import CLUSTERER, DATASET_PREPARED, LAYOUT_COMPUTE
 from services.clusterer.engine import warm_up
-from services.clusterer.handler import SERVICE, Clusterer
+from services.clusterer.handler import SERVICE, Clusterer, PostgresLayoutLedger
 from services.clusterer.ray_engine import RayEngine, RayJobs
 
 log = logging.getLogger("clusterflow.clusterer")
@@ -36,9 +36,11 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
         store=store, cache=cache_from_settings(settings, SERVICE, store), ledger=PostgresSegmentLedger(engine),
         publisher=publisher, processed=PostgresProcessedLog(engine),
         runs=PostgresRunState(engine), heartbeat_s=settings.heartbeat_seconds, ray=ray_engine(settings, store),
+        layouts=PostgresLayoutLedger(engine),
     )
     app = worker_app(service=SERVICE, group=CLUSTERER, settings=settings, broker=broker, engine=engine,
-                     publisher=publisher, handlers={DATASET_PREPARED: clusterer.handle})
+                     publisher=publisher, handlers={DATASET_PREPARED: clusterer.handle,
+                                                                   LAYOUT_COMPUTE: clusterer.handle_layout})
     if settings.clusterer_warm_up:
         @app.after_startup
         async def _warm_up() -> None:

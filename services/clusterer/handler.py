@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -35,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clusterflow.idempotency import ProcessedLog
+from clusterflow.layouts import FAILED, READY, finish_layout
 from clusterflow.observability import Stopwatch, algorithm_timer
 from clusterflow.messaging import Publisher, RunFailed, heartbeat, report_status
 from clusterflow.runstate import RunState, stop_if_canceled
@@ -44,6 +46,7 @@ from contracts.api import ExecutionMode, TaskStatusEnum
 from contracts.events import (
     CentroidSummary,
     ClusterMetrics,
+    ComputeLayout,
     DatasetPrepared,
     ExecutionClustered,
     Lineage,
@@ -71,6 +74,18 @@ COMPOSITE_MEMBERS_SCHEMA = pa.schema([
     ("cluster_id", pa.string()),
     ("distance_to_centroid", pa.float32()),
 ])
+
+
+class LayoutLedger(Protocol):
+    async def finish(self, run_id: str, status: str, error: str | None = None) -> None: ...
+
+
+class PostgresLayoutLedger:
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    async def finish(self, run_id: str, status: str, error: str | None = None) -> None:
+        await finish_layout(self.engine, run_id, status, error)
 
 
 @dataclass
@@ -104,6 +119,7 @@ class Clusterer:
     runs: RunState
     heartbeat_s: float = 30.0
     ray: RayEngine | None = None  # large runs as Ray jobs (ray_engine.py); None: all in-process
+    layouts: "LayoutLedger | None" = None  # deferred layouts' request rows (clusterflow/layouts.py)
 
     async def handle(self, event: DatasetPrepared) -> None:
         if await self.processed.seen(SERVICE, event.event_id):
@@ -126,13 +142,13 @@ class Clusterer:
         return heartbeat(self.publisher, event, service=SERVICE, stage=stage, start=start, end=end,
                          every_s=self.heartbeat_s)
 
-    def _vectors(self, event: DatasetPrepared) -> RunVectors:
+    def _vectors(self, event: DatasetPrepared | ComputeLayout) -> RunVectors:
         try:
             return RunVectors(load_manifest(self.store, event.manifest_key), self.cache)
         except ValueError as exc:
             raise RunFailed(f"the run's manifest {event.manifest_key} cannot be read: {exc}") from exc
 
-    async def _read_vectors(self, event: DatasetPrepared) -> tuple[pa.ChunkedArray, np.ndarray]:
+    async def _read_vectors(self, event: DatasetPrepared | ComputeLayout) -> tuple[pa.ChunkedArray, np.ndarray]:
         vectors = await asyncio.to_thread(self._vectors, event)
         async with self._unavailable_segments_fail_the_run():
             return await asyncio.to_thread(vectors.load)
@@ -335,12 +351,54 @@ class Clusterer:
         self.store.put_parquet(key("centroids"), centroids_frame(centroids, vectors, dim))
         coords_key, coords = outcome.coords_key, outcome.coords
         if coords is not None:
-            columns = {"document_id": outcome.ids, "x": coords[:, 0], "y": coords[:, 1]}
-            if coords.shape[1] == 3:
-                columns["z"] = coords[:, 2]
-            self.store.put_parquet(key("coords"), pl.DataFrame(columns))
+            self.store.put_parquet(key("coords"), coords_frame(outcome.ids, coords))
             coords_key = key("coords")
         return ResultArtifacts(members_key=key("members"), centroids_key=key("centroids"), coords_key=coords_key)
+
+    # ------------------------------------------------------------------ deferred layouts
+
+    async def handle_layout(self, command: ComputeLayout) -> None:
+        """A completed run's deferred layout (the gateway's command): computed here or as
+        a Ray job like a run's own layout, stored at the command's `coords_key`, the
+        outcome recorded in the run's `layout_requests` row the gateway polls. A layout
+        already stored is not computed again (a redelivered command)."""
+        if await asyncio.to_thread(self.store.exists, command.coords_key):
+            await self.layouts.finish(command.run_id, READY)
+            return
+        try:
+            if self.ray and self.ray.wants(command.num_points):
+                try:
+                    await self._layout_on_ray(command)
+                except RayUnavailable as exc:
+                    if not self.ray.falls_back:
+                        raise RunFailed(f"{exc}; CLUSTERFLOW_ENGINE=ray does not fall back") from exc
+                    log.warning("layout of run %s: %s; computing it in-process instead", command.run_id, exc)
+                    await self._layout_in_process(command)
+            else:
+                await self._layout_in_process(command)
+        except (RunFailed, ValueError) as exc:
+            # the run itself stays COMPLETED: only its layout failed, and the next GET retries
+            await self.layouts.finish(command.run_id, FAILED, str(exc))
+            return
+        await self.layouts.finish(command.run_id, READY)
+
+    async def _layout_in_process(self, command: ComputeLayout) -> None:
+        id_column, X = await self._read_vectors(command)
+        coords = await asyncio.to_thread(pipeline.layout, X, command.n_components, command.seed)
+        del X
+        await asyncio.to_thread(self.store.put_parquet, command.coords_key,
+                                coords_frame(pl.Series("document_id", id_column), coords))
+
+    async def _layout_on_ray(self, command: ComputeLayout) -> None:
+        job = self.ray.job_for(command.namespace, command.cluster_id, command.run_id, kind="layout",
+                               manifest_key=command.manifest_key, seed=command.seed,
+                               vis_n_components=command.n_components)
+        job = job.model_copy(update={"coords_key": command.coords_key})
+
+        async def no_cancel() -> None:  # a completed run's layout has nothing to cancel
+            return None
+
+        await self.ray.run(job, poll=no_cancel)
 
     # ------------------------------------------------------------------------- assign
 
@@ -521,6 +579,14 @@ def cluster_keys(labels: np.ndarray) -> pl.Series:
     distinct, positions = np.unique(labels, return_inverse=True)
     keys = pl.Series([pipeline.cluster_key(int(c)) for c in distinct], dtype=pl.String)
     return keys.gather(positions.ravel())
+
+
+def coords_frame(ids: pl.Series, coords: np.ndarray) -> pl.DataFrame:
+    """The coords parquet: document_id, x, y (and z for 3-D layouts), float32."""
+    columns = {"document_id": ids, "x": coords[:, 0], "y": coords[:, 1]}
+    if coords.shape[1] == 3:
+        columns["z"] = coords[:, 2]
+    return pl.DataFrame(columns)
 
 
 def centroids_frame(centroids: list[CentroidSummary], vectors: list, dim: int) -> pl.DataFrame:

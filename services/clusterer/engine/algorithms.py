@@ -42,7 +42,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors, kneighbors_graph
 
 from .layout import umap_embedding
-from .params import (
+from contracts.engine_params import (
     AgglomerativeParams,
     ClusteringMethod,
     DBSCANParams,
