@@ -253,3 +253,20 @@ def test_an_unreachable_cluster_fails_the_run_or_falls_back_as_the_setting_says(
         else:
             assert asyncio.run(clusterer._full_on_ray(event, progress)) is None
             assert "computing in-process instead" in messages[-1] and "127.0.0.1:9" in messages[-1]
+
+
+def test_a_method_that_needs_all_its_points_runs_as_one_task_with_the_same_result(ray_settings, store) -> None:
+    engine = ray_engine(ray_settings, store)
+    ids, X = _data(3_000, 8, 4, seed=6)
+    job = _job(engine, store, ids, X, 4, rows_per_segment=1_000)
+    job = job.model_copy(update={"method": "agglomerative", "params": {"n_clusters": 4}})
+    result = _run(engine, job)
+    assert len(result.block_nodes) == 1 and "one Ray task" in result.estimator
+    keep = np.flatnonzero(np.arange(1_000) % 7 != 0)
+    wanted = np.concatenate([start + keep for start in range(0, 3_000, 1_000)])
+    local = pipeline.cluster(X[wanted], "agglomerative", {"n_clusters": 4}, 42)
+    members = store.get_parquet(job.members_key)
+    joined = pl.DataFrame({"document_id": [ids[i] for i in wanted], "expected": local.labels}).join(
+        members, on="document_id")
+    assert joined.height == len(wanted)
+    assert adjusted_rand_score(joined["expected"].to_numpy(), joined["cluster_id"].to_numpy()) == 1.0
