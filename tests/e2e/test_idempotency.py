@@ -74,7 +74,7 @@ def test_every_event_delivered_twice_is_applied_once(api, stack, settings, finis
     cluster_id, run_id, task_id = finished_run
     before = snapshot(settings, [run_id])
     artifacts_before = objects(settings, f"e2e/{cluster_id}/{run_id}/")
-    assert {k.rsplit("/", 1)[1] for k in artifacts_before} == {"dataset.parquet", "members.parquet",
+    assert {k.rsplit("/", 1)[1] for k in artifacts_before} == {"manifest.parquet", "members.parquet",
                                                               "centroids.parquet", "coords.parquet"}
     seen = records_of(settings, run_id)
     assert all(seen[t.name] for t in EVENT_TOPICS), {k: len(v) for k, v in seen.items()}

@@ -270,3 +270,16 @@ def test_a_method_that_needs_all_its_points_runs_as_one_task_with_the_same_resul
         members, on="document_id")
     assert joined.height == len(wanted)
     assert adjusted_rand_score(joined["expected"].to_numpy(), joined["cluster_id"].to_numpy()) == 1.0
+
+
+def test_a_layout_job_fits_a_sample_and_places_every_block(ray_settings, store) -> None:
+    engine = ray_engine(ray_settings, store)
+    ids, X = _data(24_000, 16, 5, seed=7)
+    job = _job(engine, store, ids, X, 5, rows_per_segment=8_000).model_copy(
+        update={"kind": "layout", "vis_n_components": 3})
+    result = _run(engine, job)
+    coords = store.get_parquet(job.coords_key)
+    assert coords.columns == ["document_id", "x", "y", "z"] and coords.schema["x"] == pl.Float32
+    assert coords.height == result.num_points == coords["document_id"].n_unique()
+    assert coords.select(pl.all().exclude("document_id").is_finite().all()).row(0) == (True, True, True)
+    assert len(set(result.block_nodes)) >= 2
