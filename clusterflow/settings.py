@@ -6,6 +6,7 @@ The defaults match what `deploy/local/servers.sh` starts, so a developer who ran
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,22 @@ class Settings(BaseSettings):
     # Long stages (an export, a clustering, a layout) report that they still move this
     # often (`clusterflow.messaging.heartbeat`); keep it well under the watchdog's stall.
     heartbeat_seconds: float = Field(default=30.0, gt=0)
+
+    # Where full runs and deferred layouts are computed (services/clusterer/ray_engine.py):
+    # "local" in the clusterer's process; "ray" always as a job on the Ray cluster whose
+    # dashboard (Jobs API) is at `ray_address`, failing the run when it cannot be
+    # reached; "auto" on Ray from `ray_min_points` points (a job costs seconds to start;
+    # the threshold is measured, see the README), falling back to the process when Ray
+    # cannot be reached. Without an address "auto" is "local".
+    engine: Literal["local", "ray", "auto"] = "auto"
+    ray_address: str = ""
+    ray_min_points: int = Field(default=200_000, ge=1)
+    # The python the job's driver runs (empty: the clusterer's own interpreter, right
+    # when the cluster runs the same image or, locally, the same venv).
+    ray_job_python: str = ""
+    ray_poll_seconds: float = Field(default=1.0, gt=0)
+    # Rows per block task: 65k x 384 float32 = 100 MB read by one task at a time.
+    ray_block_rows: int = Field(default=65_536, ge=1)
 
     # Vector segments (clusterflow/segments.py, services/preparer/segments.py). Readers
     # keep the segments they fetched under `segment_cache_dir` (empty: a folder per

@@ -243,6 +243,21 @@ class DatasetPrepared(Event):
     previous: SourceRun | None = None
 
 
+class ComputeLayout(Event):
+    """A command: compute a completed run's deferred layout (its visualization
+    coordinates) and store it at `coords_key`. The gateway sends it once per run (a
+    row in `layout_requests` decides which gateway does); the clusterer computes it,
+    in its process or as a Ray job (the gateway never does), and records the outcome
+    in that row."""
+
+    event_type: Literal["layout.compute"] = "layout.compute"
+    manifest_key: str
+    coords_key: str
+    num_points: int = Field(ge=0)
+    n_components: int = Field(default=2, ge=2, le=3)
+    seed: int = 42
+
+
 class ExecutionClustered(Event):
     event_type: Literal["execution.clustered"] = "execution.clustered"
     artifacts: ResultArtifacts

@@ -287,12 +287,22 @@ class VisualizationPoint(BaseModel):
 
 
 class Visualization(BaseModel):
+    """A run's layout, paged. A deferred layout not computed yet is answered at once
+    with HTTP 202, `status: "computing"`, no points, and `retry_after_s`: poll the same
+    URL (the `Retry-After` header says when) until `status` is `"ready"` (200 with the
+    points); `"failed"` carries the error, and the next call asks for it again."""
+
     run_id: str
     cluster_id: str
     n_components: int
-    computed_now: bool = Field(description="True when this call computed the deferred layout.")
+    computed_now: bool = Field(description="True when this call asked the engine to compute the deferred layout.")
     points: list[VisualizationPoint]
     pagination: Pagination
+    status: Literal["ready", "computing", "failed"] = Field(
+        default="ready", description="ready: the points are here; computing: the clusterer is computing the "
+        "deferred layout, poll this URL again; failed: see `error`.")
+    error: str | None = None
+    retry_after_s: float | None = Field(default=None, description="While computing: when to poll again.")
 
 
 # --- enrichment -------------------------------------------------------------------------

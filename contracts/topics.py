@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from contracts.events import (
     ClustersLabeled,
+    ComputeLayout,
     DatasetPrepared,
     DeadLetter,
     ExecutionClustered,
@@ -83,6 +84,14 @@ STATUS_CHANGED = Topic(
     producers=(GATEWAY, PREPARER, CLUSTERER, LABELER, STATUS),
     consumers=(STATUS,),
 )
+# A command (deferred layouts): the gateway asks, the clusterer computes.
+LAYOUT_COMPUTE = Topic(
+    name="clustering.layout.compute",
+    event=ComputeLayout,
+    key="cluster_id",
+    producers=(GATEWAY,),
+    consumers=(CLUSTERER,),
+)
 DEAD_LETTERS = Topic(
     name="clustering.dlq",
     event=DeadLetter,
@@ -99,6 +108,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     EXECUTION_CLUSTERED,
     EXECUTION_LABELED,
     STATUS_CHANGED,
+    LAYOUT_COMPUTE,
     DEAD_LETTERS,
 )
 

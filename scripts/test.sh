@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs the project into .venv, starts the real servers
-# (Kafka, PostgreSQL, SeaweedFS S3; reused when already running), runs every tier.
+# (Kafka, PostgreSQL, SeaweedFS S3; reused when already running; the Ray tests start
+# the 2-node Ray cluster themselves), runs every tier.
 #   scripts/test.sh                 all tests (unit, integration, e2e)
 #   scripts/test.sh tests/unit -x   any pytest arguments
 set -euo pipefail

@@ -230,6 +230,20 @@ run_events = Table(
     Index("ix_run_events_run", "run_id", "occurred_at"),
 )
 
+# Deferred layouts, one row per run: the gateway that inserts it sends the command (two
+# gateways asked at once start one computation), the clusterer records the outcome.
+layout_requests = Table(
+    "layout_requests",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("namespace", String(128), nullable=False),
+    Column("status", String(16), nullable=False),  # computing | ready | failed
+    Column("error", Text, nullable=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
 processed_events = Table(
     "processed_events",
     metadata,

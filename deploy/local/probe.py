@@ -2,6 +2,7 @@
 
     probe.py kafka BOOTSTRAP [--timeout S] [--pid PID]
     probe.py s3 ENDPOINT [--timeout S] [--pid PID] [--write]
+    probe.py ray DASHBOARD_ADDRESS [--timeout S] [--pid PID] [--nodes N]
 
 Each probe retries until it succeeds or --timeout seconds have passed, and gives up at
 once if --pid is given and that process has died. Exit status: 0 ready, 1 not ready
@@ -9,7 +10,9 @@ before the timeout, 3 the watched process died. The last error goes to stderr.
 
 Kafka: an admin client connects and lists the topics (a real metadata round trip, not
 just an open port). S3: the bucket exists (it is created when missing); with --write an
-object is also put, read back, compared and deleted.
+object is also put, read back, compared and deleted. Ray: the dashboard's state API
+(`/api/v0/nodes`, what `ray list nodes` reads) lists at least --nodes nodes ALIVE; it
+reads the GCS without joining the cluster as a driver, so a probe costs no worker.
 S3 credentials and bucket come from CLUSTERFLOW_S3_ACCESS_KEY, CLUSTERFLOW_S3_SECRET_KEY
 and CLUSTERFLOW_S3_BUCKET. Debugging aid: CLUSTERFLOW_PROBE_LOG=<file> appends every
 failed try to that file.
@@ -129,17 +132,37 @@ def s3_check(endpoint: str, write: bool):
     return once
 
 
+def ray_check(address: str, nodes: int):
+    import json
+    import urllib.request
+
+    def once(budget: float) -> None:
+        with urllib.request.urlopen(f"http://{address}/api/v0/nodes?limit=100&detail=false",
+                                    timeout=budget) as resp:
+            body = json.loads(resp.read())
+        listed = body["data"]["result"]["result"]
+        alive = [n for n in listed if n.get("state") == "ALIVE"]
+        if len(alive) < nodes:
+            raise RuntimeError(f"{len(alive)} of {nodes} Ray nodes alive "
+                               f"({', '.join(n.get('state', '?') for n in listed) or 'none listed'})")
+
+    return once
+
+
 def main() -> int:
     logging.disable(logging.CRITICAL)  # aiokafka logs every refused connection
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["kafka", "s3"])
+    parser.add_argument("kind", choices=["kafka", "s3", "ray"])
     parser.add_argument("address")
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--pid", type=int, default=0)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--nodes", type=int, default=1)
     args = parser.parse_args()
     if args.kind == "kafka":
         check = kafka_check(args.address)
+    elif args.kind == "ray":
+        check = ray_check(args.address, args.nodes)
     else:
         check = s3_check(args.address, args.write)
     # A request to a server that is still starting may hang; retry soon with a new one.

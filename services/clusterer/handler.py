@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -35,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clusterflow.idempotency import ProcessedLog
+from clusterflow.layouts import FAILED, READY, finish_layout
 from clusterflow.observability import Stopwatch, algorithm_timer
 from clusterflow.messaging import Publisher, RunFailed, heartbeat, report_status
 from clusterflow.runstate import RunState, stop_if_canceled
@@ -44,6 +46,7 @@ from contracts.api import ExecutionMode, TaskStatusEnum
 from contracts.events import (
     CentroidSummary,
     ClusterMetrics,
+    ComputeLayout,
     DatasetPrepared,
     ExecutionClustered,
     Lineage,
@@ -57,6 +60,7 @@ from contracts.topics import EXECUTION_CLUSTERED
 from services.clusterer import composite, lineage, pipeline
 from services.clusterer.assign import MEMBERS_SCHEMA, Assigner
 from services.clusterer.engine import NOISE
+from services.clusterer.ray_engine import RayEngine, RayUnavailable
 
 SERVICE = "clusterer"
 NOISE_KEY = pipeline.cluster_key(NOISE)
@@ -72,6 +76,40 @@ COMPOSITE_MEMBERS_SCHEMA = pa.schema([
 ])
 
 
+class LayoutLedger(Protocol):
+    async def finish(self, run_id: str, status: str, error: str | None = None) -> None: ...
+
+
+class PostgresLayoutLedger:
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    async def finish(self, run_id: str, status: str, error: str | None = None) -> None:
+        await finish_layout(self.engine, run_id, status, error)
+
+
+@dataclass
+class FullOutcome:
+    """What the engine made of a full run, wherever it ran: in this process (members
+    and coordinates in memory) or on Ray (already written to S3 at the run's keys)."""
+
+    members: pl.DataFrame | None  # document_id, cluster_id, distance_to_centroid
+    cluster_ids: list[int]
+    sizes: list[int]
+    centroids: np.ndarray  # (k, d) float32: the mean of each cluster's members
+    noise_count: int
+    metrics: dict
+    n_clusters: int
+    num_points: int
+    seconds: float
+    estimator: str
+    coords: np.ndarray | None = None
+    ids: pl.Series | None = None  # the coordinates' document ids (in process)
+    members_key: str | None = None
+    coords_key: str | None = None
+    method_choice: dict | None = None  # what `auto` chose, and why
+
+
 @dataclass
 class Clusterer:
     store: ObjectStore
@@ -81,6 +119,8 @@ class Clusterer:
     processed: ProcessedLog
     runs: RunState
     heartbeat_s: float = 30.0
+    ray: RayEngine | None = None  # large runs as Ray jobs (ray_engine.py); None: all in-process
+    layouts: "LayoutLedger | None" = None  # deferred layouts' request rows (clusterflow/layouts.py)
 
     async def handle(self, event: DatasetPrepared) -> None:
         if await self.processed.seen(SERVICE, event.event_id):
@@ -103,13 +143,13 @@ class Clusterer:
         return heartbeat(self.publisher, event, service=SERVICE, stage=stage, start=start, end=end,
                          every_s=self.heartbeat_s)
 
-    def _vectors(self, event: DatasetPrepared) -> RunVectors:
+    def _vectors(self, event: DatasetPrepared | ComputeLayout) -> RunVectors:
         try:
             return RunVectors(load_manifest(self.store, event.manifest_key), self.cache)
         except ValueError as exc:
             raise RunFailed(f"the run's manifest {event.manifest_key} cannot be read: {exc}") from exc
 
-    async def _read_vectors(self, event: DatasetPrepared) -> tuple[pa.ChunkedArray, np.ndarray]:
+    async def _read_vectors(self, event: DatasetPrepared | ComputeLayout) -> tuple[pa.ChunkedArray, np.ndarray]:
         vectors = await asyncio.to_thread(self._vectors, event)
         async with self._unavailable_segments_fail_the_run():
             return await asyncio.to_thread(vectors.load)
@@ -136,13 +176,58 @@ class Clusterer:
     # --------------------------------------------------------------------------- full
 
     async def _full(self, event: DatasetPrepared) -> ExecutionClustered:
-        config = event.config
-
         async def progress(stage: str, value: float, message: str) -> None:
             await self._progress(event, stage, value, message)
 
-        await progress("loading", 0.2, f"loading {event.num_points} vectors")
         timings = Stopwatch()
+        outcome = await self._full_on_ray(event, progress) if self.ray and self.ray.wants(event.num_points) else None
+        if outcome is None:
+            outcome = await self._full_in_process(event, progress, timings)
+        members = outcome.members
+        if members is None and event.previous is not None:  # Ray wrote them: lineage reads them back
+            members = await asyncio.to_thread(self.store.get_parquet, outcome.members_key,
+                                              ["document_id", "cluster_id"])
+        keys = [pipeline.cluster_key(c) for c in outcome.cluster_ids]
+        await progress("lineage", 0.8, "matching clusters to the previous run")
+        match, lineage_model = await asyncio.to_thread(
+            self._lineage, event, keys, outcome.centroids, members)
+        # A matched cluster keeps its label, unless this run asks for LLM labels and the
+        # previous one had none: then the LLM names every cluster anew.
+        inherited = {c.cluster_id: c for c in event.previous.centroids} \
+            if event.previous and (event.previous.labeling_enabled or not event.config.labeling_enabled) else {}
+        centroids = []
+        for key, n in zip(keys, outcome.sizes):
+            before = inherited.get(match.inherited.get(key, ""))
+            centroids.append(CentroidSummary(
+                cluster_id=key, num_members=n, stable_id=match.stable_ids[key],
+                **({"label": before.label, "summary": before.summary, "keywords": before.keywords}
+                   if before is not None else {})))
+        if outcome.noise_count:
+            centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=outcome.noise_count))
+
+        timings.lap("lineage")
+        await progress("writing", 0.85, "writing results")
+        artifacts = await asyncio.to_thread(self._write, event, outcome, centroids)
+        timings.lap("write")
+        log.info("run %s: %d documents clustered (%s)", event.run_id, outcome.num_points, timings)
+
+        return self._clustered(
+            event,
+            artifacts=artifacts,
+            num_clusters=outcome.n_clusters,
+            num_points=outcome.num_points,
+            noise_count=outcome.noise_count,
+            metrics=ClusterMetrics(**outcome.metrics),
+            centroids=centroids,
+            estimator=outcome.estimator,
+            algorithm_seconds=round(outcome.seconds, 3),
+            method_choice=outcome.method_choice,
+            lineage=lineage_model,
+        )
+
+    async def _full_in_process(self, event: DatasetPrepared, progress, timings: Stopwatch) -> "FullOutcome":
+        config = event.config
+        await progress("loading", 0.2, f"loading {event.num_points} vectors")
         id_column, X = await self._read_vectors(event)
         ids = pl.Series("document_id", id_column)
         del id_column
@@ -179,43 +264,39 @@ class Clusterer:
         })
         if clustering.assigned is not None:  # assigned to a cluster by policy, not a core member
             members = members.with_columns(assigned=pl.Series(clustering.assigned, dtype=pl.Boolean))
-        keys = [pipeline.cluster_key(c) for c in summary.cluster_ids]
-        await progress("lineage", 0.8, "matching clusters to the previous run")
-        match, lineage_model = await asyncio.to_thread(
-            self._lineage, event, keys, summary.centroids, members)
-        # A matched cluster keeps its label, unless this run asks for LLM labels and the
-        # previous one had none: then the LLM names every cluster anew.
-        inherited = {c.cluster_id: c for c in event.previous.centroids} \
-            if event.previous and (event.previous.labeling_enabled or not event.config.labeling_enabled) else {}
-        centroids = []
-        for key, n in zip(keys, summary.sizes):
-            before = inherited.get(match.inherited.get(key, ""))
-            centroids.append(CentroidSummary(
-                cluster_id=key, num_members=n, stable_id=match.stable_ids[key],
-                **({"label": before.label, "summary": before.summary, "keywords": before.keywords}
-                   if before is not None else {})))
-        if summary.noise_count:
-            centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=summary.noise_count))
-
-        timings.lap("lineage")
-        await progress("writing", 0.85, "writing results")
-        artifacts = await asyncio.to_thread(self._write, event, ids, members, summary, centroids, coords)
-        timings.lap("write")
-        log.info("run %s: %d documents clustered (%s)", event.run_id, len(ids), timings)
-
-        return self._clustered(
-            event,
-            artifacts=artifacts,
-            num_clusters=clustering.n_clusters,
-            num_points=len(ids),
-            noise_count=summary.noise_count,
-            metrics=ClusterMetrics(**summary.metrics),
-            centroids=centroids,
+        return FullOutcome(
+            members=members, cluster_ids=summary.cluster_ids, sizes=summary.sizes, centroids=summary.centroids,
+            noise_count=summary.noise_count, metrics=summary.metrics, n_clusters=clustering.n_clusters,
+            num_points=len(ids), seconds=clustering.seconds,
             estimator=clustering.estimator + (f" after {clustering.reduction}" if clustering.reduction else ""),
-            algorithm_seconds=round(clustering.seconds, 3),
-            method_choice=clustering.explanation(),
-            lineage=lineage_model,
-        )
+            coords=coords, ids=ids, method_choice=clustering.explanation())
+
+    async def _full_on_ray(self, event: DatasetPrepared, progress) -> "FullOutcome | None":
+        """The run as a Ray job (ray_engine.py); None when Ray cannot be reached and the
+        setting lets the run fall back to this process (the run's status says so)."""
+        config, ray = event.config, self.ray
+        job = ray.job_for(event.namespace, event.cluster_id, event.run_id, kind="full", manifest_key=event.manifest_key,
+                          method=str(getattr(config.clustering_method, "value", config.clustering_method)),
+                          params=config.algorithm_params or {}, seed=config.seed,
+                          vis_n_components=config.vis_n_components, layout=not config.defer_visualization)
+        await progress("clustering", 0.3, f"running {config.clustering_method} as a Ray job at {ray.jobs.address}")
+        try:
+            async with self._beating(event, "clustering", 0.3, 0.3):
+                result = await ray.run(job, poll=lambda: stop_if_canceled(self.runs, event.run_id))
+        except RayUnavailable as exc:
+            if not ray.falls_back:
+                raise RunFailed(f"{exc}; CLUSTERFLOW_ENGINE=ray does not fall back to the clusterer's process") \
+                    from exc
+            log.warning("run %s: %s; computing it in-process instead", event.run_id, exc)
+            await progress("clustering", 0.3, f"{exc}; computing in-process instead (CLUSTERFLOW_ENGINE=auto)")
+            return None
+        return FullOutcome(
+            members=None, members_key=result.members_key, cluster_ids=list(range(result.n_clusters)),
+            sizes=result.sizes, centroids=np.asarray(result.centroids, dtype=np.float32).reshape(
+                result.n_clusters, event.dimension),
+            noise_count=result.noise_count, metrics=result.metrics, n_clusters=result.n_clusters,
+            num_points=result.num_points, seconds=result.algorithm_seconds, estimator=result.estimator,
+            coords_key=result.coords_key)
 
     def _lineage(self, event: DatasetPrepared, keys: list[str], vectors: np.ndarray, members: pl.DataFrame
                  ) -> tuple[lineage.Match, Lineage]:
@@ -258,26 +339,70 @@ class Clusterer:
         return lineage.RunClusters(keys=keys, vectors=np.asarray(frame["centroid"].to_numpy(), dtype=np.float32),
                                    stable_ids=stable, members=members)
 
-    def _write(self, event: DatasetPrepared, ids: pl.Series, members: pl.DataFrame,
-               summary: "pipeline.Summary", centroids: list[CentroidSummary],
-               coords: np.ndarray | None) -> ResultArtifacts:
+    def _write(self, event: DatasetPrepared, outcome: "FullOutcome",
+               centroids: list[CentroidSummary]) -> ResultArtifacts:
+        """The centroids, and members and coordinates unless the Ray job wrote them
+        (same keys, same schemas)."""
         def key(name: str) -> str:
             return self._key(event, name)
 
-        self.store.put_parquet(key("members"), members)
-        dim = summary.centroids.shape[1]
-        vectors = summary.centroids.tolist()
-        if summary.noise_count:  # noise is listed with its count, without a centroid
+        if outcome.members is not None:
+            self.store.put_parquet(key("members"), outcome.members)
+        dim = outcome.centroids.shape[1]
+        vectors = outcome.centroids.tolist()
+        if outcome.noise_count:  # noise is listed with its count, without a centroid
             vectors = [*vectors, None]
         self.store.put_parquet(key("centroids"), centroids_frame(centroids, vectors, dim))
-        coords_key = None
+        coords_key, coords = outcome.coords_key, outcome.coords
         if coords is not None:
-            columns = {"document_id": ids, "x": coords[:, 0], "y": coords[:, 1]}
-            if coords.shape[1] == 3:
-                columns["z"] = coords[:, 2]
-            self.store.put_parquet(key("coords"), pl.DataFrame(columns))
+            self.store.put_parquet(key("coords"), coords_frame(outcome.ids, coords))
             coords_key = key("coords")
         return ResultArtifacts(members_key=key("members"), centroids_key=key("centroids"), coords_key=coords_key)
+
+    # ------------------------------------------------------------------ deferred layouts
+
+    async def handle_layout(self, command: ComputeLayout) -> None:
+        """A completed run's deferred layout (the gateway's command): computed here or as
+        a Ray job like a run's own layout, stored at the command's `coords_key`, the
+        outcome recorded in the run's `layout_requests` row the gateway polls. A layout
+        already stored is not computed again (a redelivered command)."""
+        if await asyncio.to_thread(self.store.exists, command.coords_key):
+            await self.layouts.finish(command.run_id, READY)
+            return
+        try:
+            if self.ray and self.ray.wants(command.num_points):
+                try:
+                    await self._layout_on_ray(command)
+                except RayUnavailable as exc:
+                    if not self.ray.falls_back:
+                        raise RunFailed(f"{exc}; CLUSTERFLOW_ENGINE=ray does not fall back") from exc
+                    log.warning("layout of run %s: %s; computing it in-process instead", command.run_id, exc)
+                    await self._layout_in_process(command)
+            else:
+                await self._layout_in_process(command)
+        except (RunFailed, ValueError) as exc:
+            # the run itself stays COMPLETED: only its layout failed, and the next GET retries
+            await self.layouts.finish(command.run_id, FAILED, str(exc))
+            return
+        await self.layouts.finish(command.run_id, READY)
+
+    async def _layout_in_process(self, command: ComputeLayout) -> None:
+        id_column, X = await self._read_vectors(command)
+        coords = await asyncio.to_thread(pipeline.layout, X, command.n_components, command.seed)
+        del X
+        await asyncio.to_thread(self.store.put_parquet, command.coords_key,
+                                coords_frame(pl.Series("document_id", id_column), coords))
+
+    async def _layout_on_ray(self, command: ComputeLayout) -> None:
+        job = self.ray.job_for(command.namespace, command.cluster_id, command.run_id, kind="layout",
+                               manifest_key=command.manifest_key, seed=command.seed,
+                               vis_n_components=command.n_components)
+        job = job.model_copy(update={"coords_key": command.coords_key})
+
+        async def no_cancel() -> None:  # a completed run's layout has nothing to cancel
+            return None
+
+        await self.ray.run(job, poll=no_cancel)
 
     # ------------------------------------------------------------------------- assign
 
@@ -458,6 +583,14 @@ def cluster_keys(labels: np.ndarray) -> pl.Series:
     distinct, positions = np.unique(labels, return_inverse=True)
     keys = pl.Series([pipeline.cluster_key(int(c)) for c in distinct], dtype=pl.String)
     return keys.gather(positions.ravel())
+
+
+def coords_frame(ids: pl.Series, coords: np.ndarray) -> pl.DataFrame:
+    """The coords parquet: document_id, x, y (and z for 3-D layouts), float32."""
+    columns = {"document_id": ids, "x": coords[:, 0], "y": coords[:, 1]}
+    if coords.shape[1] == 3:
+        columns["z"] = coords[:, 2]
+    return pl.DataFrame(columns)
 
 
 def centroids_frame(centroids: list[CentroidSummary], vectors: list, dim: int) -> pl.DataFrame:

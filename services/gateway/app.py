@@ -14,7 +14,6 @@ from clusterflow.keys import KeyStore
 from clusterflow.observability import HttpMetricsMiddleware, metrics_payload, standard_checks
 from clusterflow.messaging import KafkaPublisher, ensure_topics, make_broker
 from clusterflow.settings import Settings, get_settings
-from clusterflow.segments import cache_from_settings
 from clusterflow.storage import S3ObjectStore
 from contracts.api import ErrorResponse, HTTPValidationError
 from services.gateway import errors
@@ -42,7 +41,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings, repo=GatewayRepository(engine, autocommit),
             publisher=KafkaPublisher(broker, settings.topic_prefix), store=store,
             keys=KeyStore(autocommit, cache_seconds=settings.auth_cache_seconds),
-            segments=cache_from_settings(settings, "gateway", store),
         )
         app.state.broker = broker
         app.state.readiness = standard_checks(settings, broker=broker, engine=engine)

@@ -12,7 +12,6 @@ from clusterflow.messaging import Publisher
 from clusterflow.settings import Settings
 from clusterflow.storage import ObjectStore
 from services.gateway.errors import ApiError
-from clusterflow.segments import SegmentCache
 from services.gateway.repository import GatewayRepository
 
 DEFAULT_NAMESPACE = "default"
@@ -27,8 +26,6 @@ class Gateway:
     publisher: Publisher
     store: ObjectStore
     keys: KeyStore | None = None
-    # Segments read by the deferred layout (until the engine computes it: issue 13).
-    segments: SegmentCache | None = None
 
 
 def gateway(request: Request) -> Gateway:

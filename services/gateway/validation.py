@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 
 from clusterflow.filters import FilterError, validate_filter
 from contracts.api import MAX_FILTER_DEPTH, LogicalOperator
-from services.clusterer.engine import validate_params
+from contracts.engine_params import validate_params
 from services.gateway.errors import bad_request
 
 

@@ -50,7 +50,7 @@ from contracts.events import (
     derived_event_id,
 )
 from contracts.topics import DATASET_PREPARED
-from services.clusterer.engine import cap_for, validate_params
+from contracts.engine_params import cap_for, validate_params
 from services.preparer.export import Selection
 from services.preparer.segments import Selected
 

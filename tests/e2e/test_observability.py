@@ -7,6 +7,7 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts.topics import CLUSTERER, consumed_by
 from tests.e2e.conftest import wait_for_task
 from tests.support.corpus import make_cluster, make_collection, start_run
 
@@ -63,4 +64,7 @@ def test_every_service_counts_a_run_and_answers_its_probes(api, stack) -> None:
         if lag:
             break
         time.sleep(1)
-    assert lag and {dict(ls)["topic"] for _, ls in lag} == {stack.settings.topic_prefix + "clustering.dataset.prepared"}
+    # every topic the clusterer consumes: its runs, and the deferred layouts' commands
+    assert lag and {dict(ls)["topic"] for _, ls in lag} == {stack.settings.topic_prefix + t.name
+                                                            for t in consumed_by(CLUSTERER)}
+    assert stack.settings.topic_prefix + "clustering.layout.compute" in {dict(ls)["topic"] for _, ls in lag}

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from services.clusterer.engine.params import (
+from contracts.engine_params import (
     MAX_POINTS,
     PARAMS_MODELS,
     SPECTRAL_RBF_MAX_POINTS,

@@ -14,7 +14,7 @@ A run in ``full`` mode is, in order: sample to ``cap_for(method)`` points,
 from .algorithms import AutoKSearch, ClusteringOutcome, relabel_by_size, run_clustering
 from .layout import project, warm_up
 from .metrics import clustering_metrics
-from .params import MAX_POINTS, ClusteringMethod, cap_for, parse_method, validate_params
+from contracts.engine_params import MAX_POINTS, ClusteringMethod, cap_for, parse_method, validate_params
 from .results import (
     NOISE,
     Centroids,

@@ -44,7 +44,7 @@ from sklearn.neighbors import NearestNeighbors, kneighbors_graph
 from .graph import knn, leiden, similarity_weights
 from .layout import umap_embedding
 from .results import compute_centroids, nearest_centroid
-from .params import (
+from contracts.engine_params import (
     AgglomerativeParams,
     AutoParams,
     ClusteringMethod,

@@ -32,7 +32,8 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.metrics import pairwise_distances
 
-__all__ = ["TRANSFORM_CHUNK", "UMAP_FIT_MAX_POINTS", "align_to_previous", "project", "umap_embedding", "warm_up"]
+__all__ = ["TRANSFORM_CHUNK", "UMAP_FIT_MAX_POINTS", "align_to_previous", "fit_landmarks", "project", "transform_rows",
+           "umap_embedding", "warm_up"]
 
 UMAP_FIT_MAX_POINTS = 20_000
 # Points placed per transform call: 20k took as long as 50k in all (100k points: 24-26 s)
@@ -77,26 +78,47 @@ def project(
         _report(on_progress, 1.0)
         return coords
 
+    coords = np.empty((n, n_components), dtype=np.float32)
+    landmarks = np.zeros(n, dtype=bool)
+    landmarks[np.random.default_rng(seed).choice(n, size=fit_sample, replace=False)] = True
+    rest = np.flatnonzero(~landmarks)
+    reducer = fit_landmarks(X[landmarks], n_components, seed)
+    coords[landmarks] = reducer.embedding_
+    _report(on_progress, fit_sample / n)
+    for start in range(0, len(rest), chunk_size):
+        rows = rest[start : start + chunk_size]
+        coords[rows] = transform_rows(reducer, X[rows], chunk_size)
+        _report(on_progress, (fit_sample + start + len(rows)) / n)
+    return coords
+
+
+def fit_landmarks(sample: np.ndarray, n_components: int, seed: int):
+    """UMAP fitted on a sample (the landmarks) with the index `transform_rows` needs:
+    the first half of a large layout. The Ray engine fits it in one task and
+    transforms the blocks in parallel with it."""
     import umap  # a heavy import (numba); only layouts and HDBSCAN's reduction need it
 
+    if len(sample) <= N_NEIGHBORS:
+        raise ValueError(f"a landmark fit needs more than {N_NEIGHBORS} points (got {len(sample)})")
     reducer = umap.UMAP(
         n_components=n_components, n_neighbors=N_NEIGHBORS, min_dist=MIN_DIST, metric=METRIC,
         random_state=seed, transform_seed=seed,
         # transform() needs the nearest-neighbour-descent index, also for a small fit.
         force_approximation_algorithm=True,
     )
-    coords = np.empty((n, n_components), dtype=np.float32)
-    landmarks = np.zeros(n, dtype=bool)
-    landmarks[np.random.default_rng(seed).choice(n, size=fit_sample, replace=False)] = True
-    rest = np.flatnonzero(~landmarks)
     with _quiet_umap():
-        coords[landmarks] = reducer.fit(X[landmarks]).embedding_
-        _report(on_progress, fit_sample / n)
-        for start in range(0, len(rest), chunk_size):
-            rows = rest[start : start + chunk_size]
-            coords[rows] = reducer.transform(X[rows])
-            _report(on_progress, (fit_sample + start + len(rows)) / n)
-    return coords
+        reducer.fit(np.ascontiguousarray(sample, dtype=np.float32))
+    return reducer
+
+
+def transform_rows(reducer, X: np.ndarray, chunk_size: int = TRANSFORM_CHUNK) -> np.ndarray:
+    """Rows placed on a `fit_landmarks` layout, `chunk_size` at a time (float32)."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    out = np.empty((len(X), reducer.n_components), dtype=np.float32)
+    with _quiet_umap():
+        for start in range(0, len(X), chunk_size):
+            out[start : start + chunk_size] = reducer.transform(X[start : start + chunk_size])
+    return out
 
 
 def umap_embedding(

@@ -1,14 +1,13 @@
 """Executing a cluster, and reading runs back: tasks, executions and their data."""
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import polars as pl
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
-from clusterflow.segments import RunVectors, SegmentUnavailable, load_manifest
+from clusterflow.layouts import claim_layout
 from clusterflow.db.schema import executions
 from clusterflow.storage import artifact_key
 
@@ -25,7 +24,7 @@ from contracts.api import (
     TaskStatusEnum,
     TaskType,
 )
-from contracts.events import ExecutionRequested, new_run_id, new_task_id
+from contracts.events import ComputeLayout, ExecutionRequested, new_run_id, new_task_id
 from contracts.resources import (
     CentroidData,
     ClusterExecutionResult,
@@ -38,8 +37,7 @@ from contracts.resources import (
     Visualization,
     VisualizationPoint,
 )
-from contracts.topics import EXECUTION_REQUESTED
-from services.clusterer.pipeline import layout
+from contracts.topics import EXECUTION_REQUESTED, LAYOUT_COMPUTE
 from services.gateway.deps import CallerDep, GatewayDep, NamespaceDep
 from services.gateway.errors import ApiError, bad_request, not_found
 from services.gateway.queueing import enqueue
@@ -317,16 +315,22 @@ def _read_data(store, row: dict, artifacts: dict, body: ExecutionDataRequest) ->
 
 # --- visualization ----------------------------------------------------------------------
 
-_layout_locks: dict[str, asyncio.Lock] = {}
+LAYOUT_POLL_S = 2.0
 
 
-@router.get("/v1/clusters/{cluster_id}/executions/{run_id}/visualization", response_model=Visualization)
-async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: NamespaceDep,
+@router.get("/v1/clusters/{cluster_id}/executions/{run_id}/visualization", response_model=Visualization,
+            responses={202: {"model": Visualization,
+                             "description": "The deferred layout is being computed: `status` is \"computing\", "
+                             "no points; poll the same URL after `Retry-After` seconds."},
+                       400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
+async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: NamespaceDep, response: Response,
                         offset: int = Query(0, ge=0, le=2_147_483_647),
                         limit: int = Query(10_000, ge=1, le=100_000)) -> Visualization:
-    """Per-document coordinates with cluster ids and labels, paged. A run executed with
-    `defer_visualization` gets its layout computed by the first call and stored at the
-    run's deterministic `coords` key, which later calls (and the data endpoint) read."""
+    """Per-document coordinates with cluster ids and labels, paged. It answers at once:
+    a run executed with `defer_visualization` whose layout is not stored yet gets 202
+    `status: "computing"`; the first such call (of any gateway replica: a Postgres row
+    decides) sends the clusterer a `ComputeLayout` command, which stores the layout at
+    the run's deterministic `coords` key, read by later calls and the data endpoint."""
     cluster, row, artifacts = await run_with_results(gw, ns, cluster_id, run_id)
     if row.get("mode") == ExecutionMode.composite.value:
         raise bad_request(f"run {run_id} is a composite run: its members come from several runs and have no "
@@ -334,20 +338,31 @@ async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namesp
     details = row.get("details") or {}
     n_components = details.get("vis_n_components") or cluster["vis_n_components"]
     key = _coords_key(row, artifacts)
-    computed = False
-    lock = _layout_locks.setdefault(run_id, asyncio.Lock())
-    async with lock:
-        if not await run_in_threadpool(gw.store.exists, key):
-            await run_in_threadpool(_compute_layout, gw, ns, cluster["cluster_id"], run_id, key,
-                                    n_components, details.get("seed", 42))
-            computed = True
-    _layout_locks.pop(run_id, None)
+    if not await run_in_threadpool(gw.store.exists, key):
+        state = await claim_layout(gw.repo.engine, ns, run_id)
+        if state.claimed:
+            await gw.publisher.publish(LAYOUT_COMPUTE, ComputeLayout(
+                namespace=ns, run_id=run_id, cluster_id=cluster["cluster_id"], task_id=row["task_id"],
+                manifest_key=artifact_key(ns, cluster["cluster_id"], run_id, "manifest"), coords_key=key,
+                num_points=int(row.get("num_points") or 0), n_components=n_components,
+                seed=details.get("seed", 42)))
+        # the clusterer may have finished between the check and the claim
+        if state.claimed or not await run_in_threadpool(gw.store.exists, key):
+            failed = state.status == "failed"
+            if not failed:
+                response.status_code = 202
+                response.headers["Retry-After"] = str(int(LAYOUT_POLL_S))
+            return Visualization(
+                run_id=run_id, cluster_id=cluster["cluster_id"], n_components=n_components,
+                computed_now=state.claimed, points=[], pagination=Pagination(limit=limit, offset=offset, total=0),
+                status="failed" if failed else "computing", error=state.error,
+                retry_after_s=None if failed else LAYOUT_POLL_S)
     labels = {c["cluster_id"]: c.get("label") for c in row.get("centroids") or []}
     page = await run_in_threadpool(_layout_page, gw.store, artifacts["members_key"], key, offset, limit)
     total, frame = page
     return Visualization(
         run_id=run_id, cluster_id=cluster["cluster_id"], n_components=3 if "z" in frame.columns else 2,
-        computed_now=computed,
+        computed_now=False,
         points=[VisualizationPoint(**r, label=labels.get(r["cluster_id"])) for r in frame.iter_rows(named=True)],
         pagination=Pagination(limit=limit, offset=offset, total=total),
     )
@@ -356,22 +371,6 @@ async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namesp
 def _coords_key(row: dict, artifacts: dict) -> str:
     """Inline layouts name their key; deferred ones live at the run's deterministic key."""
     return artifacts.get("coords_key") or artifact_key(row["namespace"], row["cluster_id"], row["run_id"], "coords")
-
-
-def _compute_layout(gw, namespace: str, cluster_id: str, run_id: str, key: str, n_components: int,
-                    seed: int) -> None:
-    manifest = load_manifest(gw.store, artifact_key(namespace, cluster_id, run_id, "manifest"))
-    try:
-        ids, X = RunVectors(manifest, gw.segments).load()
-    except SegmentUnavailable as exc:
-        raise bad_request(f"run {run_id}'s vectors are gone ({exc}); execute the cluster again",
-                          code="run_vectors_unavailable") from exc
-    coords = layout(X, n_components, seed)
-    del X
-    columns = {"document_id": pl.Series("document_id", ids), "x": coords[:, 0], "y": coords[:, 1]}
-    if n_components == 3:
-        columns["z"] = coords[:, 2]
-    gw.store.put_parquet(key, pl.DataFrame(columns))
 
 
 def _layout_page(store, members_key: str, coords_key: str, offset: int, limit: int) -> tuple[int, pl.DataFrame]:

@@ -60,7 +60,7 @@ class Points(BaseModel):
     clustering_method: str | None = None
     metrics: ClusterMetrics | None = None
     dimensions: int = Field(description="2 or 3; 0 when the run has no layout yet (visualization deferred: "
-                            "GET .../visualization computes it).")
+                            "GET .../visualization has the clusterer compute it).")
     total: int = Field(description="Members in the run.")
     sampled: bool = Field(description="True when only `max_points` of them are returned (a uniform sample).")
     clusters: list[PointsCluster]
@@ -108,7 +108,8 @@ async def run_points(request: Request, cluster_id: str, run_id: str, gw: Gateway
 
 def _points_json(store, ns: str, cluster: dict, row: dict, artifacts: dict, max_points: int) -> bytes:
     members = store.get_parquet(artifacts["members_key"], columns=["document_id", "cluster_id", "distance_to_centroid"])
-    # A deferred layout appears at the run's own coords key once /visualization computed it.
+    # A deferred layout appears at the run's own coords key once the clusterer computed it
+    # (asked by GET .../visualization).
     coords_key = artifacts.get("coords_key") or artifact_key(ns, row["cluster_id"], row["run_id"], "coords")
     coords = store.get_parquet(coords_key) if artifacts.get("coords_key") or store.exists(coords_key) else None
     points = build_points(members, coords, row.get("centroids") or [], max_points)

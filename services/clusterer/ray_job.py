@@ -1,0 +1,488 @@
+"""The engine as a Ray job: `python -m services.clusterer.ray_job <spec key>`.
+
+The clusterer (ray_engine.py) writes an `EngineJob` spec to S3 and submits this module
+as a Ray job; the job's driver plans the run's rows into blocks (slices of the
+manifest's segments), and Ray tasks, on any node, each read one block from S3 through
+that node's segment cache and return per-block results: sums and counts for k-means and
+the metrics, labels and distances with the block's document ids. The driver reduces
+the sums and writes the rows it gets back straight into the members/coords parquet, a
+block at a time, joined by document id (blocks come back in whatever order they
+finish). So no process holds the run's matrix; the driver holds k x d sums, a seeded
+sample (k-means' init, silhouette, the layout's fit) and one block's results.
+
+Algorithms that need all their points at once (every method but kmeans) run as one
+task that asks Ray for the memory the matrix needs (their caps keep it bounded).
+
+What the job leaves in S3: members.parquet and coords.parquet at the run's keys (the
+schemas of the in-process path) and `engine-result.json` (`EngineResult`): sizes,
+centroids, metrics, and which node ran each block. The clusterer turns that into the
+same centroids artifact and `ExecutionClustered` event as an in-process run.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+log = logging.getLogger("clusterflow.ray_job")
+
+MEMBERS_SCHEMA = pa.schema([("document_id", pa.string()), ("cluster_id", pa.string()),
+                            ("distance_to_centroid", pa.float32())])
+RESULT_NAME = "engine-result.json"
+SPEC_NAME = "engine-spec.json"
+
+
+class EngineJob(BaseModel):
+    """What one job computes (written by the clusterer, read by the job)."""
+
+    kind: Literal["full", "layout"] = "full"
+    run_id: str
+    manifest_key: str
+    members_key: str
+    coords_key: str
+    result_key: str
+    method: str = "kmeans"
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 42
+    vis_n_components: int = 2
+    layout: bool = True
+    block_rows: int = 65_536
+
+
+class EngineResult(BaseModel):
+    run_id: str
+    n_clusters: int = 0
+    sizes: list[int] = Field(default_factory=list)  # by cluster 0..k-1
+    centroids: list[list[float]] = Field(default_factory=list)
+    noise_count: int = 0
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    estimator: str = ""
+    algorithm_seconds: float = 0.0
+    num_points: int = 0
+    members_key: str | None = None
+    coords_key: str | None = None
+    block_nodes: list[str] = Field(default_factory=list)  # the Ray node id of each block task
+    iterations: int = 0
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- S3 I/O
+
+def _store():
+    from clusterflow.settings import Settings
+    from clusterflow.storage import S3ObjectStore
+
+    return S3ObjectStore.from_settings(Settings())
+
+
+def put_json(store, key: str, value: BaseModel) -> None:
+    data = value.model_dump_json().encode()
+    store.client.put_object(bucket_name=store.bucket, object_name=key, data=io.BytesIO(data), length=len(data),
+                            content_type="application/json")
+
+
+def get_json(store, key: str, model: type[BaseModel]) -> BaseModel:
+    resp = store.client.get_object(bucket_name=store.bucket, object_name=key)
+    try:
+        return model.model_validate_json(resp.read())
+    finally:
+        resp.close()
+        resp.release_conn()
+
+
+# Each Ray worker process keeps one segment cache; the processes of a node share its
+# directory (entries are written under temporary names and renamed, so that is safe),
+# so the k-means passes after the first read the node's local copies, not S3.
+_CACHE = None
+
+
+def _cache(dimension: int):
+    global _CACHE
+    if _CACHE is None:
+        from clusterflow.segments import cache_from_settings
+        from clusterflow.settings import Settings
+
+        _CACHE = cache_from_settings(Settings(), "ray", _store())
+    return _CACHE
+
+
+def read_block(block: dict) -> tuple[pa.Array, np.ndarray]:
+    """One block's ids and vectors: `rows` (ascending) of one segment."""
+    from clusterflow.segments import SegmentRef
+
+    ref = SegmentRef(**block["segment"])
+    rows = np.asarray(block["rows"], dtype=np.int32)
+    X = np.empty((len(rows), block["dimension"]), dtype=np.float32)
+    ids = _cache(block["dimension"]).read_rows_into(ref, block["dimension"], rows, X)
+    return ids, X
+
+
+def plan_blocks(manifest, block_rows: int) -> list[dict]:
+    """The manifest's rows cut into blocks of at most `block_rows`, each a slice of one
+    segment's rows; `start` is the block's first position in the manifest (what the
+    seeded samples are drawn over)."""
+    blocks, at = [], 0
+    for ref, rows in manifest.parts():
+        for start in range(0, len(rows), block_rows):
+            part = rows[start:start + block_rows]
+            blocks.append({"segment": {"segment_id": ref.segment_id, "key": ref.key, "num_rows": ref.num_rows},
+                           "rows": part, "dimension": manifest.dimension, "start": at})
+            at += len(part)
+    return blocks
+
+
+# ------------------------------------------------------------------- the block tasks
+
+def _node() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _threads():
+    # One BLAS thread per task: a task has one CPU (two threads were 3-12x slower here).
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
+def task_sample(block: dict, positions: np.ndarray) -> np.ndarray:
+    """The rows of a seeded sample that fall in this block (positions within it)."""
+    with _threads():
+        _, X = read_block(block)
+        return X[positions]
+
+
+def task_lloyd(block: dict, centres: np.ndarray):
+    from services.clusterer.engine.blockwise import lloyd_partial
+
+    with _threads():
+        _, X = read_block(block)
+        return lloyd_partial(X, centres), _node()
+
+
+def task_members(block: dict, centres: np.ndarray):
+    """Pass 1 after convergence: sums and counts per nearest centre (the members' means)."""
+    from services.clusterer.engine.blockwise import label_partial
+
+    with _threads():
+        _, X = read_block(block)
+        part = label_partial(X, centres)
+        return part.sums, part.counts
+
+
+def task_distances(block: dict, centres: np.ndarray, new_id: np.ndarray, centroids: np.ndarray,
+                   sample_positions: np.ndarray):
+    """Pass 2: the block's members (ids, final cluster ids, distances), the per-cluster
+    distance sums, and the silhouette sample's rows with their labels."""
+    from services.clusterer.engine.blockwise import distance_partial, nearest
+
+    with _threads():
+        ids, X = read_block(block)
+        labels = new_id[nearest(X, centres)[0]]
+        part = distance_partial(X, labels, centroids)
+        return (ids, labels, part.distances, part.dist_sums, part.sq_sums,
+                X[sample_positions], labels[sample_positions], _node())
+
+
+def task_fit_layout(sample: np.ndarray, n_components: int, seed: int):
+    """UMAP fitted on the sample (the landmarks), to transform every block with."""
+    from services.clusterer.engine.layout import fit_landmarks
+
+    with _threads():
+        return fit_landmarks(sample, n_components, seed)
+
+
+def task_transform(block: dict, model) -> tuple[pa.Array, np.ndarray, str]:
+    from services.clusterer.engine.layout import transform_rows
+
+    with _threads():
+        ids, X = read_block(block)
+        return ids, transform_rows(model, X), _node()
+
+
+def task_whole(spec: dict, blocks: list[dict]) -> dict:
+    """A method that needs all its points at once: the in-process pipeline, in one task."""
+    from services.clusterer import pipeline
+
+    with _threads():
+        parts = [read_block(b) for b in blocks]
+        ids = pa.chunked_array([p[0] for p in parts], pa.string())
+        X = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 1), np.float32)
+        del parts
+        clustering = pipeline.cluster(X, spec["method"], spec["params"], spec["seed"])
+        summary = pipeline.summarize(X, clustering.labels, spec["seed"])
+        coords = pipeline.layout(X, spec["vis_n_components"], spec["seed"]) if spec["layout"] else None
+        return {"ids": ids, "labels": clustering.labels, "distances": summary.distances, "coords": coords,
+                "sizes": summary.sizes, "centroids": summary.centroids, "noise_count": summary.noise_count,
+                "metrics": summary.metrics, "n_clusters": clustering.n_clusters,
+                "estimator": clustering.estimator + (f" after {clustering.reduction}" if clustering.reduction else ""),
+                "seconds": clustering.seconds, "node": _node()}
+
+
+# ------------------------------------------------------------------------- the driver
+
+class Driver:
+    """Runs one EngineJob on the Ray cluster this process is connected to."""
+
+    def __init__(self, spec: EngineJob, store) -> None:
+        import ray
+
+        self.ray = ray
+        self.spec = spec
+        self.store = store
+        self.nodes: list[str] = []
+        # SPREAD: Ray's default (hybrid) policy packs short tasks onto the driver's node
+        # while it has room; measured here, every block of a 60K run ran on the head.
+        # Blocks are independent reads of S3: spreading them uses every node's CPU and
+        # cache. max_retries: a task lost with its node is run again elsewhere.
+        remote = ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False, scheduling_strategy="SPREAD")
+        self.r_sample = remote(task_sample)
+        self.r_lloyd = remote(task_lloyd)
+        self.r_members = remote(task_members)
+        self.r_distances = remote(task_distances)
+        self.r_transform = remote(task_transform)
+        self.r_fit_layout = ray.remote(num_cpus=1, max_retries=3)(task_fit_layout)
+
+    def _manifest(self):
+        from clusterflow.segments import load_manifest
+
+        return load_manifest(self.store, self.spec.manifest_key)
+
+    def _sample(self, blocks: list[dict], n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """A seeded sample of the run's rows (sorted manifest positions, and the rows),
+        gathered by tasks from the blocks that hold them."""
+        positions = np.arange(n) if n <= size else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+        refs, taken = [], []
+        for b in blocks:
+            lo, hi = np.searchsorted(positions, [b["start"], b["start"] + len(b["rows"])])
+            if hi > lo:
+                refs.append(self.r_sample.remote(b, positions[lo:hi] - b["start"]))
+                taken.append(positions[lo:hi])
+        rows = self.ray.get(refs)
+        return np.concatenate(taken), (np.concatenate(rows) if rows else np.zeros((0, blocks[0]["dimension"]),
+                                                                                  np.float32))
+
+    def run(self) -> EngineResult:
+        spec = self.spec
+        manifest = self._manifest()
+        blocks = plan_blocks(manifest, spec.block_rows)
+        if spec.kind == "layout":
+            return self._layout_only(manifest, blocks)
+        if spec.method != "kmeans":
+            return self._whole(manifest, blocks)
+        return self._kmeans(manifest, blocks)
+
+    # -- kmeans, block by block
+
+    def _kmeans(self, manifest, blocks: list[dict]) -> EngineResult:
+        from services.clusterer.engine import run_clustering, validate_params
+        from services.clusterer.engine.algorithms import MINIBATCH_SEED_SAMPLE
+        from services.clusterer.engine.blockwise import LloydPartial, calinski_harabasz, davies_bouldin, \
+            lloyd_update, size_order
+        from services.clusterer.engine.metrics import SILHOUETTE_SAMPLE, _finite, _scorable
+        from sklearn.cluster import KMeans
+        from sklearn.metrics import silhouette_score
+
+        spec, ray, n = self.spec, self.ray, len(manifest)
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        params = validate_params("kmeans", spec.params)
+        k_wanted = params.n_clusters
+        # The init: exact k-means on a seeded sample, as the in-process engine seeds its
+        # MiniBatch (engine/algorithms.py); "auto" picks k on that sample the same way.
+        size = max(MINIBATCH_SEED_SAMPLE, 20 * (k_wanted if isinstance(k_wanted, int) else 20))
+        _, sample = self._sample(blocks, n, size, spec.seed)
+        if not isinstance(k_wanted, int):
+            k_wanted = int(run_clustering(sample, "kmeans", spec.params, spec.seed).params["n_clusters"])
+        if k_wanted > n:
+            raise ValueError(f"algorithm_params.n_clusters ({k_wanted}) exceeds the number of points ({n}); lower it")
+        centres = KMeans(n_clusters=k_wanted, init=params.init, n_init=params.n_init, max_iter=params.max_iter,
+                         tol=params.tol, random_state=params.random_state).fit(sample).cluster_centers_
+        centres = centres.astype(np.float32)
+        # scikit-learn's tolerance is relative to the data's mean variance (here the sample's)
+        tol = params.tol * float(np.mean(np.var(sample, axis=0)))
+        del sample
+        seconds["init"] = time.perf_counter() - started
+
+        iterations = 0
+        for iterations in range(1, params.max_iter + 1):
+            centres_ref = ray.put(centres)
+            parts = ray.get([self.r_lloyd.remote(b, centres_ref) for b in blocks])
+            self.nodes = [node for _, node in parts]
+            total = parts[0][0]
+            for part, _ in parts[1:]:
+                total = total + part
+            centres, shift = lloyd_update(centres, total)
+            if shift <= tol:
+                break
+        seconds["lloyd"] = time.perf_counter() - started - seconds["init"]
+
+        centres_ref = ray.put(centres)
+        sums = np.zeros_like(centres, dtype=np.float64)
+        counts = np.zeros(len(centres), dtype=np.int64)
+        for s, c in ray.get([self.r_members.remote(b, centres_ref) for b in blocks]):
+            sums += s
+            counts += c
+        new_id = size_order(counts)
+        kept = np.flatnonzero(new_id >= 0)
+        order = kept[np.argsort(new_id[kept])]
+        centroids = (sums[order] / counts[order, None]).astype(np.float32)
+        sizes = counts[order]
+
+        sil_positions = np.arange(n) if n <= SILHOUETTE_SAMPLE else np.sort(
+            np.random.default_rng(spec.seed).choice(n, size=SILHOUETTE_SAMPLE, replace=False))
+        dist_sums = np.zeros(len(order))
+        sq_sums = np.zeros(len(order))
+        sil_X, sil_labels = [], []
+        args = (centres_ref, ray.put(new_id), ray.put(centroids))
+        pending = {}
+        for b in blocks:
+            lo, hi = np.searchsorted(sil_positions, [b["start"], b["start"] + len(b["rows"])])
+            pending[self.r_distances.remote(b, *args, sil_positions[lo:hi] - b["start"])] = b
+        nodes = []
+        with tempfile.TemporaryDirectory(prefix="ray-job-") as tmp:
+            path = os.path.join(tmp, "members.parquet")
+            with pq.ParquetWriter(path, MEMBERS_SCHEMA, compression="zstd") as writer:
+                # Blocks are written as they finish, whatever their order: each row carries
+                # its document id, which is how every reader joins them.
+                while pending:
+                    done, _ = ray.wait(list(pending), num_returns=1)
+                    pending.pop(done[0])
+                    ids, labels, dist, ds, ss, sx, sl, node = ray.get(done[0])
+                    nodes.append(node)
+                    dist_sums += ds
+                    sq_sums += ss
+                    sil_X.append(sx)
+                    sil_labels.append(sl)
+                    writer.write_table(_members_table(ids, labels, dist))
+            self.store.upload(spec.members_key, path)
+        self.nodes += nodes
+        seconds["members"] = time.perf_counter() - started - seconds["init"] - seconds["lloyd"]
+        algorithm_seconds = time.perf_counter() - started
+
+        sx, sl = np.concatenate(sil_X), np.concatenate(sil_labels)
+        metrics = {"silhouette_score": _finite(silhouette_score(sx, sl)) if _scorable(sl) else None,
+                   "davies_bouldin_index": None, "calinski_harabasz_score": None}
+        if len(order) >= 2:
+            metrics["davies_bouldin_index"] = _finite(davies_bouldin(centroids, sizes, dist_sums))
+            ch = calinski_harabasz(centroids, sizes, sq_sums)
+            metrics["calinski_harabasz_score"] = None if ch is None else _finite(ch)
+        seconds["metrics"] = time.perf_counter() - started - algorithm_seconds
+        coords_key = None
+        if spec.layout:
+            coords_key = self._layout(manifest, blocks)
+            seconds["layout"] = time.perf_counter() - started - algorithm_seconds - seconds["metrics"]
+        return EngineResult(
+            run_id=spec.run_id, n_clusters=len(order), sizes=sizes.tolist(), centroids=centroids.tolist(),
+            metrics=metrics, estimator=f"KMeans (Lloyd over {len(blocks)} blocks on Ray, sample-seeded)",
+            algorithm_seconds=round(algorithm_seconds, 3), num_points=n, members_key=spec.members_key,
+            coords_key=coords_key, block_nodes=self.nodes, iterations=iterations,
+            seconds={k: round(v, 3) for k, v in seconds.items()})
+
+    # -- the layout: fit on a sample, transform the blocks in parallel
+
+    def _layout(self, manifest, blocks: list[dict]) -> str:
+        from services.clusterer.engine.layout import UMAP_FIT_MAX_POINTS
+
+        spec, ray = self.spec, self.ray
+        _, sample = self._sample(blocks, len(manifest), UMAP_FIT_MAX_POINTS, spec.seed)
+        model = self.r_fit_layout.remote(sample, spec.vis_n_components, spec.seed)
+        del sample
+        pending = [self.r_transform.remote(b, model) for b in blocks]
+        with tempfile.TemporaryDirectory(prefix="ray-job-") as tmp:
+            path = os.path.join(tmp, "coords.parquet")
+            writer = None
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ids, coords, node = ray.get(done[0])
+                self.nodes.append(node)
+                table = _coords_table(ids, coords)
+                if writer is None:
+                    writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+                writer.write_table(table)
+            if writer is not None:
+                writer.close()
+            self.store.upload(spec.coords_key, path)
+        return spec.coords_key
+
+    def _layout_only(self, manifest, blocks: list[dict]) -> EngineResult:
+        started = time.perf_counter()
+        key = self._layout(manifest, blocks)
+        return EngineResult(run_id=self.spec.run_id, num_points=len(manifest), coords_key=key,
+                            block_nodes=self.nodes, seconds={"layout": round(time.perf_counter() - started, 3)})
+
+    # -- the others: one task with the memory the matrix needs
+
+    def _whole(self, manifest, blocks: list[dict]) -> EngineResult:
+        spec, ray = self.spec, self.ray
+        need = len(manifest) * manifest.dimension * 4
+        task = ray.remote(num_cpus=1, max_retries=1, memory=int(need * 4 + 512 * 2**20))(task_whole)
+        out = ray.get(task.remote(spec.model_dump(), blocks))
+        self.nodes = [out["node"]]
+        with tempfile.TemporaryDirectory(prefix="ray-job-") as tmp:
+            path = os.path.join(tmp, "members.parquet")
+            pq.write_table(_members_table(out["ids"], out["labels"], out["distances"]), path, compression="zstd")
+            self.store.upload(spec.members_key, path)
+            coords_key = None
+            if out["coords"] is not None:
+                pq.write_table(_coords_table(out["ids"], out["coords"]), path, compression="zstd")
+                self.store.upload(spec.coords_key, path)
+                coords_key = spec.coords_key
+        return EngineResult(
+            run_id=spec.run_id, n_clusters=out["n_clusters"], sizes=list(out["sizes"]),
+            centroids=np.asarray(out["centroids"]).tolist(), noise_count=out["noise_count"],
+            metrics=out["metrics"], estimator=out["estimator"] + " (one Ray task)",
+            algorithm_seconds=round(out["seconds"], 3), num_points=len(manifest), members_key=spec.members_key,
+            coords_key=coords_key, block_nodes=self.nodes)
+
+
+def _members_table(ids, labels: np.ndarray, distances: np.ndarray) -> pa.Table:
+    from services.clusterer.engine import cluster_key
+
+    distinct, positions = np.unique(labels, return_inverse=True)
+    keys = pa.array([cluster_key(int(c)) for c in distinct], pa.string()).take(pa.array(positions.ravel()))
+    dist = np.asarray(distances, dtype=np.float32)
+    return pa.table({"document_id": ids.cast(pa.string()),
+                     "cluster_id": keys,
+                     # noise has no centroid: a null distance, as the in-process members
+                     "distance_to_centroid": pa.array(dist, mask=np.isnan(dist))}, schema=MEMBERS_SCHEMA)
+
+
+def _coords_table(ids, coords: np.ndarray) -> pa.Table:
+    # float32 columns, as the in-process path writes its layout's coordinates
+    coords = np.asarray(coords, dtype=np.float32)
+    columns = {"document_id": ids.cast(pa.string()), "x": pa.array(coords[:, 0]), "y": pa.array(coords[:, 1])}
+    if coords.shape[1] == 3:
+        columns["z"] = pa.array(coords[:, 2])
+    return pa.table(columns)
+
+
+def main(argv: list[str]) -> int:
+    import ray
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    store = _store()
+    spec = get_json(store, argv[1], EngineJob)
+    ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), logging_level=logging.WARNING)
+    started = time.perf_counter()
+    result = Driver(spec, store).run()
+    put_json(store, spec.result_key, result)
+    log.info("run %s: engine done in %.1f s on nodes %s", spec.run_id, time.perf_counter() - started,
+             sorted(set(result.block_nodes)))
+    print(json.dumps({"run_id": spec.run_id, "result_key": spec.result_key}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
