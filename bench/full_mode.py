@@ -97,7 +97,9 @@ def main() -> None:
     params = {"n_clusters": K} if args.method == "kmeans" else {"min_cluster_size": 50}
     med = statistics.median
 
-    settings = fresh_settings("clusterflow_bench")
+    # The in-process engine, whatever the size: this compares the service with the same
+    # engine called bare (bench/ray_engine.py compares the Ray path).
+    settings = fresh_settings("clusterflow_bench").model_copy(update={"engine": "local"})
     if args.layout or args.method == "hdbscan":
         warm_up()
     figures: dict = {"method": args.method, "dim": DIM, "layout": "inline" if args.layout else "deferred",

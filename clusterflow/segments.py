@@ -361,6 +361,9 @@ def _decode_into_cache(ref: SegmentRef, dimension: int, parquet_path: str, stem:
                 writer.write_table(pa.table([column], names=["document_id"]))
         os.replace(ids_tmp, stem.with_suffix(".ids"))
         os.replace(f32_tmp, stem.with_suffix(".f32"))
+        del source, ids, column
+        # Arrow's allocator keeps what the row groups used unless told (datasets.read_dataset).
+        pa.default_memory_pool().release_unused()
     except (OSError, ValueError, pa.ArrowException) as exc:
         for suffix in (".f32.tmp", ".ids.tmp"):
             try:
