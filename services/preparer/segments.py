@@ -252,9 +252,8 @@ class SegmentStore:
                     segment_ids = np.concatenate([segment_ids, extra_ids])
                     rows = np.concatenate([rows, extra_rows])
                 known = [ref for t in tails.values() for ref in t.refs]
-                refs = await self._refs(conn, sorted(set(np.unique(segment_ids).tolist())
-                                                     - {r.segment_id for r in known}))
-                used = sorted(set(np.unique(segment_ids).tolist()))
+                used = np.unique(segment_ids).tolist()
+                refs = await self._refs(conn, sorted(set(used) - {r.segment_id for r in known}))
                 if used:
                     await conn.execute(text(
                         "INSERT INTO run_segments (run_id, segment_id) SELECT :run, unnest(:ids) ON CONFLICT DO NOTHING"
@@ -300,7 +299,7 @@ class SegmentStore:
         return dims.pop()
 
     @staticmethod
-    def _sample(sel: Selection, query, limit: int | None, seed: int):
+    def _sample(query, limit: int | None, seed: int):
         if limit is None:
             return query
         dv = document_vectors.c
@@ -312,7 +311,7 @@ class SegmentStore:
         """(segment id, row) of every selected row that is sealed, by binary COPY: 22 bytes
         a row decoded by numpy, no Python object per row."""
         dv = document_vectors.c
-        chosen = self._sample(sel, matching(sel, dv.segment_id, dv.segment_row), limit, seed).subquery()
+        chosen = self._sample(matching(sel, dv.segment_id, dv.segment_row), limit, seed).subquery()
         query = select(chosen.c.segment_id, chosen.c.segment_row).where(chosen.c.segment_id.is_not(None))
         parts: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -331,7 +330,7 @@ class SegmentStore:
         """(segment id, row) of the selected rows that were in the tail when the snapshot
         was taken: where this selection's own sealing put them."""
         dv = document_vectors.c
-        chosen = self._sample(sel, matching(sel, dv.collection_id, dv.document_id, dv.segment_id), limit,
+        chosen = self._sample(matching(sel, dv.collection_id, dv.document_id, dv.segment_id), limit,
                               seed).subquery()
         rows = (await conn.execute(select(chosen.c.collection_id, chosen.c.document_id)
                                    .where(chosen.c.segment_id.is_(None)))).all()
