@@ -43,6 +43,8 @@ class LLMClients:
             retry=RetryPolicy(max_attempts=s.llm_max_attempts, backoff_s=s.llm_backoff_s,
                               backoff_max_s=s.llm_backoff_max_s, retry_after_max_s=s.llm_retry_after_max_s),
             sleep=self.sleep, transport=self.transport, default_max_tokens=s.llm_max_output_tokens,
+            successors=s.llm_model_successors, inline_media_max_bytes=s.llm_inline_media_max_bytes,
+            private_media_hosts=s.private_media_hosts(),
         )
         if provider is LLMProvider.anthropic:
             client: HTTPLLMClient = AnthropicClient(version=s.anthropic_version, **kwargs)

@@ -93,6 +93,9 @@ class RunStats:
     relabeled: int = 0
     dedup_method: str | None = None
     seconds: float = 0.0
+    # What the provider was not sent as asked (a retired model's successor, a refused
+    # parameter, media it cannot fetch): the run's `llm_labeling_warnings`.
+    warnings: list[str] = field(default_factory=list)
 
 
 def choose_model(config: LLMLabeling, settings: LabelerSettings) -> tuple[LLMProvider, str]:
@@ -133,6 +136,7 @@ class Labeler:
             message=(f"labeled {stats.clusters} clusters in {stats.seconds:.2f}s ({stats.inherited} inherited, "
                      f"{stats.llm_calls} LLM calls, {stats.cache_hits} cached, "
                      f"{len(labeled.llm_labeling_errors)} errors)"),
+            details={"llm_labeling_warnings": stats.warnings} if stats.warnings else None,
         )
         await self.publisher.publish(EXECUTION_LABELED, labeled)
         await self.processed.mark(SERVICE, event.event_id)
@@ -165,6 +169,7 @@ class Labeler:
             stats.dedup_method = await self._dedup(drafts, keywords, flags, llm_run, stats)
         finally:
             if client is not None:
+                stats.warnings = list(client.notes)
                 await client.aclose()
         if llm_run is not None:
             stats.llm_calls = llm_run.conversation.calls
@@ -224,7 +229,10 @@ class Labeler:
             log.warning("run %s asked for LLM labels from %s, which has no API key (%s): labels come from "
                         "the documents' text", event.run_id, provider.value, env)
             return None, {"llm_skipped": f"no API key configured for provider {provider.value} ({env})"}
-        return client, {"provider": provider.value, "model": client.model}
+        how = {"provider": provider.value, "model": client.model}
+        if client.model != model:
+            how["model_requested"] = model
+        return client, how
 
     # ------------------------------------------------------------------ c-TF-IDF
 
