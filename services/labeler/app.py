@@ -31,7 +31,6 @@ class LLMClients:
         self.settings = settings
         self.sleep = sleep
         self.transport = transport
-        self.made: list[HTTPLLMClient] = []  # every client made (tests read their attempts)
 
     def __call__(self, provider: LLMProvider, model: str) -> HTTPLLMClient | None:
         key = self.settings.api_key(provider)
@@ -50,7 +49,6 @@ class LLMClients:
             client: HTTPLLMClient = AnthropicClient(version=s.anthropic_version, **kwargs)
         else:
             client = CLIENTS[provider](**kwargs)
-        self.made.append(client)
         return client
 
 

@@ -97,6 +97,15 @@ class RunStats:
     # parameter, media it cannot fetch): the run's `llm_labeling_warnings`.
     warnings: list[str] = field(default_factory=list)
 
+    def details(self) -> dict[str, Any]:
+        """What the task's `additional_data` shows of the labeling."""
+        counts = {k: getattr(self, k) for k in ("clusters", "inherited", "llm_calls", "cache_hits", "relabeled",
+                                                 "dedup_method")}
+        out: dict[str, Any] = {"labeling_stats": {**counts, "seconds": round(self.seconds, 3)}}
+        if self.warnings:
+            out["llm_labeling_warnings"] = self.warnings
+        return out
+
 
 def choose_model(config: LLMLabeling, settings: LabelerSettings) -> tuple[LLMProvider, str]:
     """The provider and model to call: the run's model, else the provider's default,
@@ -120,7 +129,6 @@ class Labeler:
     llm: LLMFactory
     settings: LabelerSettings = field(default_factory=LabelerSettings)
     embedder: Embedder | None = None
-    last_stats: RunStats | None = None
 
     async def handle(self, event: ExecutionClustered) -> None:
         if await self.processed.seen(SERVICE, event.event_id):
@@ -136,7 +144,7 @@ class Labeler:
             message=(f"labeled {stats.clusters} clusters in {stats.seconds:.2f}s ({stats.inherited} inherited, "
                      f"{stats.llm_calls} LLM calls, {stats.cache_hits} cached, "
                      f"{len(labeled.llm_labeling_errors)} errors)"),
-            details={"llm_labeling_warnings": stats.warnings} if stats.warnings else None,
+            details=stats.details(),
         )
         await self.publisher.publish(EXECUTION_LABELED, labeled)
         await self.processed.mark(SERVICE, event.event_id)
@@ -181,7 +189,6 @@ class Labeler:
                                        summary=f"{noise:,} documents not assigned to any cluster",
                                        keywords=[], metadata={"labeling": {"source": "rule"}}))
         stats.seconds = time.perf_counter() - started
-        self.last_stats = stats
         log.info("run %s: labeled %d clusters in %.2fs (%d inherited, %d LLM calls, %d cached, %d errors, "
                  "dedup %s)", event.run_id, stats.clusters, stats.seconds, stats.inherited, stats.llm_calls,
                  stats.cache_hits, len(errors), stats.dedup_method)

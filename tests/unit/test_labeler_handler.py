@@ -129,7 +129,7 @@ async def test_second_run_is_served_from_the_cache_without_a_provider_call():
     b = {l.cluster_id: (l.label, l.summary, l.keywords) for l in second.labeled().labels}
     assert a == b
     assert {l.metadata["labeling"]["source"] for l in second.labeled().labels} == {"cache"}
-    assert second.labeler.last_stats.cache_hits == 4
+    assert second.stats()["cache_hits"] == 4
 
     # Another model is another key; ttl 0 disables the cache both ways.
     other = make_rig(c, fake, cache=cache)
@@ -318,7 +318,7 @@ async def test_clusters_that_kept_their_label_are_not_labelled_again():
         "Kept Zero", "kept summary of cl_0", ["kept"])
     assert by_id["cl_0"].metadata["labeling"] == {"source": "inherited"}
     assert {by_id[c].metadata["labeling"]["source"] for c in ("cl_1", "cl_3")} == {"llm"}
-    assert rig.labeler.last_stats.inherited == 2
+    assert rig.stats()["inherited"] == 2
 
     # Every cluster kept its label: no provider call at all.
     again = make_rig(c, fake)
