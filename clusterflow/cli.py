@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from clusterflow.client import TERMINAL, ApiError, Client
+from clusterflow.client import COMPLETED, TERMINAL, ApiError, Client
 
 app = typer.Typer(name="clusterflow", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -450,7 +450,7 @@ def _import_parquet(ctx: typer.Context, collection: str, file: Path, id_column: 
         except ApiError as exc:
             raise fail(f"{file.name}: {describe(exc)} (nothing was imported)") from None
     result = (task.get("additional_data") or {}).get("import") or {}
-    if task["status"] not in ("COMPLETED", "COMPLETED_WITH_ERRORS"):
+    if task["status"] not in COMPLETED:
         raise fail(f"{file.name}: the import ended {task['status']}: {task.get('error') or 'no error given'} "
                    "(nothing was imported)")
     out.print(f"imported {result.get('imported', 0):,} of {result.get('rows', 0):,} documents into {collection_id} "
@@ -583,7 +583,7 @@ def execute(
     if as_json:
         print_json(final)
     status = final["status"]
-    if status not in ("COMPLETED", "COMPLETED_WITH_ERRORS"):
+    if status not in COMPLETED:
         raise fail(f"run {run_id} ended {status}: {final.get('error') or 'no error message'}")
     summary = (final.get("outputs") or [{}])[0] if final.get("outputs") else {}
     if not as_json:

@@ -7,7 +7,10 @@ from typing import Any
 
 import httpx
 
-TERMINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELED"}
+from contracts.api import COMPLETED_STATUSES, TERMINAL_STATUSES
+
+TERMINAL = TERMINAL_STATUSES
+COMPLETED = COMPLETED_STATUSES
 
 
 class ApiError(Exception):

@@ -40,6 +40,11 @@ from pydantic import (
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "COMPLETED_STATUSES",
+    "NOISE_CLUSTER_ID",
+    "NOISE_LABEL",
+    "cluster_key",
+    "parse_cluster_key",
     "MAX_FILTER_DEPTH",
     "MIN_COMPOSITE_SOURCES",
     "TERMINAL_STATUSES",
@@ -176,6 +181,34 @@ TERMINAL_STATUSES: frozenset[TaskStatusEnum] = frozenset(
         TaskStatusEnum.CANCELED,
     }
 )
+
+# A run with results (a usable source, a previous run to compare with): completed, with
+# or without labeling errors.
+COMPLETED_STATUSES: frozenset[TaskStatusEnum] = frozenset(
+    {TaskStatusEnum.COMPLETED, TaskStatusEnum.COMPLETED_WITH_ERRORS}
+)
+
+# A group of points is named "cl_<n>" at the REST edge; the engine labels noise -1, so
+# noise is "cl_-1" everywhere (never a word like "noise", which would sort and parse
+# unlike the others).
+NOISE_LABEL = -1
+
+
+def cluster_key(label: int) -> str:
+    """The REST name of the engine's group `label`: ``3 -> "cl_3"``, noise ``-> "cl_-1"``."""
+    return f"cl_{int(label)}"
+
+
+def parse_cluster_key(key: str) -> int:
+    if not key.startswith("cl_"):
+        raise ValueError(f'cluster id {key!r} must look like "cl_<n>"')
+    try:
+        return int(key[3:])
+    except ValueError:
+        raise ValueError(f'cluster id {key!r} must look like "cl_<n>"') from None
+
+
+NOISE_CLUSTER_ID = cluster_key(NOISE_LABEL)
 
 # The statuses a client keeps polling. The TaskResponse.status text lists three, the
 # enum's "Polling Guidance" four (adding QUEUED); a queued task is plainly not done,

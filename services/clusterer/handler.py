@@ -39,10 +39,11 @@ from clusterflow.idempotency import ProcessedLog
 from clusterflow.layouts import FAILED, READY, finish_layout
 from clusterflow.observability import Stopwatch, algorithm_timer
 from clusterflow.messaging import Publisher, RunFailed, heartbeat, report_status
+from clusterflow.runs import real_centroids
 from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.segments import RunVectors, SegmentCache, SegmentLedger, SegmentUnavailable, load_manifest
 from clusterflow.storage import ObjectStore, artifact_key
-from contracts.api import ExecutionMode, TaskStatusEnum
+from contracts.api import NOISE_CLUSTER_ID, ExecutionMode, TaskStatusEnum
 from contracts.events import (
     CentroidSummary,
     ClusterMetrics,
@@ -59,11 +60,10 @@ from contracts.events import (
 from contracts.topics import EXECUTION_CLUSTERED
 from services.clusterer import composite, lineage, pipeline
 from services.clusterer.assign import MEMBERS_SCHEMA, Assigner
-from services.clusterer.engine import NOISE
 from services.clusterer.ray_engine import RayEngine, RayUnavailable
 
 SERVICE = "clusterer"
-NOISE_KEY = pipeline.cluster_key(NOISE)
+NOISE_KEY = NOISE_CLUSTER_ID
 BATCH_ROWS = 65_536  # rows per streamed batch: 65k x 384 float32 = 100 MB
 log = logging.getLogger("clusterflow.clusterer")
 
@@ -329,7 +329,7 @@ class Clusterer:
 
     def _previous_clusters(self, previous: SourceRun) -> lineage.RunClusters:
         frame = self.store.get_parquet(previous.centroids_key, columns=["cluster_id", "centroid"])
-        frame = frame.filter((pl.col("cluster_id") != NOISE_KEY) & pl.col("centroid").is_not_null())
+        frame = real_centroids(frame)
         keys = frame["cluster_id"].to_list()
         summaries = {c.cluster_id: c for c in previous.centroids}
         # A run from before stable ids: its clusters get the ids its first run would have.
@@ -414,7 +414,7 @@ class Clusterer:
         threshold = 0.5 if threshold is None else threshold
         await self._progress(event, "loading", 0.2, f"loading the centroids of run {source.run_id}")
         frame = await asyncio.to_thread(self.store.get_parquet, source.centroids_key, ["cluster_id", "centroid"])
-        frame = frame.filter((pl.col("cluster_id") != NOISE_KEY) & pl.col("centroid").is_not_null())
+        frame = real_centroids(frame)
         if frame.height == 0:
             raise RunFailed(f"the source run {source.run_id} has no centroids to assign to")
         keys = frame["cluster_id"].to_list()

@@ -54,7 +54,9 @@ import numpy as np
 import polars as pl
 from scipy.optimize import linear_sum_assignment
 
-NOISE_KEY = "cl_-1"
+from contracts.api import NOISE_CLUSTER_ID
+
+NOISE_KEY = NOISE_CLUSTER_ID
 MIN_SHARED_FRACTION = 0.2
 MIN_JACCARD = 0.3
 MIN_COSINE = 0.8

@@ -27,6 +27,7 @@ from clusterflow.db.schema import (
     segments,
     tasks,
 )
+from clusterflow.runs import latest_full_run_query
 from contracts.api import TERMINAL_STATUSES, TaskStatusEnum
 from contracts.events import task_type_for
 from contracts.resources import DocumentIn
@@ -388,15 +389,8 @@ class GatewayRepository:
 
     async def latest_completed_full_run(self, namespace: str, cluster_id: str) -> dict[str, Any] | None:
         """The cluster's latest completed full run with centroids: what mode=assign uses."""
-        completed = [TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value]
         async with self.engine.connect() as conn:
-            row = (await conn.execute(
-                select(executions).where(
-                    executions.c.namespace == namespace, executions.c.cluster_id == cluster_id,
-                    executions.c.mode == "full", executions.c.status.in_(completed),
-                    executions.c.artifacts.is_not(None), executions.c.num_clusters > 0,
-                ).order_by(executions.c.created_at.desc(), executions.c.run_id.desc()).limit(1)
-            )).mappings().first()
+            row = (await conn.execute(latest_full_run_query(namespace, cluster_id))).mappings().first()
         return dict(row) if row else None
 
     async def embedding_dimension(self, namespace: str, cluster_id: str) -> int | None:

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-NOISE = "cl_-1"
+from contracts.api import NOISE_CLUSTER_ID
+
+NOISE = NOISE_CLUSTER_ID
 MIN_AUTO, MAX_AUTO = 3, 20
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from clusterflow.db.schema import clusters, document_vectors, documents, executions
 from clusterflow.filters import compile_filter
+from clusterflow.runs import latest_full_run_query
 from contracts.api import LogicalOperator
 
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
@@ -35,7 +36,6 @@ class Selection:
     filters: LogicalOperator | None
 
 
-COMPLETED = ("COMPLETED", "COMPLETED_WITH_ERRORS")
 
 
 def matching(sel: Selection, *columns: Any) -> Select:
@@ -76,15 +76,7 @@ class PostgresDocuments:
     async def latest_full_run(self, namespace: str, cluster_id: str, *, exclude: str | None = None
                               ) -> dict[str, Any] | None:
         """The cluster's latest completed full run that has centroids (by creation)."""
-        query = (
-            select(executions)
-            .where(executions.c.namespace == namespace, executions.c.cluster_id == cluster_id,
-                   executions.c.mode == "full", executions.c.status.in_(COMPLETED),
-                   executions.c.artifacts.is_not(None), executions.c.num_clusters > 0)
-            .order_by(executions.c.created_at.desc(), executions.c.run_id.desc()).limit(1)
-        )
-        if exclude is not None:
-            query = query.where(executions.c.run_id != exclude)
+        query = latest_full_run_query(namespace, cluster_id, exclude=exclude)
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).mappings().first()
         return dict(row) if row else None

@@ -37,6 +37,7 @@ from clusterflow.idempotency import ProcessedLog
 from clusterflow.messaging import Publisher, RunFailed, heartbeat, report_status
 from clusterflow.observability import Stopwatch
 from clusterflow.runstate import RunState, stop_if_canceled
+from clusterflow.runs import real_centroids, source_problem
 from clusterflow.segments import Manifest, SegmentRef
 from clusterflow.storage import ObjectStore, artifact_key
 from contracts.api import MIN_COMPOSITE_SOURCES, ExecutionMode, LogicalOperator, TaskStatusEnum
@@ -55,8 +56,6 @@ from services.preparer.export import Selection
 from services.preparer.segments import Selected
 
 SERVICE = "preparer"
-COMPLETED = (TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value)
-NOISE_KEY = "cl_-1"
 log = logging.getLogger("clusterflow.preparer")
 
 
@@ -202,7 +201,7 @@ class Preparer:
                 raise RunFailed(f"mode 'composite' cannot use source execution {run_id}: {problem}")
             source = source_run(row)
             frame = await asyncio.to_thread(self.store.get_parquet, source.centroids_key)
-            frame = frame.filter((pl.col("cluster_id") != NOISE_KEY) & pl.col("centroid").is_not_null())
+            frame = real_centroids(frame)
             if frame.height == 0:
                 raise RunFailed(f"mode 'composite' cannot use source execution {run_id}: it has no centroids")
             sources.append(source)
@@ -240,13 +239,8 @@ class Preparer:
 
 def check_source(row: dict[str, Any] | None, run_id: str) -> str | None:
     """Why a run cannot serve as a source (assign, composite), or None when it can."""
-    if row is None:
-        return f"run {run_id} does not exist in this namespace"
-    if row["status"] not in COMPLETED:
-        return f"run {run_id} is {row['status']}, not COMPLETED"
-    if not row.get("artifacts") or not row.get("num_clusters"):
-        return f"run {run_id} has no centroids"
-    return None
+    problem = source_problem(row)
+    return None if problem is None else f"run {run_id} {problem[1]}"
 
 
 def source_run(row: dict[str, Any]) -> SourceRun:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from contracts.api import TERMINAL_STATUSES, TaskStatusEnum
+from contracts.api import COMPLETED_STATUSES, TERMINAL_STATUSES, TaskStatusEnum
 from contracts.events import (
     ClustersLabeled,
     Event,
@@ -197,7 +197,7 @@ def task_row(run: Run) -> dict[str, Any]:
     """The `tasks` read model, derived from the run: what `GET /v1/tasks/{id}` shows."""
     metrics = run.get("metrics") or {}
     outputs = None
-    done = run["status"] in (TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value)
+    done = run["status"] in COMPLETED_STATUSES
     if run.get("mode") == IMPORT_MODE:
         result = (run.get("details") or {}).get("import") or {}
         outputs = [{"collection_id": run["cluster_id"], "import_id": run["run_id"],

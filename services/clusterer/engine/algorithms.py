@@ -43,7 +43,7 @@ from sklearn.neighbors import NearestNeighbors, kneighbors_graph
 
 from .graph import knn, leiden, similarity_weights
 from .layout import umap_embedding
-from .results import compute_centroids, nearest_centroid
+from .results import NOISE, compute_centroids, nearest_centroid
 from contracts.engine_params import (
     AgglomerativeParams,
     AutoParams,
@@ -72,7 +72,6 @@ __all__ = [
     "run_clustering",
 ]
 
-NOISE = -1
 
 # --- KMeans vs MiniBatchKMeans ---------------------------------------------------------
 # Exact KMeans up to this many points, MiniBatchKMeans above. Measured with run_clustering

@@ -1,9 +1,8 @@
 """What a labelling means for the stored results: centroids, member distances, ids.
 
-Cluster ids stay ints inside the engine (0..k-1, -1 for noise); ``cluster_key`` makes
-the API's string form. Noise is ``"cl_-1"`` rather than a word like ``"noise"`` so the
-mapping stays one-to-one with the int ids (``parse_cluster_key`` inverts it) and matches
-the reference's "noise (cluster_id=-1)".
+Cluster ids stay ints inside the engine (0..k-1, -1 for noise); ``cluster_key`` (from
+contracts/, where the vocabulary lives) makes the API's string form, "cl_-1" for noise,
+and ``parse_cluster_key`` inverts it.
 
 All functions are vectorised and chunked so they stay within a few hundred MB for
 1,000,000 x 384 inputs.
@@ -17,6 +16,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from contracts.api import NOISE_LABEL, cluster_key, parse_cluster_key
+
 __all__ = [
     "NOISE",
     "Centroids",
@@ -27,24 +28,10 @@ __all__ = [
     "parse_cluster_key",
 ]
 
-NOISE = -1
+NOISE = NOISE_LABEL  # the engine's name for it
 # 8k x 384 float32 = 12.5 MB per temporary (25 MB in float64): the peak stays near the
 # dataset itself even at 1M points, and the loop overhead is still negligible.
 _CHUNK_ROWS = 8_192
-
-
-def cluster_key(cluster_id: int) -> str:
-    """``3 -> "cl_3"``, ``-1 (noise) -> "cl_-1"``."""
-    return f"cl_{int(cluster_id)}"
-
-
-def parse_cluster_key(key: str) -> int:
-    if not key.startswith("cl_"):
-        raise ValueError(f'cluster id {key!r} must look like "cl_<n>"')
-    try:
-        return int(key[3:])
-    except ValueError:
-        raise ValueError(f'cluster id {key!r} must look like "cl_<n>"') from None
 
 
 @dataclass(frozen=True)

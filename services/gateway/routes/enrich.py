@@ -12,7 +12,7 @@ import asyncio
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
-from contracts.api import ErrorResponse, TaskStatusEnum
+from contracts.api import COMPLETED_STATUSES, ErrorResponse
 from contracts.resources import EnrichRequest, EnrichResponse
 from services.gateway import enrichment
 from services.gateway.deps import GatewayDep, NamespaceDep
@@ -20,7 +20,6 @@ from services.gateway.errors import ApiError, bad_request
 
 router = APIRouter(tags=["Clusters"])
 
-_COMPLETED = {TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value}
 _MEMBER_COLUMNS = ["document_id", "cluster_id", "distance_to_centroid"]
 _MAX_ERRORS = 5
 
@@ -53,7 +52,7 @@ async def enrich(body: EnrichRequest, gw: GatewayDep, ns: NamespaceDep) -> Enric
         run = await gw.repo.get_run(ns, run_id)
         if run is None:
             raise ApiError(404, f"Execution not found: {run_id}", details={"resource": "execution", "id": run_id})
-        if run["status"] not in _COMPLETED or not run.get("artifacts"):
+        if run["status"] not in COMPLETED_STATUSES or not run.get("artifacts"):
             raise bad_request(f"run {run_id} has no results to write (status {run['status']})",
                               code="results_not_ready", clustering_id=run_id, status=run["status"])
         runs.append(run)

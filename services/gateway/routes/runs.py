@@ -12,6 +12,7 @@ from clusterflow.db.schema import executions
 from clusterflow.storage import artifact_key
 
 from clusterflow.messaging import report_status
+from clusterflow.runs import source_problem
 from contracts.api import (
     MIN_COMPOSITE_SOURCES,
     TERMINAL_STATUSES,
@@ -46,7 +47,6 @@ from services.gateway.validation import check_filters
 router = APIRouter(tags=["Clusters"])
 tasks_router = APIRouter(prefix="/v1/tasks", tags=["Tasks"])
 
-_COMPLETED = {TaskStatusEnum.COMPLETED.value, TaskStatusEnum.COMPLETED_WITH_ERRORS.value}
 
 
 @router.post(
@@ -126,15 +126,12 @@ async def _check_composite_sources(gw, ns: str, ids: list[str] | None) -> None:
     dims: dict[str, int | None] = {}
     for run_id in ids:
         run = await gw.repo.get_run(ns, run_id)
-        if run is None:
-            raise bad_request(f"source execution {run_id} does not exist in namespace {ns!r}",
-                              code="source_not_found", source_execution_id=run_id)
-        if run["status"] not in _COMPLETED:
-            raise bad_request(f"source execution {run_id} is {run['status']}; composite runs need completed "
-                              "runs", code="source_not_completed", source_execution_id=run_id, status=run["status"])
-        if not run.get("artifacts") or not run.get("num_clusters"):
-            raise bad_request(f"source execution {run_id} has no centroids", code="source_without_centroids",
-                              source_execution_id=run_id)
+        problem = source_problem(run)
+        if problem is not None:
+            code, what = problem
+            extra = {"status": run["status"]} if code == "source_not_completed" else {}
+            raise bad_request(f"source execution {run_id} {what}: composite runs need completed runs with "
+                              f"centroids in namespace {ns!r}", code=code, source_execution_id=run_id, **extra)
         dims[run_id] = await gw.repo.embedding_dimension(ns, run["cluster_id"])
     known = {d for d in dims.values() if d is not None}
     if len(known) > 1:
