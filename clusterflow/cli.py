@@ -42,7 +42,9 @@ import polars as pl
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
+from rich.tree import Tree
 
 from clusterflow.client import TERMINAL, ApiError, Client
 
@@ -657,6 +659,8 @@ def results(
         if status not in TERMINAL:
             out.print(f"no results yet ({status.lower()}, {execution.get('progress', 0):.0%})")
         return
+    if any(c.get("child_cluster_ids") for c in centroids):
+        return out.print(hierarchy_tree(centroids, keywords))
     total = sum(c["num_members"] for c in centroids) or 1
     table = Table()
     table.add_column("cluster")
@@ -670,6 +674,35 @@ def results(
                       f"{c['num_members'] / total:.1%}", c.get("label") or "",
                       ", ".join((c.get("keywords") or [])[:keywords]))
     out.print(table)
+
+
+def hierarchy_tree(centroids: list[dict[str, Any]], keywords: int = 6) -> Tree:
+    """A run's hierarchy as a tree: its top-level topics, their subtopics down to the
+    clusters documents belong to (each with its size, share, label and keywords), noise last."""
+    by_id = {c["cluster_id"]: c for c in centroids}
+    noise = [c for c in centroids if c["cluster_id"].endswith("_-1")]
+    top = [c for c in centroids if not c.get("parent_cluster_id") and c not in noise]
+    clusters = [c for c in centroids if not c.get("child_cluster_ids") and c not in noise]
+    total = sum(c["num_members"] for c in [*clusters, *noise]) or 1
+    root = Tree(f"[bold]{len(top)} topics[/] over {len(clusters)} clusters")
+
+    def line(c: dict[str, Any]) -> str:
+        words = ", ".join((c.get("keywords") or [])[:keywords])
+        return (f"[bold]{escape(c.get('label') or c['cluster_id'])}[/] [dim]{c['cluster_id']}[/] "
+                f"{c['num_members']:,} ({c['num_members'] / total:.1%})" + (f" [dim]· {escape(words)}[/]" if words else ""))
+
+    def grow(branch: Tree, c: dict[str, Any], depth: int = 0) -> None:
+        node = branch.add(line(c))
+        children = sorted((by_id[k] for k in c.get("child_cluster_ids") or [] if k in by_id),
+                          key=lambda x: -x["num_members"])
+        for child in children if depth < 16 else []:
+            grow(node, child, depth + 1)
+
+    for c in sorted(top, key=lambda x: -x["num_members"]):
+        grow(root, c)
+    for c in noise:
+        root.add(f"[dim]noise {c['cluster_id']} {c['num_members']:,} ({c['num_members'] / total:.1%})[/]")
+    return root
 
 
 EXPORT_SCHEMA = {"document_id": pl.String, "cluster_id": pl.String, "distance_to_centroid": pl.Float64,
