@@ -689,14 +689,17 @@ def hierarchy_tree(centroids: list[dict[str, Any]], keywords: int = 6) -> Tree:
     def line(c: dict[str, Any]) -> str:
         words = ", ".join((c.get("keywords") or [])[:keywords])
         return (f"[bold]{escape(c.get('label') or c['cluster_id'])}[/] [dim]{c['cluster_id']}[/] "
-                f"{c['num_members']:,} ({c['num_members'] / total:.1%})" + (f" [dim]· {escape(words)}[/]" if words else ""))
+                f"{c['num_members']:,} ({c['num_members'] / total:.1%})"
+                + (f" [dim]· {escape(words)}[/]" if words else ""))
 
-    def grow(branch: Tree, c: dict[str, Any], depth: int = 0) -> None:
+    seen: set[str] = set()  # a malformed answer cannot make the walk loop
+
+    def grow(branch: Tree, c: dict[str, Any]) -> None:
+        seen.add(c["cluster_id"])
         node = branch.add(line(c))
-        children = sorted((by_id[k] for k in c.get("child_cluster_ids") or [] if k in by_id),
-                          key=lambda x: -x["num_members"])
-        for child in children if depth < 16 else []:
-            grow(node, child, depth + 1)
+        for child in sorted((by_id[k] for k in c.get("child_cluster_ids") or [] if k in by_id and k not in seen),
+                            key=lambda x: -x["num_members"]):
+            grow(node, child)
 
     for c in sorted(top, key=lambda x: -x["num_members"]):
         grow(root, c)
