@@ -478,6 +478,9 @@ def clusters_create(
     sample_size: Annotated[int | None, typer.Option(min=1, max=1_000_000)] = None,
     vis_n_components: Annotated[int, typer.Option(min=2, max=3, help="2 or 3 layout dimensions.")] = 2,
     defer_visualization: Annotated[bool, typer.Option(help="Skip the layout at execution time.")] = False,
+    hierarchical: Annotated[bool, typer.Option(help="Topics over each run's clusters (auto always has them).")] = False,
+    max_hierarchy_depth: Annotated[int | None, typer.Option(
+        help="The hierarchy's most levels, its clusters included (server default 3).")] = None,
     filters: Annotated[str | None, typer.Option(help="A LogicalOperator filter as JSON.")] = None,
     description: Annotated[str | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
@@ -491,8 +494,10 @@ def clusters_create(
             body["filters"] = json.loads(filters)
         except ValueError:
             raise typer.BadParameter("not valid JSON", param_hint="--filters") from None
+    if hierarchical:
+        body["hierarchical"] = True
     for key, value in (("clustering_method", method), ("embedding_name", embedding_name), ("sample_size", sample_size),
-                       ("description", description)):
+                       ("description", description), ("max_hierarchy_depth", max_hierarchy_depth)):
         if value is not None:
             body[key] = value
     with api(ctx) as client:
@@ -548,13 +553,17 @@ def execute(
     defer_visualization: Annotated[bool | None, typer.Option(
         "--defer-visualization/--no-defer-visualization", help="Override the cluster's setting for this run.")] = None,
     filters: Annotated[str | None, typer.Option(help="A LogicalOperator filter override as JSON.")] = None,
+    hierarchical: Annotated[bool | None, typer.Option(
+        "--hierarchical/--no-hierarchical", help="Override the cluster's setting for this run.")] = None,
+    max_hierarchy_depth: Annotated[int | None, typer.Option(help="Override the cluster's setting for this run.")] = None,
     wait_timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 3600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON (the final task with --wait).")] = False,
 ) -> None:
     """Start a run of a cluster; with --wait, follow it to the end (exit 1 unless it COMPLETED)."""
     overrides: dict[str, Any] = {}
     for key, value in (("sample_size", sample_size), ("vis_n_components", vis_n_components),
-                       ("defer_visualization", defer_visualization)):
+                       ("defer_visualization", defer_visualization), ("hierarchical", hierarchical),
+                       ("max_hierarchy_depth", max_hierarchy_depth)):
         if value is not None:
             overrides[key] = value
     if filters:

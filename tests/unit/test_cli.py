@@ -289,6 +289,16 @@ def test_clusters_create_parses_params_as_json(fake):
     assert "created cluster clust_1" in result.stdout
 
 
+def test_the_hierarchy_options_reach_the_cluster_and_the_run(fake):
+    result = run(fake, "clusters", "create", "-c", "col_1", "-n", "t", "--hierarchical", "--max-hierarchy-depth", "4")
+    assert result.exit_code == 0, result.output
+    sent = json.loads(fake.requests[-1].content)
+    assert sent["hierarchical"] is True and sent["max_hierarchy_depth"] == 4
+    result = run(fake, "execute", "clust_1", "--no-hierarchical", "--max-hierarchy-depth", "2")
+    assert result.exit_code == 0, result.output
+    assert json.loads(fake.requests[-1].content) == {"hierarchical": False, "max_hierarchy_depth": 2}
+
+
 def test_execute_without_wait_prints_the_task(fake):
     result = run(fake, "execute", "clust_1", "--sample-size", "10", "--vis-n-components", "3",
                  "--defer-visualization")
