@@ -179,6 +179,12 @@ async def heartbeat(publisher: Publisher, source: Event, *, service: str, stage:
             await task
 
 
+def kafka_group(settings: Settings, group: str) -> str:
+    """The Kafka group id of a registry group in this deployment: the topic prefix,
+    then the group (see contracts.topics)."""
+    return settings.topic_prefix + group
+
+
 class Consumer:
     """Runs one handler over one topic with the rules in the module docstring."""
 
@@ -196,7 +202,7 @@ class Consumer:
         # The projector must not report failures to the topic it consumes itself.
         self.report_failures = report_failures
         self.topic = topic
-        self.group_id = group_id
+        self.group_id = kafka_group(settings, group_id)
         self.service = service
         self.handler = handler
         self.publisher = publisher

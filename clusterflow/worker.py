@@ -11,7 +11,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from clusterflow.messaging import Consumer, Publisher, ensure_topics
+from clusterflow.messaging import Consumer, Publisher, ensure_topics, kafka_group
 from clusterflow.observability import install_worker_observability
 from clusterflow.settings import Settings
 from contracts.topics import Topic
@@ -40,7 +40,7 @@ def worker_app(
 
     app = FastStream(broker)
     install_worker_observability(app, service=service, settings=settings, broker=broker, engine=engine,
-                                 s3=uses_s3, consumers=[(t.name, group) for t in handlers],
+                                 s3=uses_s3, consumers=[(t.name, kafka_group(settings, group)) for t in handlers],
                                  before_scrape=before_scrape)
 
     @app.on_startup

@@ -239,7 +239,9 @@ class OpenAIModel(_StrEnum):
     GPT_4O_MINI = "gpt-4o-mini-2024-07-18"
     GPT_41 = "gpt-4.1-2025-04-14"
     GPT_41_MINI = "gpt-4.1-mini-2025-04-14"
-    O3_MINI = "o3-mini-2025-01-31"
+    O3_MINI = "o3-mini-2025-01-31"  # shut down: the labeler calls its successor (services.labeler.models)
+    # Current models, beyond the reference's enum.
+    GPT_5_5 = "gpt-5.5"
 
 
 class GoogleModel(_StrEnum):
@@ -254,8 +256,13 @@ class GoogleModel(_StrEnum):
 class AnthropicModel(_StrEnum):
     CLAUDE_SONNET_4_5 = "claude-sonnet-4-5-20250929"
     CLAUDE_HAIKU_4_5 = "claude-haiku-4-5-20251001"
+    # Retired (or past end of life, for Sonnet 4.5): accepted as the reference does,
+    # and the labeler calls their successors (services.labeler.models).
     CLAUDE_3_5_SONNET = "claude-3-5-sonnet-20241022"
     CLAUDE_3_5_HAIKU = "claude-3-5-haiku-20241022"
+    # Current models, beyond the reference's enum.
+    CLAUDE_SONNET_4_6 = "claude-sonnet-4-6"
+    CLAUDE_OPUS_4_7 = "claude-opus-4-7"
 
 
 LLMModel = Union[OpenAIModel, GoogleModel, AnthropicModel]

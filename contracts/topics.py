@@ -22,7 +22,11 @@ from contracts.events import (
 )
 
 # Consumer group ids, one per service: scaling a service means more members of its group.
-GATEWAY = "gateway"
+# Every one starts with GROUP_PREFIX; a deployment's topic prefix goes before it
+# (`clusterflow.messaging.kafka_group`), so that two stacks sharing one Kafka with
+# different topic prefixes never share a group.
+GROUP_PREFIX = "clusterflow-"
+GATEWAY = "clusterflow-gateway"
 PREPARER = "clusterflow-preparer"
 CLUSTERER = "clusterflow-clusterer"
 LABELER = "clusterflow-labeler"

@@ -31,7 +31,6 @@ class LLMClients:
         self.settings = settings
         self.sleep = sleep
         self.transport = transport
-        self.made: list[HTTPLLMClient] = []  # every client made (tests read their attempts)
 
     def __call__(self, provider: LLMProvider, model: str) -> HTTPLLMClient | None:
         key = self.settings.api_key(provider)
@@ -43,12 +42,13 @@ class LLMClients:
             retry=RetryPolicy(max_attempts=s.llm_max_attempts, backoff_s=s.llm_backoff_s,
                               backoff_max_s=s.llm_backoff_max_s, retry_after_max_s=s.llm_retry_after_max_s),
             sleep=self.sleep, transport=self.transport, default_max_tokens=s.llm_max_output_tokens,
+            successors=s.llm_model_successors, inline_media_max_bytes=s.llm_inline_media_max_bytes,
+            private_media_hosts=s.private_media_hosts(),
         )
         if provider is LLMProvider.anthropic:
             client: HTTPLLMClient = AnthropicClient(version=s.anthropic_version, **kwargs)
         else:
             client = CLIENTS[provider](**kwargs)
-        self.made.append(client)
         return client
 
 

@@ -97,6 +97,18 @@ class RunStats:
     relabeled: int = 0
     dedup_method: str | None = None
     seconds: float = 0.0
+    # What the provider was not sent as asked (a retired model's successor, a refused
+    # parameter, media it cannot fetch): the run's `llm_labeling_warnings`.
+    warnings: list[str] = field(default_factory=list)
+
+    def details(self) -> dict[str, Any]:
+        """What the task's `additional_data` shows of the labeling."""
+        counts = {k: getattr(self, k) for k in ("clusters", "inherited", "llm_calls", "cache_hits", "relabeled",
+                                                 "dedup_method")}
+        out: dict[str, Any] = {"labeling_stats": {**counts, "seconds": round(self.seconds, 3)}}
+        if self.warnings:
+            out["llm_labeling_warnings"] = self.warnings
+        return out
 
 
 def choose_model(config: LLMLabeling, settings: LabelerSettings) -> tuple[LLMProvider, str]:
@@ -121,7 +133,6 @@ class Labeler:
     llm: LLMFactory
     settings: LabelerSettings = field(default_factory=LabelerSettings)
     embedder: Embedder | None = None
-    last_stats: RunStats | None = None
 
     async def handle(self, event: ExecutionClustered) -> None:
         if await self.processed.seen(SERVICE, event.event_id):
@@ -137,6 +148,7 @@ class Labeler:
             message=(f"labeled {stats.clusters} clusters in {stats.seconds:.2f}s ({stats.inherited} inherited, "
                      f"{stats.llm_calls} LLM calls, {stats.cache_hits} cached, "
                      f"{len(labeled.llm_labeling_errors)} errors)"),
+            details=stats.details(),
         )
         await self.publisher.publish(EXECUTION_LABELED, labeled)
         await self.processed.mark(SERVICE, event.event_id)
@@ -170,6 +182,7 @@ class Labeler:
             drafts.extend(await self._topics(event, config, texts, pools, contents, drafts, flags, llm_run, errors))
         finally:
             if client is not None:
+                stats.warnings = list(client.notes)
                 await client.aclose()
         if llm_run is not None:
             await self._store(config, drafts, llm_run.model)
@@ -182,7 +195,6 @@ class Labeler:
                                        summary=f"{noise:,} documents not assigned to any cluster",
                                        keywords=[], metadata={"labeling": {"source": "rule"}}))
         stats.seconds = time.perf_counter() - started
-        self.last_stats = stats
         log.info("run %s: labeled %d clusters in %.2fs (%d inherited, %d LLM calls, %d cached, %d errors, "
                  "dedup %s)", event.run_id, stats.clusters, stats.seconds, stats.inherited, stats.llm_calls,
                  stats.cache_hits, len(errors), stats.dedup_method)
@@ -230,7 +242,10 @@ class Labeler:
             log.warning("run %s asked for LLM labels from %s, which has no API key (%s): labels come from "
                         "the documents' text", event.run_id, provider.value, env)
             return None, {"llm_skipped": f"no API key configured for provider {provider.value} ({env})"}
-        return client, {"provider": provider.value, "model": client.model}
+        how = {"provider": provider.value, "model": client.model}
+        if client.model != model:
+            how["model_requested"] = model
+        return client, how
 
     # ------------------------------------------------------------------ c-TF-IDF
 

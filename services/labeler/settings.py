@@ -41,6 +41,16 @@ class LabelerSettings(Settings):
     # Default max output tokens when the run's `parameters` give none (Anthropic
     # requires one; the others get it only when asked).
     llm_max_output_tokens: int = Field(default=4096, ge=16)
+    # Retired model names and what to call instead, on top of services.labeler.models'
+    # table (JSON object), so that an operator can follow a provider's retirement
+    # without a release.
+    llm_model_successors: dict[str, str] = Field(default_factory=dict)
+    # Media a provider cannot fetch itself (a private host, this deployment's own S3)
+    # is downloaded and sent inline, up to this many bytes per item.
+    llm_inline_media_max_bytes: int = Field(default=20 * 1024 * 1024, ge=0)
+    # Hosts whose URLs providers cannot reach, besides loopback/private addresses and
+    # the S3 endpoint's host (a JSON list in the environment).
+    llm_private_media_hosts: list[str] = Field(default_factory=list)
 
     # Members read per cluster (the nearest to the centroid), and over the whole run:
     # bounded so that a 1M-point run costs no more than a small one.
@@ -58,6 +68,10 @@ class LabelerSettings(Settings):
         }[provider]
         value = secret.get_secret_value() if secret is not None else ""
         return value or None
+
+    def private_media_hosts(self) -> frozenset[str]:
+        s3_host = self.s3_endpoint.rsplit("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].lower()
+        return frozenset({*(h.strip().lower() for h in self.llm_private_media_hosts if h.strip()), s3_host})
 
     def base_url(self, provider: LLMProvider) -> str:
         return {

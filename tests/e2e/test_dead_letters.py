@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from clusterflow.messaging import kafka_group
 from contracts.api import TaskStatusEnum
 from contracts.events import (
     ClusteringConfig,
@@ -73,7 +74,7 @@ def test_unparseable_events_are_dead_lettered_and_the_consumers_go_on(api, stack
         sent.update({(topic.name, value): kind for kind, value in records.items()})
 
     # Each consumer group that reads a topic dead-letters each bad record once.
-    expected = {(topic.name, group, value) for topic in CONSUMED for group in topic.consumers
+    expected = {(topic.name, kafka_group(settings, group), value) for topic in CONSUMED for group in topic.consumers
                 for (name, value) in sent if name == topic.name}
     deadline = time.monotonic() + 90
     found: dict[tuple[str, str, bytes], DeadLetter] = {}

@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 
 from clusterflow.db.schema import processed_events, run_events, run_requests
 from contracts.events import derived_event_id
-from contracts.topics import EXECUTION_CLUSTERED, STATUS, STATUS_CHANGED, consumed_by
+from contracts.topics import EXECUTION_CLUSTERED, PREPARER, STATUS, STATUS_CHANGED, consumed_by
 from tests.e2e.conftest import TERMINAL, wait_for_task
 from tests.support.corpus import make_cluster, make_collection, start_run
 from tests.support.kafka import execute, query, read_topic, snapshot, wait_consumed
@@ -220,7 +220,7 @@ def test_the_watchdog_fails_a_run_that_stopped_progressing(api, stack, settings,
         stack.spawn("services.status")
         stack.spawn("services.preparer")
     # The preparer, back, drops the failed run at once: it stays FAILED, without results.
-    wait_consumed(settings, {"clusterflow-preparer": ["clustering.execution.requested"]}, timeout=120)
+    wait_consumed(settings, {PREPARER: ["clustering.execution.requested"]}, timeout=120)
     time.sleep(2)
     execution = api.get(f"/v1/clusters/{busy_cluster}/executions/{run_id}").json()
     assert execution["status"] == "FAILED" and execution["num_points"] is None

@@ -26,7 +26,7 @@ from services.labeler.providers import LLMUnavailable, OpenAIClient, RetryPolicy
 from services.labeler.prompts import Prompt, TextPart
 from services.labeler.settings import LabelerSettings
 from services.labeler.sources import ObjectStoreResults, PostgresPayloads
-from tests.support.labeler_fakes import RecordingPublisher, clustered_event, corpus, topic_words
+from tests.support.labeler_fakes import RecordingPublisher, clustered_event, corpus, labeling_stats, topic_words
 from tests.support.llm_servers import API_KEY, LLMServer, Reply, Slow
 
 pytestmark = pytest.mark.integration
@@ -131,7 +131,7 @@ async def test_llm_labels_are_cached_in_postgres_and_the_second_run_calls_no_pro
         second = publisher2.on(EXECUTION_LABELED)[0]
         assert [(l.cluster_id, l.label, l.keywords) for l in second.labels] == \
                [(l.cluster_id, l.label, l.keywords) for l in labeled.labels]
-        assert labeler2.last_stats.cache_hits == 4
+        assert labeling_stats(publisher2)["cache_hits"] == 4
 
         # A redelivery of the first event is skipped (the processed log in Postgres).
         await labeler.handle(first)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from clusterflow.db.schema import executions, processed_events, run_events, tasks
+from clusterflow.messaging import kafka_group
 from clusterflow.settings import Settings
 
 
@@ -84,7 +85,7 @@ async def _lag(settings: Settings, group: str, names: list[str]) -> dict[str, in
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group)
+        committed = await admin.list_consumer_group_offsets(kafka_group(settings, group))
         lag = {}
         for name in names:
             tps = await _partitions(consumer, topic(settings, name))
@@ -97,7 +98,8 @@ async def _lag(settings: Settings, group: str, names: list[str]) -> dict[str, in
 
 
 def wait_consumed(settings: Settings, groups: dict[str, list[str]], timeout: float = 120) -> None:
-    """Wait until every group has committed the end of each of its topics."""
+    """Wait until every group (registry names; the deployment's prefix is added) has
+    committed the end of each of its topics."""
     deadline = time.monotonic() + timeout
     lag: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -116,8 +118,8 @@ def rewind_group(settings: Settings, group: str, names: list[str], timeout: floa
     from aiokafka.errors import CommitFailedError, KafkaError
 
     async def attempt() -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
-                                    enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                    group_id=kafka_group(settings, group), enable_auto_commit=False)
         await consumer.start()
         try:
             tps = [tp for name in names for tp in await _partitions(consumer, topic(settings, name))]

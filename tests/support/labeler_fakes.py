@@ -164,6 +164,14 @@ class MemoryProcessed:
         self.done.add((consumer, event_id))
 
 
+def labeling_stats(publisher: "RecordingPublisher") -> dict[str, Any]:
+    from contracts.topics import STATUS_CHANGED
+
+    reports = [e for e in publisher.on(STATUS_CHANGED) if e.stage == "labeled"]
+    assert reports, "the labeler reported no 'labeled' status"
+    return reports[-1].details["labeling_stats"]
+
+
 @dataclass
 class RecordingPublisher:
     published: list[tuple[Topic, BaseModel]] = field(default_factory=list)
@@ -203,6 +211,10 @@ class Rig:
     documents: MemoryDocuments
     results: MemoryResults
     sleeps: list[float]
+
+    def stats(self) -> dict[str, Any]:
+        """The labeling stats the last run reported (its `labeled` status)."""
+        return labeling_stats(self.publisher)
 
     def labeled(self) -> Any:
         from contracts.topics import EXECUTION_LABELED

@@ -13,7 +13,20 @@ By default it answers like a model that follows the prompt: it reads the cluster
 (`### Cluster cl_N`) and their samples and returns valid JSON (labels from the most
 frequent words, or an instance of the JSON schema the prompt asks for). Scripted
 actions, consumed one per request (`push`), replace the default: `Reply(text)`,
-`RateLimited(retry_after)`, `ServerError(status)`, `Slow(seconds)`, `NotJSON()`.
+`RateLimited(retry_after)` (Gemini puts the delay in the body's `RetryInfo`, the
+others in `Retry-After`), `QuotaExhausted()` (a 429 that never succeeds),
+`ServerError(status)`, `Slow(seconds)`, `NotJSON()`.
+
+It is as strict as the real APIs were on 2026-12-01 (independently of the rules in
+`services.labeler.models`, so that a test catches the labeler breaking them):
+- retired model names answer 404 (`RETIRED`);
+- Anthropic API version 2026-10-21+, and `claude-opus-4-7` on any version, refuse
+  `temperature`/`top_p`/`top_k`; Claude 4.1+ refuse `temperature` with `top_p`;
+- OpenAI reasoning models (o-series, gpt-5 family) refuse `temperature`, `top_p`,
+  the penalties and `max_tokens`;
+- media URLs the provider cannot reach (not public https) are refused with a 400,
+  as the provider fails to fetch them. `GET /media/{name}` serves `media` bytes, for
+  the labeler to download and send inline.
 
 Serve it in-process with `transport()` (httpx.ASGITransport, no socket) or on a real
 port with `LLMServer` (uvicorn in a thread), e.g. for timeouts.
@@ -35,10 +48,33 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 API_KEY = "test-key-123"
+
+RETIRED = frozenset({"claude-3-5-sonnet-20241022", "claude-3-5-haiku-20241022", "claude-sonnet-4-5-20250929",
+                     "o3-mini-2025-01-31", "gemini-3.1-flash-lite"})
+
+
+def _unreachable(url: str) -> bool:
+    """A URL the provider's servers could not fetch (what a real provider finds out)."""
+    import ipaddress
+    parsed = httpx.URL(url)
+    host = parsed.host or ""
+    if parsed.scheme == "data":
+        return False
+    if parsed.scheme != "https" or host in ("localhost", "llm.test") or host.endswith((".local", ".internal")):
+        return True
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False
+
+
+def _claude_at_least(model: str, major: int, minor: int) -> bool:
+    m = re.match(r"^claude-(?:opus|sonnet|haiku)-(\d+)(?:-(\d))?(?:-|$)", model)
+    return bool(m) and (int(m.group(1)), int(m.group(2) or 0)) >= (major, minor)
 
 
 # ------------------------------------------------------------------------- actions
@@ -66,6 +102,11 @@ class Slow:
 
     seconds: float
     then: Any = None
+
+
+@dataclass
+class QuotaExhausted:
+    """A 429 that no retry can fix: OpenAI's insufficient_quota, Anthropic's spend limit."""
 
 
 @dataclass
@@ -164,6 +205,8 @@ class FakeLLM:
         self.requests: list[Recorded] = []
         self.actions: deque[Any] = deque()
         self.answer: Callable[[str], str] = default_answer
+        self.media: dict[str, bytes] = {}  # what GET /media/{name} serves
+        self.downloads: list[str] = []
         self.app = self._build()
 
     def push(self, *actions: Any) -> None:
@@ -194,6 +237,18 @@ class FakeLLM:
         return JSONResponse(body, status_code=status, headers=headers)
 
     @staticmethod
+    def _quota_exhausted(provider: str) -> JSONResponse:
+        if provider == "openai":
+            return JSONResponse({"error": {
+                "message": "You exceeded your current quota, please check your plan and billing details.",
+                "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}, status_code=429)
+        if provider == "anthropic":
+            return JSONResponse({"type": "error", "error": {
+                "type": "rate_limit_error",
+                "message": "This request would exceed your organization's monthly spend limit."}}, status_code=429)
+        return FakeLLM._error(provider, 429, "Resource has been exhausted (e.g. check quota).")
+
+    @staticmethod
     def _ok(provider: str, model: str, text: str) -> JSONResponse:
         if provider == "openai":
             return JSONResponse({
@@ -221,6 +276,13 @@ class FakeLLM:
             raise BadRequest(401, "Incorrect API key provided.")
         if not isinstance(body.get("model"), str):
             raise BadRequest(400, "you must provide a model parameter")
+        model = body["model"]
+        if model in RETIRED:
+            raise BadRequest(404, f"The model `{model}` does not exist or you do not have access to it.")
+        if re.match(r"^(o\d|gpt-5)", model):
+            for param in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "max_tokens"):
+                if param in body:
+                    raise BadRequest(400, f"Unsupported parameter: '{param}' is not supported with this model.")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise BadRequest(400, "'messages' must be a non-empty array")
@@ -240,6 +302,8 @@ class FakeLLM:
                 elif part.get("type") == "image_url" and isinstance((part.get("image_url") or {}).get("url"), str):
                     if m.get("role") != "user":
                         raise BadRequest(400, "image_url parts are only allowed in user messages")
+                    if _unreachable(part["image_url"]["url"]):
+                        raise BadRequest(400, "Error while downloading " + part["image_url"]["url"])
                 else:
                     raise BadRequest(400, f"invalid content part {part!r}")
         fmt = body.get("response_format")
@@ -256,11 +320,15 @@ class FakeLLM:
                       "responseMimeType", "responseSchema", "presencePenalty", "frequencyPenalty", "seed",
                       "responseJsonSchema", "thinkingConfig"}
 
-    def _check_google(self, headers: dict[str, str], query: dict[str, str], body: dict[str, Any]) -> str:
+    def _check_google(self, headers: dict[str, str], query: dict[str, str], body: dict[str, Any],
+                      model: str | None) -> str:
         key = headers.get("x-goog-api-key") or query.get("key")
         if key != self.api_key:
             raise BadRequest(403, "Method doesn't allow unregistered callers (callers without established "
                                   "identity). Please use API Key or other form of API consumer identity.")
+        if model in RETIRED:
+            raise BadRequest(404, f"models/{model} is not found for API version v1beta, or is not supported "
+                                  "for generateContent.")
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents:
             raise BadRequest(400, "* GenerateContentRequest.contents: contents is not specified")
@@ -274,6 +342,10 @@ class FakeLLM:
                     raise BadRequest(400, f"Invalid part {part!r}: exactly one of text, fileData, inlineData")
                 if "fileData" in part and not {"mimeType", "fileUri"} <= part["fileData"].keys():
                     raise BadRequest(400, "fileData needs mimeType and fileUri")
+                if "fileData" in part and _unreachable(part["fileData"]["fileUri"]):
+                    raise BadRequest(400, "Cannot fetch content from the provided URL.")
+                if "inlineData" in part and not {"mimeType", "data"} <= part["inlineData"].keys():
+                    raise BadRequest(400, "inlineData needs mimeType and data")
                 if "text" in part:
                     texts.append(part["text"])
         config = body.get("generationConfig") or {}
@@ -292,6 +364,15 @@ class FakeLLM:
             raise BadRequest(400, "model: Field required")
         if not isinstance(body.get("max_tokens"), int):
             raise BadRequest(400, "max_tokens: Field required")
+        model = body["model"]
+        if model in RETIRED:
+            raise BadRequest(404, f"model: {model}")
+        sampling = [p for p in ("temperature", "top_p", "top_k") if p in body]
+        if sampling and (headers["anthropic-version"] >= "2026-10-21" or model.startswith("claude-opus-4-7")):
+            raise BadRequest(400, f"`{sampling[0]}` is not supported for this model.")
+        if "temperature" in body and "top_p" in body and _claude_at_least(model, 4, 1):
+            raise BadRequest(400, "`temperature` and `top_p` cannot both be specified for this model. "
+                                  "Please use only one.")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or messages[0].get("role") != "user":
             raise BadRequest(400, "messages: the first message must use the 'user' role")
@@ -304,8 +385,12 @@ class FakeLLM:
             for block in content or []:
                 if block.get("type") == "text" and isinstance(block.get("text"), str):
                     texts.append(block["text"])
-                elif block.get("type") == "image" and (block.get("source") or {}).get("type") in ("url", "base64"):
-                    pass
+                elif block.get("type") == "image" and (block.get("source") or {}).get("type") == "base64":
+                    if not {"media_type", "data"} <= block["source"].keys():
+                        raise BadRequest(400, "messages: a base64 image needs media_type and data")
+                elif block.get("type") == "image" and (block.get("source") or {}).get("type") == "url":
+                    if _unreachable(block["source"].get("url", "")):
+                        raise BadRequest(400, "Unable to download the file. Please verify the URL and try again.")
                 else:
                     raise BadRequest(400, f"messages: invalid content block {block!r}")
         return body["model"], "\n".join(texts)
@@ -323,7 +408,7 @@ class FakeLLM:
             if provider == "openai":
                 model, prompt = self._check_openai(headers, body)
             elif provider == "google":
-                prompt = self._check_google(headers, query, body)
+                prompt = self._check_google(headers, query, body, model)
             else:
                 model, prompt = self._check_anthropic(headers, body)
         except BadRequest as exc:
@@ -336,8 +421,21 @@ class FakeLLM:
             await asyncio.sleep(action.seconds)
             action = action.then
         if isinstance(action, RateLimited):
+            if provider == "google":  # Gemini says when in the body, never in a header
+                response = self._error(provider, 429, "Resource has been exhausted (e.g. check quota).")
+                if action.retry_after is not None:
+                    data = json.loads(response.body)
+                    data["error"]["details"] = [
+                        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+                            {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests"}]},
+                        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{action.retry_after:g}s"},
+                    ]
+                    response = JSONResponse(data, status_code=429)
+                return response
             extra = {} if action.retry_after is None else {"retry-after": f"{action.retry_after:g}"}
             return self._error(provider, 429, "Rate limit reached; please retry later.", extra)
+        if isinstance(action, QuotaExhausted):
+            return self._quota_exhausted(provider)
         if isinstance(action, ServerError):
             return self._error(provider, action.status, "The server had an error while processing your request.")
         if isinstance(action, NotJSON):
@@ -363,6 +461,13 @@ class FakeLLM:
         @app.post("/v1/messages")
         async def anthropic(request: Request) -> JSONResponse:
             return await self._serve("anthropic", request)
+
+        @app.get("/media/{name}")
+        async def media(name: str) -> Response:
+            if name not in self.media:
+                return Response(status_code=404)
+            self.downloads.append(name)
+            return Response(self.media[name], media_type="application/octet-stream")
 
         return app
 

@@ -9,6 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from clusterflow.settings import Settings
 from services.gateway import errors
 from services.gateway.web import router
 from services.gateway.web.routes import STATIC, build_points, cluster_sort_key, like_pattern, snippet
@@ -126,7 +127,8 @@ def web():
     app = FastAPI()
     errors.install(app)
     app.include_router(router)
-    app.state.gateway = SimpleNamespace(repo=FakeRepo(), store=FakeStore(5000))
+    app.state.gateway = SimpleNamespace(repo=FakeRepo(), store=FakeStore(5000),
+                                        settings=Settings(auth_required=False))
     with TestClient(app) as client:
         yield client, app.state.gateway
 
@@ -176,3 +178,14 @@ def test_view_is_one_self_contained_page(web):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert not re.search(r"@import|url\(\s*['\"]?https?:", page)
     assert list(STATIC.iterdir()) == [STATIC / "view.html"]
+
+
+def test_a_gateway_without_settings_fails_closed():
+    """Authentication cannot be turned off by leaving the settings out of a gateway."""
+    app = FastAPI()
+    errors.install(app)
+    app.include_router(router)
+    app.state.gateway = SimpleNamespace(repo=FakeRepo(), store=FakeStore(5000))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/v1/clusters/first/executions/run_1/points", headers={"X-Namespace": "team-a"})
+    assert response.status_code == 500

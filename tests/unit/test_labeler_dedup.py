@@ -105,7 +105,7 @@ async def test_the_llm_is_asked_again_for_near_duplicates_with_the_taken_labels(
     second = fake.requests[1].prompt
     assert "too close to other clusters' labels: cl_2 'Space Mission' ~ 'Space Missions'" in second
     assert '"Space Missions"' in second and "### Cluster cl_2" in second and "### Cluster cl_0" not in second
-    assert rig.labeler.last_stats.relabeled == 1 and rig.labeled().llm_labeling_errors == []
+    assert rig.stats()["relabeled"] == 1 and rig.labeled().llm_labeling_errors == []
 
 
 async def test_a_duplicate_the_llm_cannot_fix_gets_its_next_distinguishing_keyword():
@@ -135,4 +135,4 @@ async def test_the_embedder_is_used_through_the_port_in_a_run():
         enabled=True, model_name="claude-haiku-4-5-20251001")))
     labels = {l.cluster_id: l.label for l in rig.labeled().labels}
     assert labels["cl_2"] == "Football" and embedder.calls >= 2
-    assert rig.labeler.last_stats.dedup_method == "embedding:fake-synonyms"
+    assert rig.stats()["dedup_method"] == "embedding:fake-synonyms"

@@ -129,7 +129,7 @@ async def test_second_run_is_served_from_the_cache_without_a_provider_call():
     b = {l.cluster_id: (l.label, l.summary, l.keywords) for l in second.labeled().labels}
     assert a == b
     assert {l.metadata["labeling"]["source"] for l in second.labeled().labels} == {"cache"}
-    assert second.labeler.last_stats.cache_hits == 4
+    assert second.stats()["cache_hits"] == 4
 
     # Another model is another key; ttl 0 disables the cache both ways.
     other = make_rig(c, fake, cache=cache)
@@ -318,7 +318,7 @@ async def test_clusters_that_kept_their_label_are_not_labelled_again():
         "Kept Zero", "kept summary of cl_0", ["kept"])
     assert by_id["cl_0"].metadata["labeling"] == {"source": "inherited"}
     assert {by_id[c].metadata["labeling"]["source"] for c in ("cl_1", "cl_3")} == {"llm"}
-    assert rig.labeler.last_stats.inherited == 2
+    assert rig.stats()["inherited"] == 2
 
     # Every cluster kept its label: no provider call at all.
     again = make_rig(c, fake)
@@ -342,3 +342,23 @@ async def test_a_new_label_that_repeats_a_kept_one_is_the_one_that_changes():
     assert by_id["cl_3"] == text_label_of_1
     assert by_id["cl_1"].casefold() != text_label_of_1.casefold()
     assert len({v.casefold() for v in by_id.values()}) == len(by_id)
+
+
+async def test_a_retired_model_and_refused_parameters_are_run_warnings_not_errors():
+    c = corpus(per_topic=30)
+    fake = FakeLLM()  # answers 404 to the retired name and 400 to top_p beside temperature
+    rig = make_rig(c, fake)
+    config = LLMLabeling(enabled=True, model_name="claude-3-5-haiku-20241022",
+                         parameters={"temperature": 0.2, "top_p": 0.9})
+    await rig.labeler.handle(clustered_event(c.members, llm_labeling=config))
+    labeled = rig.labeled()
+    assert labeled.llm_labeling_errors == []
+    assert fake.requests[0].body["model"] == "claude-haiku-4-5-20251001"
+    for label in labeled.labels:
+        assert label.metadata["labeling"] == {"source": "llm", "provider": "anthropic",
+                                              "model": "claude-haiku-4-5-20251001",
+                                              "model_requested": "claude-3-5-haiku-20241022"}
+    reports = [e for e in rig.publisher.on(STATUS_CHANGED) if e.stage == "labeled"]
+    warnings = reports[0].details["llm_labeling_warnings"]
+    assert any("claude-3-5-haiku-20241022" in w and "retired" in w for w in warnings)
+    assert any("'top_p' was not sent" in w for w in warnings)

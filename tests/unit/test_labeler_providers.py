@@ -2,6 +2,7 @@
 retries with observable attempts and delays, and provider inference."""
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -17,10 +18,19 @@ from services.labeler.providers import (
     LLMUnavailable,
     OpenAIClient,
     RetryPolicy,
+    publicly_fetchable,
 )
 from services.labeler.settings import LabelerSettings
 from services.labeler.texts import Media
-from tests.support.llm_servers import API_KEY, FakeLLM, NotJSON, RateLimited, Reply, ServerError
+from tests.support.llm_servers import (
+    API_KEY,
+    FakeLLM,
+    NotJSON,
+    QuotaExhausted,
+    RateLimited,
+    Reply,
+    ServerError,
+)
 
 PROMPT = Prompt(system="Answer with JSON only.", parts=[
     TextPart("Label these clusters as JSON.\n### Cluster cl_0 (3 documents)\n1. rocket launch orbit\n"),
@@ -202,3 +212,164 @@ def test_no_client_without_an_api_key():
     assert clients(LLMProvider.openai, "gpt-4o-mini-2024-07-18") is None
     google = clients(LLMProvider.google, "gemini-2.5-pro")
     assert isinstance(google, GeminiClient) and google.model == "gemini-2.5-pro"
+
+
+# ------------------------------------------- the providers as they behave today
+
+def _raw(kind, fake: FakeLLM, model: str, sleeps: list[float] | None = None, **extra):
+    """A client for `model` straight from its class (no successor table applied by the test)."""
+    async def sleep(seconds: float) -> None:
+        if sleeps is not None:
+            sleeps.append(seconds)
+
+    cls = {"openai": OpenAIClient, "google": GeminiClient, "anthropic": AnthropicClient}[kind]
+    return cls(model=model, api_key=API_KEY, base_url="http://llm.test", transport=fake.transport(),
+               sleep=sleep, **extra)
+
+
+@pytest.mark.parametrize("kind, name, called", [
+    ("anthropic", "claude-3-5-sonnet-20241022", "claude-sonnet-4-6"),
+    ("anthropic", "claude-3-5-haiku-20241022", "claude-haiku-4-5-20251001"),
+    ("anthropic", "claude-sonnet-4-5-20250929", "claude-sonnet-4-6"),
+    ("openai", "o3-mini-2025-01-31", "gpt-5.5"),
+    ("google", "gemini-3.1-flash-lite", "gemini-2.5-flash-lite"),
+])
+async def test_a_retired_model_name_calls_its_successor_and_says_so(kind, name, called):
+    fake = FakeLLM()
+    client = _raw(kind, fake, name)
+    await client.complete(PROMPT, {"temperature": 0.2})  # the fake answers 404 to the retired name
+    await client.aclose()
+    assert client.requested_model == name and client.model == called
+    sent = fake.requests[0]
+    assert (sent.body.get("model") or sent.path.split("/")[-1].split(":")[0]) == called
+    assert any(name in n and called in n for n in client.notes)
+
+
+async def test_an_operator_successor_wins_over_the_table():
+    fake = FakeLLM()
+    client = _raw("anthropic", fake, "claude-3-5-haiku-20241022",
+                  successors={"claude-3-5-haiku-20241022": "claude-opus-4-7"})
+    await client.complete(PROMPT)
+    assert fake.requests[0].body["model"] == "claude-opus-4-7"
+    assert "CLUSTERFLOW_LLM_MODEL_SUCCESSORS" in client.notes[0]
+
+
+async def test_anthropic_version_2026_10_21_gets_no_sampling_parameters():
+    fake = FakeLLM()
+    client = _raw("anthropic", fake, "claude-haiku-4-5-20251001", version="2026-10-21")
+    await client.complete(PROMPT, {"temperature": 0.2, "top_p": 0.9, "top_k": 5, "max_tokens": 300})
+    body = fake.requests[0].body
+    assert not {"temperature", "top_p", "top_k"} & body.keys() and body["max_tokens"] == 300
+    assert fake.requests[0].headers["anthropic-version"] == "2026-10-21"
+    assert len(client.notes) == 3 and all("2026-10-21" in n for n in client.notes)
+
+
+async def test_anthropic_models_that_refuse_sampling_on_any_version():
+    fake = FakeLLM()
+    opus = _raw("anthropic", fake, "claude-opus-4-7")
+    await opus.complete(PROMPT, {"temperature": 0.2})
+    assert "temperature" not in fake.requests[0].body and "claude-opus-4-7 refuses" in opus.notes[0]
+    # Claude 4.1+ take temperature, but not together with top_p: temperature is kept.
+    sonnet = _raw("anthropic", fake, "claude-sonnet-4-6")
+    await sonnet.complete(PROMPT, {"temperature": 0.2, "top_p": 0.9})
+    assert fake.requests[1].body["temperature"] == 0.2 and "top_p" not in fake.requests[1].body
+    # The version the labeler defaults to, on a model that takes both alone: sent as is.
+    haiku = _raw("anthropic", fake, "claude-haiku-4-5-20251001")
+    await haiku.complete(PROMPT, {"top_p": 0.9})
+    assert fake.requests[2].body["top_p"] == 0.9 and haiku.notes == []
+
+
+@pytest.mark.parametrize("model", ["o3-mini-2025-01-31", "gpt-5.5"])
+async def test_openai_reasoning_models_get_no_temperature_or_penalties(model):
+    fake = FakeLLM()
+    client = _raw("openai", fake, model)
+    await client.complete(PROMPT, {"temperature": 0.2, "presence_penalty": 0.5, "frequency_penalty": 0.1,
+                                   "max_tokens": 500, "seed": 3})
+    body = fake.requests[0].body
+    assert not {"temperature", "presence_penalty", "frequency_penalty", "max_tokens"} & body.keys()
+    assert body["max_completion_tokens"] == 500 and body["seed"] == 3
+    assert sum("refuses it" in n for n in client.notes) == 3
+
+
+async def test_the_fake_refuses_what_the_real_apis_refuse():
+    """Without the rules above, each of these calls fails: the fake is as strict as the API."""
+    fake = FakeLLM()
+    for kind, model, params in [("anthropic", "claude-sonnet-4-6", {"temperature": 0.1, "top_p": 0.5}),
+                                ("anthropic", "claude-opus-4-7", {"temperature": 0.1}),
+                                ("openai", "gpt-5.5", {"temperature": 0.1})]:
+        client = _raw(kind, fake, model)
+        _, headers, body = client.request(PROMPT, dict(params), True)
+        path = "/v1/messages" if kind == "anthropic" else "/v1/chat/completions"
+        response = await client.http.post(f"http://llm.test{path}", headers=headers, json=body)
+        assert response.status_code == 400, (model, params)
+    client = _raw("anthropic", fake, "claude-3-5-haiku-20241022")
+    _, headers, body = client.request(PROMPT, {}, True)
+    body["model"] = "claude-3-5-haiku-20241022"
+    assert (await client.http.post("http://llm.test/v1/messages", headers=headers, json=body)).status_code == 404
+
+
+async def test_gemini_retry_delay_in_the_body_is_honoured():
+    fake = FakeLLM()
+    fake.push(RateLimited(retry_after=37), Reply("{}"))
+    sleeps: list[float] = []
+    client = _raw("google", fake, "gemini-2.5-flash", sleeps)
+    await client.complete(PROMPT)
+    assert sleeps == [37.0]  # not the 1 s backoff: Gemini asked for 37 s in RetryInfo
+
+
+@pytest.mark.parametrize("kind, model", [("openai", "gpt-4o-mini-2024-07-18"),
+                                         ("anthropic", "claude-haiku-4-5-20251001")])
+async def test_a_429_that_can_never_succeed_is_not_retried(kind, model):
+    fake = FakeLLM()
+    fake.push(QuotaExhausted(), Reply("{}"))
+    sleeps: list[float] = []
+    client = _raw(kind, fake, model, sleeps)
+    with pytest.raises(LLMRequestError) as info:
+        await client.complete(PROMPT)
+    assert info.value.status == 429 and sleeps == [] and len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("kind", ["google", "openai", "anthropic"])
+async def test_media_the_provider_cannot_fetch_is_downloaded_and_sent_inline(kind):
+    fake = FakeLLM()
+    fake.media["private.png"] = b"\x89PNG fake bytes"
+    prompt = Prompt(system="Answer with JSON only.", parts=[
+        TextPart("Label these clusters as JSON.\n"),
+        MediaPart(Media("image", "http://llm.test/media/private.png")),  # e.g. a self-hosted S3 URL
+        MediaPart(Media("image", "https://img.example.com/public.png")),
+    ])
+    client = _raw(kind, fake, {"google": "gemini-2.5-flash", "openai": "gpt-4o-mini-2024-07-18",
+                               "anthropic": "claude-haiku-4-5-20251001"}[kind])
+    await client.complete(prompt)  # the fake answers 400 to a URL it could not fetch
+    assert fake.downloads == ["private.png"]
+    encoded = base64.b64encode(b"\x89PNG fake bytes").decode()
+    body = json.dumps(fake.requests[-1].body)
+    assert encoded in body and "https://img.example.com/public.png" in body
+    assert "http://llm.test/media/private.png" not in body
+
+
+async def test_media_over_the_inline_cap_is_named_in_the_text_only():
+    fake = FakeLLM()
+    fake.media["big.png"] = b"x" * 2000
+    prompt = Prompt(system="JSON", parts=[TextPart("Label as JSON.\n"),
+                                          MediaPart(Media("image", "http://llm.test/media/big.png"))])
+    client = _raw("google", fake, "gemini-2.5-flash", inline_media_max_bytes=1000)
+    await client.complete(prompt)
+    parts = fake.requests[-1].body["contents"][0]["parts"]
+    assert all("fileData" not in p and "inlineData" not in p for p in parts)
+    assert any("http://llm.test/media/big.png" in p.get("text", "") for p in parts)
+    assert "over 1000 bytes" in client.notes[0]
+
+
+def test_publicly_fetchable():
+    assert publicly_fetchable("https://cdn.example.com/a.png")
+    for url in ("http://cdn.example.com/a.png", "https://127.0.0.1/a.png", "https://10.1.2.3/a.png",
+                "https://localhost/a.png", "https://s3.internal/a.png", "https://minio:9000/a"):
+        assert not publicly_fetchable(url, frozenset({"minio"})), url
+
+
+def test_labeler_settings_make_clients_with_the_rules():
+    settings = LabelerSettings(anthropic_api_key="k", s3_endpoint="seaweed.example:8333",
+                               llm_model_successors={"claude-3-5-haiku-20241022": "claude-sonnet-4-6"})
+    client = LLMClients(settings)(LLMProvider.anthropic, "claude-3-5-haiku-20241022")
+    assert client.model == "claude-sonnet-4-6" and "seaweed.example" in client.private_media_hosts

@@ -55,3 +55,14 @@ def test_every_consumed_topic_has_a_producer_and_names_are_unique():
     for topic in ALL_TOPICS:
         assert topic.producers, topic.name
         assert topic.name.startswith("clustering.")
+
+
+def test_every_group_has_the_one_prefix_and_a_deployment_prefix_goes_before_it():
+    groups = {g for t in ALL_TOPICS for g in (*t.consumers, *t.producers) if g != registry.ANYONE}
+    assert groups and all(g.startswith(registry.GROUP_PREFIX) for g in groups), groups
+    from clusterflow.messaging import kafka_group
+    from clusterflow.settings import Settings
+
+    assert kafka_group(Settings(topic_prefix="ci7."), registry.STATUS) == "ci7.clusterflow-status"
+    broker = _bootstrap("status").broker
+    assert {s.group_id for s in broker.subscribers} == {registry.STATUS}  # no prefix set here
