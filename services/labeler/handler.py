@@ -20,7 +20,7 @@ none were asked for and merges the labels when they arrive, so every run gets na
    labelled "Noise".
 6. A run with a hierarchy (topics over its clusters, on its centroids) gets a label
    for every topic, once the clusters have theirs: c-TF-IDF keywords among the
-   topic's level (`topics.py`), and with LLM labeling the LLM, shown the topic's
+   topic's level (`hierarchy_labels.py`), and with LLM labeling the LLM, shown the topic's
    subtopics and a sample of their documents. Every label of the run is distinct.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ from contracts.api import LLMLabeling, LLMProvider, TaskStatusEnum, provider_for
 from contracts.events import ClusterLabel, ClustersLabeled, ExecutionClustered, derived_event_id
 from contracts.topics import EXECUTION_LABELED
 from services.labeler import cache as label_cache
-from services.labeler import ctfidf, dedup, representatives, shape, topics
+from services.labeler import ctfidf, dedup, hierarchy_labels, representatives, shape
 from services.labeler.cache import LabelCache
 from services.labeler.dedup import Embedder
 from services.labeler.labeling import Conversation
@@ -186,7 +186,6 @@ class Labeler:
                 await client.aclose()
         if llm_run is not None:
             await self._store(config, drafts, llm_run.model)
-        if llm_run is not None:
             stats.llm_calls = llm_run.conversation.calls
 
         labels = [d.to_label(extra) for d in drafts]
@@ -366,7 +365,7 @@ class Labeler:
                       drafts: list[Draft], flags: LLMLabeling, llm_run: LLMRun | None,
                       errors: list[dict[str, Any]]) -> list[Draft]:
         """Drafts for the topics of the run's hierarchy (none without one)."""
-        tree = topics.Tree.from_centroids(event.centroids)
+        tree = hierarchy_labels.Tree.from_centroids(event.centroids)
         if not tree.children:
             return []
         labels = {d.cluster_id: d.label for d in drafts}
@@ -374,9 +373,9 @@ class Labeler:
         out: list[Draft] = []
         # Deepest first: a topic's children are labelled (and named to it) before it.
         for depth in tree.depths:
-            keywords = await asyncio.to_thread(topics.topic_keywords, tree, texts, labels, depth)
+            keywords = await asyncio.to_thread(hierarchy_labels.topic_keywords, tree, texts, labels, depth)
             keywords = dict(sorted(keywords.items(), key=lambda kv: -sizes.get(kv[0], 0)))
-            unique = topics.topic_labels(keywords, labels.values())
+            unique = hierarchy_labels.topic_labels(keywords, labels.values())
             made = []
             for t in keywords:
                 subtopics = [labels.get(c, c) for c in tree.children[t]]
@@ -398,7 +397,7 @@ class Labeler:
             out.extend(made)
         return out
 
-    async def _llm_topics(self, tree: topics.Tree, config: LLMLabeling, llm_run: LLMRun, made: list[Draft],
+    async def _llm_topics(self, tree: hierarchy_labels.Tree, config: LLMLabeling, llm_run: LLMRun, made: list[Draft],
                           pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
                           keywords: dict[str, ctfidf.Keywords], labels: dict[str, str],
                           errors: list[dict[str, Any]]) -> None:

@@ -1,5 +1,5 @@
 """The cluster hierarchy: the builder (engine/hierarchy.py), its centroid summaries
-(clusterer), and the labels of its topics (labeler/topics.py), over arrays and fakes."""
+(clusterer), and the labels of its topics (labeler/hierarchy_labels.py), over arrays and fakes."""
 from __future__ import annotations
 
 import re
@@ -14,7 +14,7 @@ from contracts.events import CentroidSummary, ClusteringConfig
 from contracts.resources import CreateClusterRequest
 from services.clusterer.engine.hierarchy import build_hierarchy, level_counts
 from services.clusterer.handler import with_hierarchy
-from services.labeler import topics
+from services.labeler import hierarchy_labels
 from tests.support.labeler_fakes import clustered_event, corpus, make_rig, topic_words
 from tests.support.llm_servers import FakeLLM
 
@@ -204,7 +204,7 @@ async def test_with_llm_labeling_topics_are_named_by_the_llm_shown_their_subtopi
 
 def test_the_tree_read_back_from_centroids():
     _, _, centroids, _ = _split_corpus(per_topic=4)
-    tree = topics.Tree.from_centroids([*centroids, CentroidSummary(cluster_id="cl_-1", num_members=3)])
+    tree = hierarchy_labels.Tree.from_centroids([*centroids, CentroidSummary(cluster_id="cl_-1", num_members=3)])
     assert tree.depths == [0] and sorted(tree.children) == ["cl_10", "cl_11", "cl_8", "cl_9"]
     assert tree.leaves_of("cl_9") == ["cl_2", "cl_3"] and tree.leaves_of("cl_2") == ["cl_2"]
     assert "cl_-1" not in tree.level
