@@ -28,7 +28,10 @@ cluster, so a method gains nothing by discarding hard points), the noise share, 
 cluster count (noise excluded) and seconds. ``label_share`` (default only): among
 clusters whose majority class holds more than 50 % of the members, the share whose label
 or keywords name that class (a word of the class's name, or of its synonyms below, in
-the label or keywords, case- and plural-insensitive). The last line is one JSON object.
+the label or keywords, case- and plural-insensitive). ``hierarchy`` (default only): the
+run's topics over its clusters, its levels and top-level topics, the ARI of each
+document's top-level topic against the classes, and the label share over the topics.
+The last line is one JSON object.
 """
 from __future__ import annotations
 
@@ -217,6 +220,33 @@ def through_service(client, name: str, X: np.ndarray, y: np.ndarray, texts: list
                 break
             time.sleep(0.5)
         out["labels"] = label_share(dict(zip(ids, y.tolist())), members, centroids)
+    else:
+        centroids = client.execution(cluster["cluster_id"], run_id)["centroids"]
+    out["hierarchy"] = hierarchy_scores(ids, y, members, centroids, texts is not None)
+    return out
+
+
+def hierarchy_scores(ids: list[str], y: np.ndarray, members: dict[str, str], centroids: list[dict],
+                     labelled: bool) -> dict:
+    """The run's topics: how many levels and top-level topics, the ARI of every document's
+    top-level topic against the classes, and (text sets) the label share over the topics."""
+    parent = {c["cluster_id"]: c.get("parent_cluster_id") for c in centroids}
+    levels = 1 + max((c.get("hierarchy_level") or 0 for c in centroids), default=0)
+
+    def top(cluster: str) -> str:
+        seen = set()
+        while parent.get(cluster) and cluster not in seen:
+            seen.add(cluster)
+            cluster = parent[cluster]
+        return cluster
+
+    tops = {doc: top(cluster) for doc, cluster in members.items()}
+    roots = [c for c in centroids if c.get("child_cluster_ids") and not c.get("parent_cluster_id")]
+    out = {"levels": levels, "topics": len({tops[i] for i in ids if tops[i] != "cl_-1"}),
+           "top_level_ari": round(float(adjusted_rand_score(y, [tops[i] for i in ids])), 3)}
+    if labelled:
+        # the share over the topics over >= 2 clusters (the other top-level entries are clusters)
+        out["labels"] = label_share(dict(zip(ids, y.tolist())), {d: t for d, t in tops.items()}, roots)
     return out
 
 

@@ -42,7 +42,9 @@ import polars as pl
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
+from rich.tree import Tree
 
 from clusterflow.client import COMPLETED, TERMINAL, ApiError, Client
 
@@ -476,6 +478,9 @@ def clusters_create(
     sample_size: Annotated[int | None, typer.Option(min=1, max=1_000_000)] = None,
     vis_n_components: Annotated[int, typer.Option(min=2, max=3, help="2 or 3 layout dimensions.")] = 2,
     defer_visualization: Annotated[bool, typer.Option(help="Skip the layout at execution time.")] = False,
+    hierarchical: Annotated[bool, typer.Option(help="Topics over each run's clusters (auto always has them).")] = False,
+    max_hierarchy_depth: Annotated[int | None, typer.Option(
+        help="The hierarchy's most levels, its clusters included (server default 3).")] = None,
     filters: Annotated[str | None, typer.Option(help="A LogicalOperator filter as JSON.")] = None,
     description: Annotated[str | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
@@ -489,8 +494,10 @@ def clusters_create(
             body["filters"] = json.loads(filters)
         except ValueError:
             raise typer.BadParameter("not valid JSON", param_hint="--filters") from None
+    if hierarchical:
+        body["hierarchical"] = True
     for key, value in (("clustering_method", method), ("embedding_name", embedding_name), ("sample_size", sample_size),
-                       ("description", description)):
+                       ("description", description), ("max_hierarchy_depth", max_hierarchy_depth)):
         if value is not None:
             body[key] = value
     with api(ctx) as client:
@@ -546,13 +553,17 @@ def execute(
     defer_visualization: Annotated[bool | None, typer.Option(
         "--defer-visualization/--no-defer-visualization", help="Override the cluster's setting for this run.")] = None,
     filters: Annotated[str | None, typer.Option(help="A LogicalOperator filter override as JSON.")] = None,
+    hierarchical: Annotated[bool | None, typer.Option(
+        "--hierarchical/--no-hierarchical", help="Override the cluster's setting for this run.")] = None,
+    max_hierarchy_depth: Annotated[int | None, typer.Option(help="Override the cluster's setting for this run.")] = None,
     wait_timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 3600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON (the final task with --wait).")] = False,
 ) -> None:
     """Start a run of a cluster; with --wait, follow it to the end (exit 1 unless it COMPLETED)."""
     overrides: dict[str, Any] = {}
     for key, value in (("sample_size", sample_size), ("vis_n_components", vis_n_components),
-                       ("defer_visualization", defer_visualization)):
+                       ("defer_visualization", defer_visualization), ("hierarchical", hierarchical),
+                       ("max_hierarchy_depth", max_hierarchy_depth)):
         if value is not None:
             overrides[key] = value
     if filters:
@@ -657,6 +668,8 @@ def results(
         if status not in TERMINAL:
             out.print(f"no results yet ({status.lower()}, {execution.get('progress', 0):.0%})")
         return
+    if any(c.get("child_cluster_ids") for c in centroids):
+        return out.print(hierarchy_tree(centroids, keywords))
     total = sum(c["num_members"] for c in centroids) or 1
     table = Table()
     table.add_column("cluster")
@@ -670,6 +683,38 @@ def results(
                       f"{c['num_members'] / total:.1%}", c.get("label") or "",
                       ", ".join((c.get("keywords") or [])[:keywords]))
     out.print(table)
+
+
+def hierarchy_tree(centroids: list[dict[str, Any]], keywords: int = 6) -> Tree:
+    """A run's hierarchy as a tree: its top-level topics, their subtopics down to the
+    clusters documents belong to (each with its size, share, label and keywords), noise last."""
+    by_id = {c["cluster_id"]: c for c in centroids}
+    noise = [c for c in centroids if c["cluster_id"].endswith("_-1")]
+    top = [c for c in centroids if not c.get("parent_cluster_id") and c not in noise]
+    clusters = [c for c in centroids if not c.get("child_cluster_ids") and c not in noise]
+    total = sum(c["num_members"] for c in [*clusters, *noise]) or 1
+    root = Tree(f"[bold]{len(top)} topics[/] over {len(clusters)} clusters")
+
+    def line(c: dict[str, Any]) -> str:
+        words = ", ".join((c.get("keywords") or [])[:keywords])
+        return (f"[bold]{escape(c.get('label') or c['cluster_id'])}[/] [dim]{c['cluster_id']}[/] "
+                f"{c['num_members']:,} ({c['num_members'] / total:.1%})"
+                + (f" [dim]· {escape(words)}[/]" if words else ""))
+
+    seen: set[str] = set()  # a malformed answer cannot make the walk loop
+
+    def grow(branch: Tree, c: dict[str, Any]) -> None:
+        seen.add(c["cluster_id"])
+        node = branch.add(line(c))
+        for child in sorted((by_id[k] for k in c.get("child_cluster_ids") or [] if k in by_id and k not in seen),
+                            key=lambda x: -x["num_members"]):
+            grow(node, child)
+
+    for c in sorted(top, key=lambda x: -x["num_members"]):
+        grow(root, c)
+    for c in noise:
+        root.add(f"[dim]noise {c['cluster_id']} {c['num_members']:,} ({c['num_members'] / total:.1%})[/]")
+    return root
 
 
 EXPORT_SCHEMA = {"document_id": pl.String, "cluster_id": pl.String, "distance_to_centroid": pl.Float64,

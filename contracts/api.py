@@ -15,6 +15,9 @@ where it is made):
     `model_name` stays optional even when `enabled` is true (the contract's own
     "Minimal configuration" example is `{"enabled": true}`).
   * `ValidationError` is the class `ValidationErrorModel` (JSON title unchanged).
+  * `ExecuteClusterByIdRequest` also takes `hierarchical` and `max_hierarchy_depth`,
+    the hosted SDK's cluster-config fields (`VectorBasedConfigInput`), as per-run
+    overrides of the cluster's values.
 
 Enum member names equal their values where the value is a Python identifier
 (`ExecutionMode.full`, `TaskStatusEnum.COMPLETED`, `TaskType.engine_cluster_build`);
@@ -41,11 +44,14 @@ from pydantic import (
 __all__ = [
     "ACTIVE_STATUSES",
     "COMPLETED_STATUSES",
+    "DEFAULT_HIERARCHY_DEPTH",
+    "HierarchyDepth",
     "NOISE_CLUSTER_ID",
     "NOISE_LABEL",
     "cluster_key",
     "parse_cluster_key",
     "MAX_FILTER_DEPTH",
+    "MAX_HIERARCHY_DEPTH",
     "MIN_COMPOSITE_SOURCES",
     "TERMINAL_STATUSES",
     "AnthropicModel",
@@ -626,6 +632,13 @@ class LLMLabeling(BaseModel):
 # ------------------------------------------------------------------- execute request
 
 
+# A run's cluster hierarchy (services/clusterer/engine/hierarchy.py): at most this many
+# levels, the run's clusters (the leaves) included; the hosted SDK's default and bound.
+DEFAULT_HIERARCHY_DEPTH = 3
+MAX_HIERARCHY_DEPTH = 5
+HierarchyDepth = Annotated[int, Field(ge=2, le=MAX_HIERARCHY_DEPTH)]
+
+
 # Composite runs cluster the centroids of at least this many prior executions. Not a
 # schema bound (the field has none): the API layer checks it, together with the runs'
 # existence and status, and answers 400.
@@ -679,6 +692,16 @@ class ExecuteClusterByIdRequest(BaseModel):
         default=None,
         description="Optional inline LLM labeling override for this execution; set "
         "enabled: true to actually run labeling.",
+    )
+    hierarchical: bool | None = Field(
+        default=None,
+        description="Override of the cluster's `hierarchical`: also build topics over this run's clusters "
+        "(parent_cluster_id, child_cluster_ids, hierarchy_level on the centroids). auto runs always do.",
+    )
+    max_hierarchy_depth: HierarchyDepth | None = Field(
+        default=None,
+        description=f"Override of the cluster's `max_hierarchy_depth`: the most levels of the hierarchy, the "
+        f"run's clusters included (2 to {MAX_HIERARCHY_DEPTH}; 2 is topics and their subtopics).",
     )
 
 

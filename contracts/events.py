@@ -16,7 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.api import (
+    DEFAULT_HIERARCHY_DEPTH,
     ExecuteClusterByIdRequest,
+    HierarchyDepth,
     ExecutionMode,
     LLMLabeling,
     TaskStatusEnum,
@@ -124,11 +126,21 @@ class ClusteringConfig(BaseModel):
     seed: int = 42
     # mode=assign: minimum cosine similarity to a centroid, below it a document is noise.
     assignment_threshold: float | None = Field(default=None, ge=0, le=1)
+    # mode=full: topics over the run's clusters (always for auto; engine/hierarchy.py).
+    hierarchical: bool = False
+    max_hierarchy_depth: HierarchyDepth = DEFAULT_HIERARCHY_DEPTH
 
     @property
     def labeling_enabled(self) -> bool:
         """Whether the run asks for LLM labels."""
         return bool(self.llm_labeling and self.llm_labeling.enabled)
+
+    @property
+    def builds_hierarchy(self) -> bool:
+        """Whether the run's clusters get topics over them: a full run that asks for it,
+        and every auto run (its topics are part of what auto returns; the hosted SDK
+        sends `hierarchical: false` whenever a caller leaves it out)."""
+        return self.mode is ExecutionMode.full and (self.hierarchical or self.clustering_method == "auto")
 
 
 class SamplingInfo(BaseModel):
@@ -157,8 +169,15 @@ class CentroidSummary(BaseModel):
     keywords: list[str] = Field(default_factory=list)
     # The cluster's identity across the full runs of one cluster definition
     # ("sc_<12 hex>"): kept by the cluster a later run matches to it (services/clusterer/
-    # lineage.py), inherited by assign runs. None for noise and composite groups.
+    # lineage.py), inherited by assign runs. None for noise, composite groups and topics.
     stable_id: str | None = None
+    # The run's hierarchy (services/clusterer/engine/hierarchy.py), when it has one: the
+    # run's clusters are its leaves; topics over them are further "cl_<n>" entries
+    # (numbered after the leaves) with members only through their descendants.
+    # hierarchy_level is the depth from the top: 0 for a topic with no parent.
+    parent_cluster_id: str | None = None
+    child_cluster_ids: list[str] = Field(default_factory=list)
+    hierarchy_level: int | None = None
 
 
 class SourceRun(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.api import LLMLabeling, LogicalOperator, TaskStatusEnum
+from contracts.api import DEFAULT_HIERARCHY_DEPTH, HierarchyDepth, LLMLabeling, LogicalOperator, TaskStatusEnum
 from contracts.events import CentroidSummary, ClusterMetrics, Lineage, SamplingInfo, SourceClusterGroup
 
 MAX_DIMENSION = 8192
@@ -137,6 +137,12 @@ class CreateClusterRequest(_Request):
     llm_labeling: LLMLabeling | None = None
     vis_n_components: Literal[2, 3] = 2
     defer_visualization: bool = False
+    hierarchical: bool = Field(
+        default=False, description="Also build topics over each run's clusters (auto runs always do): "
+        "centroids then carry parent_cluster_id, child_cluster_ids and hierarchy_level.")
+    max_hierarchy_depth: HierarchyDepth = Field(
+        default=DEFAULT_HIERARCHY_DEPTH, description="The most levels of the hierarchy, the run's clusters "
+        "included (2 to 5; 2 is topics and their subtopics).")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -163,6 +169,8 @@ class Cluster(BaseModel):
     llm_labeling: dict[str, Any] | None = None
     vis_n_components: int = 2
     defer_visualization: bool = False
+    hierarchical: bool = False
+    max_hierarchy_depth: int = DEFAULT_HIERARCHY_DEPTH
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
@@ -244,7 +252,8 @@ class ExecutionDataRequest(_Request):
     include_centroids: bool = True
     include_members: bool = False
     include_centroid_vectors: bool = False
-    cluster_id: str | None = Field(default=None, description="Only members of this cluster, e.g. 'cl_0'.")
+    cluster_id: str | None = Field(default=None, description="Only members of this cluster, e.g. 'cl_0' "
+                                      "(of a hierarchy's topic: the members of the clusters under it).")
     offset: int = Field(default=0, ge=0, le=2_147_483_647)
     limit: int = Field(default=1000, ge=1, le=10_000)
 

@@ -137,6 +137,8 @@ clusters = Table(
     Column("llm_labeling", JSONB),
     Column("vis_n_components", Integer, nullable=False, server_default="2"),
     Column("defer_visualization", Boolean, nullable=False, server_default="false"),
+    Column("hierarchical", Boolean, nullable=False, server_default="false"),
+    Column("max_hierarchy_depth", Integer, nullable=False, server_default="3"),
     Column("metadata", JSONB, nullable=False, server_default="{}"),
     _created(),
     _updated(),

@@ -60,6 +60,7 @@ from contracts.events import (
 from contracts.topics import EXECUTION_CLUSTERED
 from services.clusterer import composite, lineage, pipeline
 from services.clusterer.assign import MEMBERS_SCHEMA, Assigner
+from services.clusterer.engine import hierarchy
 from services.clusterer.ray_engine import RayEngine, RayUnavailable
 
 SERVICE = "clusterer"
@@ -202,6 +203,8 @@ class Clusterer:
                 cluster_id=key, num_members=n, stable_id=match.stable_ids[key],
                 **({"label": before.label, "summary": before.summary, "keywords": before.keywords}
                    if before is not None else {})))
+        if event.config.builds_hierarchy:
+            centroids = with_hierarchy(centroids, outcome.centroids, event.config.max_hierarchy_depth)
         if outcome.noise_count:
             centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=outcome.noise_count))
 
@@ -352,7 +355,10 @@ class Clusterer:
         vectors = outcome.centroids.tolist()
         if outcome.noise_count:  # noise is listed with its count, without a centroid
             vectors = [*vectors, None]
-        self.store.put_parquet(key("centroids"), centroids_frame(centroids, vectors, dim))
+        # The parquet holds the clusters members belong to (assign runs and lineage read
+        # it): a hierarchy's topics live in the run's centroid summaries only.
+        clusters = [c for c in centroids if not c.child_cluster_ids]
+        self.store.put_parquet(key("centroids"), centroids_frame(clusters, vectors, dim))
         coords_key, coords = outcome.coords_key, outcome.coords
         if coords is not None:
             self.store.put_parquet(key("coords"), coords_frame(outcome.ids, coords))
@@ -576,6 +582,25 @@ def assign_blocks(assigner: Assigner, vectors: RunVectors, members: str, batch_r
             done += len(ids)
             if on_progress is not None:
                 on_progress(done / total)
+
+
+def with_hierarchy(leaves: list[CentroidSummary], vectors: np.ndarray, max_depth: int) -> list[CentroidSummary]:
+    """The leaves (the run's clusters, in cluster id order) with their place in the
+    hierarchy, then the topics over them ("cl_<k>", "cl_<k+1>", ...: top level first).
+    Topics have no stable id: lineage follows the leaves."""
+    tree = hierarchy.build_hierarchy(vectors, np.array([c.num_members for c in leaves]), max_depth)
+    keys = [c.cluster_id for c in leaves] + [pipeline.cluster_key(len(leaves) + j) for j in range(tree.n_parents)]
+    if tree.n_parents == 0:
+        return list(leaves)
+
+    def placed(node: int) -> dict:
+        up = int(tree.parent[node])
+        return {"parent_cluster_id": keys[up] if up >= 0 else None, "hierarchy_level": int(tree.level[node]),
+                "child_cluster_ids": [keys[c] for c in tree.children(node)]}
+
+    return ([c.model_copy(update=placed(i)) for i, c in enumerate(leaves)]
+            + [CentroidSummary(cluster_id=keys[node], num_members=int(tree.sizes[node]), **placed(node))
+               for node in range(tree.n_leaves, tree.n_nodes)])
 
 
 def cluster_keys(labels: np.ndarray) -> pl.Series:

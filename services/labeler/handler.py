@@ -18,6 +18,10 @@ none were asked for and merges the labels when they arrive, so every run gets na
 5. Near-duplicate labels are relabelled (the LLM asked again with the taken labels,
    then the next distinguishing keyword; inherited labels never change); noise is
    labelled "Noise".
+6. A run with a hierarchy (topics over its clusters, on its centroids) gets a label
+   for every topic, once the clusters have theirs: c-TF-IDF keywords among the
+   topic's level (`hierarchy_labels.py`), and with LLM labeling the LLM, shown the topic's
+   subtopics and a sample of their documents. Every label of the run is distinct.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ from contracts.api import LLMLabeling, LLMProvider, TaskStatusEnum, provider_for
 from contracts.events import ClusterLabel, ClustersLabeled, ExecutionClustered, derived_event_id
 from contracts.topics import EXECUTION_LABELED
 from services.labeler import cache as label_cache
-from services.labeler import ctfidf, dedup, representatives, shape
+from services.labeler import ctfidf, dedup, hierarchy_labels, representatives, shape
 from services.labeler.cache import LabelCache
 from services.labeler.dedup import Embedder
 from services.labeler.labeling import Conversation
@@ -175,13 +179,14 @@ class Labeler:
                 llm_run = await self._llm_labels(event, config, client, to_label, contents, keywords, drafts,
                                                  errors, stats)
             stats.dedup_method = await self._dedup(drafts, keywords, flags, llm_run, stats)
+            drafts.extend(await self._topics(event, config, texts, pools, contents, drafts, flags, llm_run, errors))
         finally:
             if client is not None:
                 stats.warnings = list(client.notes)
                 await client.aclose()
         if llm_run is not None:
-            stats.llm_calls = llm_run.conversation.calls
             await self._store(config, drafts, llm_run.model)
+            stats.llm_calls = llm_run.conversation.calls
 
         labels = [d.to_label(extra) for d in drafts]
         if noise:
@@ -352,6 +357,68 @@ class Labeler:
                 draft.keywords = terms[:8]
         draft.metadata = dict(output) if config.response_shape is not None else {}
         draft.source = "llm"
+
+    # -------------------------------------------------------------------- topics
+
+    async def _topics(self, event: ExecutionClustered, config: LLMLabeling | None, texts: dict[str, list[str]],
+                      pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+                      drafts: list[Draft], flags: LLMLabeling, llm_run: LLMRun | None,
+                      errors: list[dict[str, Any]]) -> list[Draft]:
+        """Drafts for the topics of the run's hierarchy (none without one)."""
+        tree = hierarchy_labels.Tree.from_centroids(event.centroids)
+        if not tree.children:
+            return []
+        labels = {d.cluster_id: d.label for d in drafts}
+        sizes = {c.cluster_id: c.num_members for c in event.centroids}
+        out: list[Draft] = []
+        # Deepest first: a topic's children are labelled (and named to it) before it.
+        for depth in tree.depths:
+            keywords = await asyncio.to_thread(hierarchy_labels.topic_keywords, tree, texts, labels, depth)
+            keywords = dict(sorted(keywords.items(), key=lambda kv: -sizes.get(kv[0], 0)))
+            unique = hierarchy_labels.topic_labels(keywords, labels.values())
+            made = []
+            for t in keywords:
+                subtopics = [labels.get(c, c) for c in tree.children[t]]
+                terms = keywords[t].terms
+                summary = None
+                if flags.include_summary:
+                    summary = "; ".join(p for p in ("subtopics: " + "; ".join(subtopics),
+                                                     "key terms: " + ", ".join(terms[:5]) if terms else "") if p)
+                made.append(Draft(cluster_id=t, size=sizes.get(t, 0), label=unique[t], summary=summary,
+                                  keywords=terms[:8] if flags.include_keywords else [], source="ctfidf"))
+            if llm_run is not None and config is not None and not llm_run.conversation.broken:
+                await self._llm_topics(tree, config, llm_run, made, pools, contents, keywords, labels, errors)
+            used = {label.casefold() for cid, label in labels.items()}
+            for draft in made:  # exact repeats only: a topic may be near its subtopic's name, never equal
+                if draft.label.casefold() in used:
+                    draft.label = ctfidf.disambiguate(draft.label, keywords[draft.cluster_id].terms, used)
+                used.add(draft.label.casefold())
+                labels[draft.cluster_id] = draft.label
+            out.extend(made)
+        return out
+
+    async def _llm_topics(self, tree: hierarchy_labels.Tree, config: LLMLabeling, llm_run: LLMRun, made: list[Draft],
+                          pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+                          keywords: dict[str, ctfidf.Keywords], labels: dict[str, str],
+                          errors: list[dict[str, Any]]) -> None:
+        """The LLM names one level's topics: each shows its subtopics' labels and the
+        documents nearest each of its clusters' centroids."""
+        nearest = {p.cluster_id: [contents[i] for i in p.ids if i in contents] for p in pools}
+        briefs = []
+        for draft in made:
+            leaves = tree.leaves_of(draft.cluster_id)
+            per_leaf = max(1, (config.max_samples_per_cluster or 10) // len(leaves))
+            samples = [s for leaf in leaves for s in nearest.get(leaf, [])[:per_leaf]]
+            briefs.append(ClusterBrief(cluster_id=draft.cluster_id, size=draft.size, samples=samples[:20],
+                                       keywords=keywords[draft.cluster_id].terms,
+                                       subtopics=[labels.get(c, c) for c in tree.children[draft.cluster_id]]))
+        conversation = llm_run.conversation
+        outputs, failed = await conversation.label([b for b in briefs if b.samples], list(labels.values()))
+        errors.extend(failed)
+        by_id = {d.cluster_id: d for d in made}
+        for cid, output in outputs.items():
+            self._apply(by_id[cid], output, conversation.item_schema, config, keywords[cid].terms)
+            llm_run.briefs[cid] = next(b for b in briefs if b.cluster_id == cid)
 
     # --------------------------------------------------------------------- dedup
 

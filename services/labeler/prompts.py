@@ -60,6 +60,7 @@ class ClusterBrief:
     size: int
     samples: list[MemberContent]
     keywords: list[str] = field(default_factory=list)
+    subtopics: list[str] = field(default_factory=list)  # a topic of the hierarchy: its children's labels
 
 
 def build_prompt(
@@ -86,6 +87,9 @@ def build_prompt(
         header = f"\n### Cluster {c.cluster_id} ({c.size:,} documents)\n"
         if c.keywords:
             header += "Distinctive terms: " + ", ".join(c.keywords[:10]) + "\n"
+        if c.subtopics:
+            header += ("A topic over these named subtopics: " + "; ".join(c.subtopics) + ". Name the broader "
+                       "subject they share, not a list of them, and not one of their names.\n")
         header += "Representative documents:\n"
         parts.append(TextPart(header))
         for i, sample in enumerate(c.samples, 1):

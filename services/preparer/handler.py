@@ -40,7 +40,7 @@ from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.runs import real_centroids, source_problem
 from clusterflow.segments import Manifest, SegmentRef
 from clusterflow.storage import ObjectStore, artifact_key
-from contracts.api import MIN_COMPOSITE_SOURCES, ExecutionMode, LogicalOperator, TaskStatusEnum
+from contracts.api import DEFAULT_HIERARCHY_DEPTH, MIN_COMPOSITE_SOURCES, ExecutionMode, LogicalOperator, TaskStatusEnum
 from contracts.events import (
     CentroidSummary,
     ClusteringConfig,
@@ -277,6 +277,10 @@ def resolve_config(cluster: dict[str, Any], event: ExecutionRequested) -> Cluste
         llm_labeling=labeling,
         assignment_threshold=(0.5 if options.assignment_threshold is None else options.assignment_threshold)
         if options.mode is ExecutionMode.assign else None,
+        hierarchical=options.hierarchical if options.hierarchical is not None
+        else bool(cluster.get("hierarchical", False)),
+        max_hierarchy_depth=options.max_hierarchy_depth or cluster.get("max_hierarchy_depth")
+        or DEFAULT_HIERARCHY_DEPTH,
     )
 
 

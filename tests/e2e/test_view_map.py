@@ -3,21 +3,27 @@ of very unequal sizes plus noise, the case where every label at once piles up.
 
 The page is served with its /points and /search answered by this test's own HTTP server
 (the real endpoints are exercised by test_cli_and_web.py; here the subject is the page:
-label placement at two zoom levels, faint noise, and its own timings).
+label placement at two zoom levels, faint noise, and its own timings). A smaller run
+with a hierarchy, its points built by the gateway's own `build_points` from centroids the
+clusterer's `with_hierarchy` made, checks that zoomed out only its topics are labelled.
 """
 from __future__ import annotations
 
 import gzip
 import json
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import combinations
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
+import polars as pl
 import pytest
 
-from services.gateway.web.routes import VIEW_PAGE
+from contracts.events import CentroidSummary
+from services.clusterer.handler import with_hierarchy
+from services.gateway.web.routes import VIEW_PAGE, build_points
 from tests.e2e.cdp import Browser
 from tests.e2e.test_cli_and_web import chromium, count_color, read_png
 
@@ -59,6 +65,12 @@ def synthetic_run(seed: int = 7) -> dict:
 def page_server():
     run = synthetic_run()
     centers = run.pop("centers")
+    with serving(run) as base:
+        yield base, centers
+
+
+@contextmanager
+def serving(run: dict):
     points = gzip.compress(json.dumps(run).encode(), 5)
     html = VIEW_PAGE.read_bytes()
 
@@ -91,9 +103,10 @@ def page_server():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_port}/v1/clusters/clust_big/executions/run_big/view"
-    yield base, centers
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1/clusters/{run['cluster_id']}/executions/{run['run_id']}/view"
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +175,37 @@ def test_search_matches_are_drawn_on_top(page_server, browser, tmp_path):
     assert panel["matches"] == "201" and panel["drawn"] == "201", panel
     image = read_png(browser.screenshot(tmp_path / "search.png"))
     assert count_color(image[:, :870], "#e6007e") > 201 * 4
+
+
+def test_a_runs_hierarchy_labels_its_topics_zoomed_out_and_its_clusters_zoomed_in(browser):
+    """The points body built by the gateway (build_points) from centroids the clusterer
+    made (with_hierarchy): 4 regions of 6 clusters each; zoomed out only the topics."""
+    rng = np.random.default_rng(3)
+    regions = np.array([[-6, -6], [6, -6], [-6, 6], [6, 6]], dtype=float)
+    centers = np.concatenate([r + rng.normal(scale=1.6, size=(6, 2)) for r in regions])
+    xy = np.concatenate([c + rng.normal(scale=0.3, size=(400, 2)) for c in centers])
+    cluster = np.repeat(np.arange(len(centers)), 400)
+    leaves = [CentroidSummary(cluster_id=f"cl_{c}", num_members=400, label=f"Cluster {c} words")
+              for c in range(len(centers))]
+    # the centroids a 2-D run would have (padded: Ward works on unit vectors)
+    summaries = with_hierarchy(leaves, np.hstack([centers, np.full((len(centers), 1), 8.0)]), 3)
+    topics = {c.cluster_id for c in summaries if c.child_cluster_ids}
+    summaries = [c.model_copy(update={"label": c.label or f"Topic {c.cluster_id}"}) for c in summaries]
+    members = pl.DataFrame({"document_id": [f"d{i}" for i in range(len(xy))],
+                            "cluster_id": [f"cl_{c}" for c in cluster],
+                            "distance_to_centroid": np.zeros(len(xy), dtype=np.float32)})
+    coords = pl.DataFrame({"document_id": members["document_id"], "x": xy[:, 0], "y": xy[:, 1]})
+    body = build_points(members, coords, [c.model_dump() for c in summaries])
+    run = {"run_id": "run_tree", "cluster_id": "clust_tree", "cluster_name": "hierarchy", "collection_ids": [],
+           "status": "COMPLETED", "clustering_method": "auto", "metrics": None, **body}
+    assert topics and all(c.get("parent_cluster_id") for c in body["clusters"]
+                          if c["cluster_id"] not in topics and not c["noise"])
+    with serving(run) as base:
+        browser.open(base, until=READY)
+        out = {label["cluster_id"] for label in labels_of(browser)}
+        assert out and out <= topics, out
+        lo, hi = xy.min(axis=0), xy.max(axis=0)  # the page's normalized coordinates: [-1, 1] on the largest side
+        cx, cy = (centers[0] - (lo + hi) / 2) * 2 / (hi - lo).max()
+        browser.open(base + f"?zoom=8&cx={cx:.3f}&cy={cy:.3f}", until=READY)
+        zoomed = {label["cluster_id"] for label in labels_of(browser)}
+        assert zoomed - topics, zoomed

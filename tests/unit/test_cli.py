@@ -28,6 +28,11 @@ class FakeApi:
                             ("IN_PROGRESS", "layout", 0.8), ("COMPLETED", "completed", 1.0)]
         self.task_error: str | None = None
         self.polls = 0
+        self.centroids = [
+            {"cluster_id": "cl_-1", "num_members": 5, "keywords": []},
+            {"cluster_id": "cl_1", "num_members": 8, "label": "Space probes", "keywords": ["orbit", "probe"]},
+            {"cluster_id": "cl_0", "num_members": 12, "label": "Medieval history",
+             "keywords": ["king", "castle", "siege"]}]
         self.members = [{"document_id": f"d{i}", "cluster_id": f"cl_{i % 3}", "distance_to_centroid": i / 10,
                          "x": float(i), "y": -float(i), "z": None} for i in range(25)]
 
@@ -91,12 +96,7 @@ class FakeApi:
                             "clustering_method": "kmeans", "num_clusters": 2, "num_points": 25, "noise_count": 5,
                             "metrics": {"silhouette_score": 0.4567, "davies_bouldin_index": 0.8,
                                         "calinski_harabasz_score": 120.0},
-                            "centroids": [
-                                {"cluster_id": "cl_-1", "num_members": 5, "keywords": []},
-                                {"cluster_id": "cl_1", "num_members": 8, "label": "Space probes",
-                                 "keywords": ["orbit", "probe"]},
-                                {"cluster_id": "cl_0", "num_members": 12, "label": "Medieval history",
-                                 "keywords": ["king", "castle", "siege"]}]})
+                            "centroids": self.centroids})
         if path == "/v1/clusters/clust_1/executions/run_1/data":
             page = self.members[body["offset"]:body["offset"] + body["limit"]]
             return self.ok({"run_id": "run_1", "cluster_id": "clust_1", "members": page, "centroids": None,
@@ -289,6 +289,16 @@ def test_clusters_create_parses_params_as_json(fake):
     assert "created cluster clust_1" in result.stdout
 
 
+def test_the_hierarchy_options_reach_the_cluster_and_the_run(fake):
+    result = run(fake, "clusters", "create", "-c", "col_1", "-n", "t", "--hierarchical", "--max-hierarchy-depth", "4")
+    assert result.exit_code == 0, result.output
+    sent = json.loads(fake.requests[-1].content)
+    assert sent["hierarchical"] is True and sent["max_hierarchy_depth"] == 4
+    result = run(fake, "execute", "clust_1", "--no-hierarchical", "--max-hierarchy-depth", "2")
+    assert result.exit_code == 0, result.output
+    assert json.loads(fake.requests[-1].content) == {"hierarchical": False, "max_hierarchy_depth": 2}
+
+
 def test_execute_without_wait_prints_the_task(fake):
     result = run(fake, "execute", "clust_1", "--sample-size", "10", "--vis-n-components", "3",
                  "--defer-visualization")
@@ -345,6 +355,30 @@ def test_results_table(fake):
     assert fake.requests[-1].url.path == "/v1/clusters/clust_1/executions"
     run(fake, "results", "clust_1", "run_1")
     assert fake.requests[-1].url.path == "/v1/clusters/clust_1/executions/run_1"
+
+
+def test_results_of_a_run_with_a_hierarchy_print_a_tree(fake):
+    fake.centroids = [
+        {"cluster_id": "cl_0", "num_members": 9, "label": "Castles", "keywords": ["castle", "siege"],
+         "parent_cluster_id": "cl_3", "hierarchy_level": 1, "child_cluster_ids": []},
+        {"cluster_id": "cl_1", "num_members": 6, "label": "Kings", "keywords": ["king", "crown"],
+         "parent_cluster_id": "cl_3", "hierarchy_level": 1, "child_cluster_ids": []},
+        {"cluster_id": "cl_2", "num_members": 5, "label": "Space probes", "keywords": ["orbit"],
+         "parent_cluster_id": None, "hierarchy_level": 0, "child_cluster_ids": []},
+        {"cluster_id": "cl_3", "num_members": 15, "label": "Medieval history", "keywords": ["medieval"],
+         "parent_cluster_id": None, "hierarchy_level": 0, "child_cluster_ids": ["cl_0", "cl_1"]},
+        {"cluster_id": "cl_-1", "num_members": 5, "keywords": []}]
+    result = run(fake, "results", "clust_1")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any("2 topics over 3 clusters" in line for line in lines)
+    row = {name: next(i for i, line in enumerate(lines) if name in line)
+           for name in ("Medieval history", "Castles", "Kings", "Space probes", "noise cl_-1")}
+    indent = {name: len(lines[i]) - len(lines[i].lstrip(" │├└─")) for name, i in row.items()}
+    # the topic, then its subtopics beneath it and further in; the other top-level cluster, noise last
+    assert row["Medieval history"] < row["Castles"] < row["Kings"] < row["Space probes"] < row["noise cl_-1"]
+    assert indent["Castles"] == indent["Kings"] > indent["Medieval history"] == indent["Space probes"]
+    assert "15 (60.0%)" in lines[row["Medieval history"]] and "castle, siege" in lines[row["Castles"]]
 
 
 @pytest.mark.parametrize("suffix", ["parquet", "csv"])

@@ -77,6 +77,9 @@ SCHEMAS = [
             "vis_n_components",
             "defer_visualization",
             "llm_labeling",
+            # departure: the hosted SDK's cluster-config fields, as per-run overrides
+            "hierarchical",
+            "max_hierarchy_depth",
         },
         set(),
     ),

@@ -5,12 +5,14 @@
     metrics    clustering_metrics -> {silhouette_score, davies_bouldin_index, calinski_harabasz_score}
     results    compute_centroids, distances_to_centroids, assign_to_centroids, cluster_key
     layout     project -> UMAP coordinates (2 or 3 columns)
+    hierarchy  build_hierarchy -> topics over the clusters (parents of agglomerated centroids)
 
 A run in ``full`` mode is, in order: sample to ``cap_for(method)`` points,
 ``run_clustering``, ``clustering_metrics``, ``compute_centroids`` and
 ``distances_to_centroids``, then ``project`` (unless visualization is deferred).
 """
 
+from . import hierarchy
 from .algorithms import AutoKSearch, ClusteringOutcome, relabel_by_size, run_clustering
 from .layout import project, warm_up
 from .metrics import clustering_metrics
@@ -38,6 +40,7 @@ __all__ = [
     "clustering_metrics",
     "compute_centroids",
     "distances_to_centroids",
+    "hierarchy",
     "parse_cluster_key",
     "parse_method",
     "project",

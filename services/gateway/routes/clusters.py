@@ -45,6 +45,8 @@ async def create_cluster(body: CreateClusterRequest, gw: GatewayDep, ns: Namespa
         "llm_labeling": body.llm_labeling.model_dump(mode="json") if body.llm_labeling else None,
         "vis_n_components": body.vis_n_components,
         "defer_visualization": body.defer_visualization,
+        "hierarchical": body.hierarchical,
+        "max_hierarchy_depth": body.max_hierarchy_depth,
         "metadata": body.metadata,
     })
     return row

@@ -279,6 +279,9 @@ async def execution_data(cluster_id: str, run_id: str, gw: GatewayDep, ns: Names
     return await run_in_threadpool(_read_data, gw.store, row, artifacts, body)
 
 
+_SUMMARY_FIELDS = ("label", "summary", "stable_id", "parent_cluster_id", "hierarchy_level")
+
+
 def _read_data(store, row: dict, artifacts: dict, body: ExecutionDataRequest) -> ExecutionData:
     result = ExecutionData(run_id=row["run_id"], cluster_id=row["cluster_id"])
     labels = {c["cluster_id"]: c for c in row.get("centroids") or []}
@@ -286,20 +289,27 @@ def _read_data(store, row: dict, artifacts: dict, body: ExecutionDataRequest) ->
         frame = store.get_parquet(artifacts["centroids_key"])
         result.centroids = [
             CentroidData(
-                cluster_id=r["cluster_id"], num_members=r["num_members"],
-                label=labels.get(r["cluster_id"], {}).get("label"),
-                summary=labels.get(r["cluster_id"], {}).get("summary"),
+                **{k: labels.get(r["cluster_id"], {}).get(k) for k in _SUMMARY_FIELDS},
                 keywords=labels.get(r["cluster_id"], {}).get("keywords") or [],
-                stable_id=labels.get(r["cluster_id"], {}).get("stable_id"),
+                child_cluster_ids=labels.get(r["cluster_id"], {}).get("child_cluster_ids") or [],
+                cluster_id=r["cluster_id"], num_members=r["num_members"],
                 centroid_vector=list(r["centroid"]) if body.include_centroid_vectors and r["centroid"] is not None
                 else None,
             )
             for r in frame.iter_rows(named=True)
         ]
+        # The hierarchy's topics: in the run's centroid summaries only (members belong to
+        # the clusters under them); listed after the clusters, noise last.
+        stored = set(frame["cluster_id"].to_list())
+        topics = [CentroidData.model_validate(c) for c in row.get("centroids") or []
+                  if c["cluster_id"] not in stored and c.get("child_cluster_ids")]
+        noise = [c for c in result.centroids if c.cluster_id == "cl_-1"]
+        result.centroids = [c for c in result.centroids if c.cluster_id != "cl_-1"] + topics + noise
     if body.include_members:
         members = store.get_parquet(artifacts["members_key"])
-        if body.cluster_id is not None:
-            members = members.filter(pl.col("cluster_id") == body.cluster_id)
+        if body.cluster_id is not None:  # a topic's members are those of the clusters under it
+            members = members.filter(pl.col("cluster_id").is_in(_leaves_under(row.get("centroids") or [],
+                                                                              body.cluster_id)))
         total = members.height
         page = members.slice(body.offset, body.limit)
         coords_key = _coords_key(row, artifacts)
@@ -308,6 +318,21 @@ def _read_data(store, row: dict, artifacts: dict, body: ExecutionDataRequest) ->
         result.members = [MemberData.model_validate(r) for r in page.iter_rows(named=True)]
         result.pagination = Pagination(limit=body.limit, offset=body.offset, total=total)
     return result
+
+
+def _leaves_under(centroids: list[dict], cluster_id: str) -> list[str]:
+    children = {c["cluster_id"]: c.get("child_cluster_ids") or [] for c in centroids}
+    todo, leaves, seen = [cluster_id], [], set()
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if children.get(node):
+            todo.extend(children[node])
+        else:
+            leaves.append(node)
+    return leaves
 
 
 # --- visualization ----------------------------------------------------------------------
