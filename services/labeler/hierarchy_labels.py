@@ -21,10 +21,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from contracts.api import NOISE_CLUSTER_ID as NOISE
 from contracts.events import CentroidSummary
 from services.labeler import ctfidf
-
-NOISE = "cl_-1"
 
 
 @dataclass
