@@ -1,6 +1,7 @@
 """The Ray engine on the project's own 2-node Ray cluster (`servers.sh start ray`), over
 segments in the real S3: block tasks on both nodes, the same clustering as the
-in-process engine (labels joined by document id), a worker raylet SIGKILLed mid-run, a
+in-process engine (labels joined by document id), an assign job equal to the in-process
+assign row for row, a worker raylet SIGKILLed while a block task runs on it, a
 submitter SIGKILLed mid-job re-attaching, a cancel, Ray's error on FAILED, and an
 unreachable cluster failing or falling back as the setting says."""
 from __future__ import annotations
