@@ -2,6 +2,7 @@
 
     eval "$(deploy/local/servers.sh env)"; deploy/local/servers.sh start ray
     .venv/bin/python bench/ray_engine.py --sizes 100000 300000 [--layout]
+    .venv/bin/python bench/ray_engine.py --sizes 1000000 --layout-only   # the 1M-point layout
 
 For each size: unit vectors around K=20 directions (bench/common.py), put into S3 as
 segments of 170K rows with a manifest (setup, not measured). In-process: what the
@@ -73,10 +74,14 @@ class PeakRss(threading.Thread):
             self.stop.wait(0.5)
 
 
-def in_process(store, manifest_key: str, layout: bool, seed: int) -> tuple[float, pl.DataFrame]:
+def in_process(store, manifest_key: str, layout: bool, seed: int, layout_only: bool = False
+               ) -> tuple[float, pl.DataFrame | None]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         ids, X = RunVectors(load_manifest(store, manifest_key), SegmentCache(store, tmp, 2**34)).load()
+        if layout_only:  # what a deferred layout computes in the clusterer's process
+            pipeline.layout(X, 2, seed)
+            return time.perf_counter() - started, None
         clustering = pipeline.cluster(X, "kmeans", {"n_clusters": K}, seed)
         pipeline.summarize(X, clustering.labels, seed)
         if layout:
@@ -89,6 +94,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     parser.add_argument("--layout", action="store_true")
+    parser.add_argument("--layout-only", action="store_true",
+                        help="the layout alone (a deferred layout's job) beside pipeline.layout in this process")
     parser.add_argument("--skip-local", action="store_true", help="Ray only (sizes the process cannot hold)")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
@@ -104,15 +111,16 @@ def main() -> None:
         key = put_run(store, "bench", "ray", run_id, ids, X, rows_per_segment=170_000)
         dataset_mb = X.nbytes / 2**20
         del X
-        row = {"n": n, "dim": 384, "k": K, "layout": args.layout, "dataset_mb": round(dataset_mb)}
+        row = {"n": n, "dim": 384, "k": K, "layout": args.layout or args.layout_only, "layout_only": args.layout_only,
+               "dataset_mb": round(dataset_mb)}
         if not args.skip_local:
             base = psutil.Process().memory_info().rss / 2**20
-            local_s, local = in_process(store, key, args.layout, args.seed)
+            local_s, local = in_process(store, key, args.layout, args.seed, args.layout_only)
             row |= {"in_process_s": round(local_s, 1),
                     "in_process_peak_mb": round(float(open("/proc/self/status").read().split("VmHWM:")[1]
                                                       .split()[0]) / 1024 - base)}
-        job = engine.job_for("bench", "ray", run_id, kind="full", manifest_key=key, method="kmeans",
-                             params={"n_clusters": K}, seed=args.seed, layout=args.layout)
+        job = engine.job_for("bench", "ray", run_id, kind="layout" if args.layout_only else "full", manifest_key=key,
+                             method="kmeans", params={"n_clusters": K}, seed=args.seed, layout=args.layout)
         monitor = PeakRss()
         monitor.start()
         started = time.perf_counter()
@@ -128,7 +136,12 @@ def main() -> None:
                 "ray_nodes": len(set(result.block_nodes)),
                 "ray_peak_process_mb": round(max(monitor.peaks.values(), default=0.0)),
                 "ray_peak_process": max(monitor.peaks, key=monitor.peaks.get, default=None)}
-        if not args.skip_local:
+        if args.layout_only:
+            coords = store.get_parquet(job.coords_key)
+            row["ray_coords_rows"] = coords.height
+            if not args.skip_local:
+                row["ray_over_in_process"] = round(ray_s / local_s, 2)
+        elif not args.skip_local:
             members = store.get_parquet(job.members_key, ["document_id", "cluster_id"])
             joined = local.join(members, on="document_id")
             row["ari_vs_in_process"] = round(adjusted_rand_score(joined["local"], joined["cluster_id"]), 4)

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     # often (`clusterflow.messaging.heartbeat`); keep it well under the watchdog's stall.
     heartbeat_seconds: float = Field(default=30.0, gt=0)
 
-    # Where full runs and deferred layouts are computed (services/clusterer/ray_engine.py):
+    # Where full and assign runs and deferred layouts are computed (services/clusterer/ray_engine.py):
     # "local" in the clusterer's process; "ray" always as a job on the Ray cluster whose
     # dashboard (Jobs API) is at `ray_address`, failing the run when it cannot be
     # reached; "auto" on Ray from `ray_min_points` points (a job costs seconds to start;

@@ -87,6 +87,16 @@ class Assigner:
             "similarity": pa.array(similarity),
         }, schema=MEMBERS_SCHEMA)
 
+    def absorb(self, counts, noise: int, points: int, similarity_sum: float) -> None:
+        """Add what was assigned elsewhere (the Ray job's blocks, each its own Assigner)."""
+        counts = np.asarray(counts, dtype=np.int64)
+        if counts.shape != self.counts.shape:
+            raise ValueError(f"{len(counts)} counts for {len(self.counts)} centroids")
+        self.counts += counts
+        self.noise += int(noise)
+        self.points += int(points)
+        self.similarity_sum += float(similarity_sum)
+
     @property
     def mean_similarity(self) -> float | None:
         return self.similarity_sum / self.points if self.points else None

@@ -13,7 +13,8 @@ segment cache (`clusterflow/segments.py`; a segment already cached is not fetche
   run's (`lineage.py`): a matched cluster keeps its stable id and its label (not the
   label when this run asks for LLM labels and the previous run had none).
 - assign: stream the run's vectors block by block to the source run's centroids
-  (`assign.py`); members are written incrementally, one block at a time. The
+  (`assign.py`); members are written incrementally, one block at a time, here or by a
+  Ray job whose tasks assign the blocks in parallel (large runs, `ray_engine.py`). The
   clusters are the source's: same ids, stable ids and labels.
 - composite: group the source runs' centroids (`composite.py`); the members of every
   source run inherit their cluster's group, streamed source by source.
@@ -283,15 +284,10 @@ class Clusterer:
                           params=config.algorithm_params or {}, seed=config.seed,
                           vis_n_components=config.vis_n_components, layout=not config.defer_visualization)
         await progress("clustering", 0.3, f"running {config.clustering_method} as a Ray job at {ray.jobs.address}")
-        try:
-            async with self._beating(event, "clustering", 0.3, 0.3):
-                result = await ray.run(job, poll=lambda: stop_if_canceled(self.runs, event.run_id))
-        except RayUnavailable as exc:
-            if not ray.falls_back:
-                raise RunFailed(f"{exc}; CLUSTERFLOW_ENGINE=ray does not fall back to the clusterer's process") \
-                    from exc
-            log.warning("run %s: %s; computing it in-process instead", event.run_id, exc)
-            await progress("clustering", 0.3, f"{exc}; computing in-process instead (CLUSTERFLOW_ENGINE=auto)")
+        async with self._beating(event, "clustering", 0.3, 0.3):
+            result = await self._on_ray(f"run {event.run_id}", job, lambda: stop_if_canceled(self.runs, event.run_id),
+                                        lambda message: progress("clustering", 0.3, message))
+        if result is None:
             return None
         return FullOutcome(
             members=None, members_key=result.members_key, cluster_ids=list(range(result.n_clusters)),
@@ -300,6 +296,21 @@ class Clusterer:
             noise_count=result.noise_count, metrics=result.metrics, n_clusters=result.n_clusters,
             num_points=result.num_points, seconds=result.algorithm_seconds, estimator=result.estimator,
             coords_key=result.coords_key)
+
+    async def _on_ray(self, what: str, job, poll, say=None):
+        """The Ray job's result; None when Ray cannot be reached and the setting lets the
+        work fall back to this process (logged, and said through `say`, the run's
+        status). With CLUSTERFLOW_ENGINE=ray an unreachable cluster fails the work."""
+        try:
+            return await self.ray.run(job, poll=poll)
+        except RayUnavailable as exc:
+            if not self.ray.falls_back:
+                raise RunFailed(f"{exc}; CLUSTERFLOW_ENGINE=ray does not fall back to the clusterer's process") \
+                    from exc
+            log.warning("%s: %s; computing it in-process instead", what, exc)
+            if say is not None:
+                await say(f"{exc}; computing in-process instead (CLUSTERFLOW_ENGINE=auto)")
+            return None
 
     def _lineage(self, event: DatasetPrepared, keys: list[str], vectors: np.ndarray, members: pl.DataFrame
                  ) -> tuple[lineage.Match, Lineage]:
@@ -376,15 +387,7 @@ class Clusterer:
             await self.layouts.finish(command.run_id, READY)
             return
         try:
-            if self.ray and self.ray.wants(command.num_points):
-                try:
-                    await self._layout_on_ray(command)
-                except RayUnavailable as exc:
-                    if not self.ray.falls_back:
-                        raise RunFailed(f"{exc}; CLUSTERFLOW_ENGINE=ray does not fall back") from exc
-                    log.warning("layout of run %s: %s; computing it in-process instead", command.run_id, exc)
-                    await self._layout_in_process(command)
-            else:
+            if not (self.ray and self.ray.wants(command.num_points) and await self._layout_on_ray(command)):
                 await self._layout_in_process(command)
         except (RunFailed, ValueError) as exc:
             # the run itself stays COMPLETED: only its layout failed, and the next GET retries
@@ -399,7 +402,8 @@ class Clusterer:
         await asyncio.to_thread(self.store.put_parquet, command.coords_key,
                                 coords_frame(pl.Series("document_id", id_column), coords))
 
-    async def _layout_on_ray(self, command: ComputeLayout) -> None:
+    async def _layout_on_ray(self, command: ComputeLayout) -> bool:
+        """The layout as a Ray job: False when it fell back (Ray unreachable, `auto`)."""
         job = self.ray.job_for(command.namespace, command.cluster_id, command.run_id, kind="layout",
                                manifest_key=command.manifest_key, seed=command.seed,
                                vis_n_components=command.n_components)
@@ -408,7 +412,7 @@ class Clusterer:
         async def no_cancel() -> None:  # a completed run's layout has nothing to cancel
             return None
 
-        await self.ray.run(job, poll=no_cancel)
+        return await self._on_ray(f"layout of run {command.run_id}", job, no_cancel) is not None
 
     # ------------------------------------------------------------------------- assign
 
@@ -431,18 +435,24 @@ class Clusterer:
         assigner = Assigner(keys=keys, vectors=vectors, threshold=threshold)
 
         timings = Stopwatch()
-        vectors_in = await asyncio.to_thread(self._vectors, event)
-        with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
-            members = os.path.join(tmp, "members.parquet")
-            await self._progress(event, "assigning", 0.3,
-                                 f"assigning {event.num_points} documents to {len(keys)} centroids")
-            async with self._beating(event, "assigning", 0.3, 0.85) as done, \
-                    self._unavailable_segments_fail_the_run():
-                await asyncio.to_thread(assign_blocks, assigner, vectors_in, members, on_progress=done)
-            seconds = timings.lap("assign")
-            await self._progress(event, "writing", 0.85, "writing results")
-            await asyncio.to_thread(self.store.upload, self._key(event, "members"), members)
-            timings.lap("upload")
+        on_ray = self.ray is not None and self.ray.wants(event.num_points) and \
+            await self._assign_on_ray(event, assigner)
+        if not on_ray:
+            vectors_in = await asyncio.to_thread(self._vectors, event)
+            with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
+                members = os.path.join(tmp, "members.parquet")
+                await self._progress(event, "assigning", 0.3,
+                                     f"assigning {event.num_points} documents to {len(keys)} centroids")
+                async with self._beating(event, "assigning", 0.3, 0.85) as done, \
+                        self._unavailable_segments_fail_the_run():
+                    await asyncio.to_thread(assign_blocks, assigner, vectors_in, members, on_progress=done)
+                timings.lap("assign")
+                await self._progress(event, "writing", 0.85, "writing results")
+                await asyncio.to_thread(self.store.upload, self._key(event, "members"), members)
+                timings.lap("upload")
+        else:
+            timings.lap("assign")
+        seconds = timings.laps["assign"]
         log.info("run %s: assigned %d documents (%s)", event.run_id, assigner.points, timings)
 
         summaries = {c.cluster_id: c for c in source.centroids}
@@ -468,10 +478,31 @@ class Clusterer:
                                       centroids_key=self._key(event, "centroids")),
             num_clusters=len(keys), num_points=assigner.points, noise_count=assigner.noise,
             centroids=centroids,
-            estimator=f"nearest centroid of run {source.run_id} (cosine >= {threshold:g})",
+            estimator=f"nearest centroid of run {source.run_id} (cosine >= {threshold:g})"
+                      + (", block by block on Ray" if on_ray else ""),
             algorithm_seconds=round(seconds, 3),
             source_run_id=source.run_id,
         )
+
+    async def _assign_on_ray(self, event: DatasetPrepared, assigner: Assigner) -> bool:
+        """The assign run as a Ray job: its tasks read the manifest's blocks and assign
+        them to `assigner`'s centroids; the job writes the members at the run's key and
+        its tally goes into `assigner`. False when Ray cannot be reached and the run
+        falls back to this process."""
+        job = self.ray.job_for(event.namespace, event.cluster_id, event.run_id, kind="assign",
+                               manifest_key=event.manifest_key, centroid_ids=list(assigner.keys),
+                               centroids=assigner.vectors.tolist(), assignment_threshold=assigner.threshold)
+        await self._progress(event, "assigning", 0.3, f"assigning {event.num_points} documents to "
+                             f"{len(assigner.keys)} centroids as a Ray job at {self.ray.jobs.address}")
+        async with self._beating(event, "assigning", 0.3, 0.85):
+            result = await self._on_ray(f"run {event.run_id}", job, lambda: stop_if_canceled(self.runs, event.run_id),
+                                        lambda message: self._progress(event, "assigning", 0.3, message))
+        if result is None:
+            return False
+        similarity = result.metrics.get("mean_similarity")
+        assigner.absorb(result.sizes, result.noise_count, result.num_points,
+                        (similarity or 0.0) * result.num_points)
+        return True
 
     # ---------------------------------------------------------------------- composite
 

@@ -3,8 +3,9 @@ computes one (services/clusterer/ray_job.py is what runs inside the cluster).
 
 Which engine (`CLUSTERFLOW_ENGINE`, `choose_engine`):
 - `local`: every run in the clusterer's process (the default without a Ray address);
-- `ray`: every full run and deferred layout as a Ray job; an unreachable cluster fails
-  the run, saying so;
+- `ray`: every full and assign run and deferred layout as a Ray job (composite runs
+  group a few hundred centroids: always in-process); an unreachable cluster fails the
+  run, saying so;
 - `auto`: runs of `CLUSTERFLOW_RAY_MIN_POINTS` points or more go to Ray (a job costs
   seconds to start: below that the process is faster, see the README's measurement);
   an unreachable cluster falls back to the process, and the run's status says so.

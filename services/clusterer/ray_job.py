@@ -4,7 +4,8 @@ The clusterer (ray_engine.py) writes an `EngineJob` spec to S3 and submits this 
 as a Ray job; the job's driver plans the run's rows into blocks (slices of the
 manifest's segments), and Ray tasks, on any node, each read one block from S3 through
 that node's segment cache and return per-block results: sums and counts for k-means and
-the metrics, labels and distances with the block's document ids. The driver reduces
+the metrics, labels and distances with the block's document ids, an assign run's
+members against the source run's centroids. The driver reduces
 the sums and writes the rows it gets back straight into the members/coords parquet, a
 block at a time, joined by document id (blocks come back in whatever order they
 finish). So no process holds the run's matrix; the driver holds k x d sums, a seeded
@@ -27,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -45,7 +47,7 @@ SPEC_NAME = "engine-spec.json"
 class EngineJob(BaseModel):
     """What one job computes (written by the clusterer, read by the job)."""
 
-    kind: Literal["full", "layout"] = "full"
+    kind: Literal["full", "layout", "assign"] = "full"
     run_id: str
     manifest_key: str
     members_key: str
@@ -57,12 +59,17 @@ class EngineJob(BaseModel):
     vis_n_components: int = 2
     layout: bool = True
     block_rows: int = 65_536
+    # assign: the source run's cluster ids and centroids (row-aligned; k x d is small
+    # enough to ride in the spec) and the cosine threshold below which a row is noise
+    centroid_ids: list[str] = Field(default_factory=list)
+    centroids: list[list[float]] = Field(default_factory=list)
+    assignment_threshold: float = 0.5
 
 
 class EngineResult(BaseModel):
     run_id: str
     n_clusters: int = 0
-    sizes: list[int] = Field(default_factory=list)  # by cluster 0..k-1
+    sizes: list[int] = Field(default_factory=list)  # by cluster 0..k-1 (assign: by the job's centroid_ids)
     centroids: list[list[float]] = Field(default_factory=list)
     noise_count: int = 0
     metrics: dict[str, float | None] = Field(default_factory=dict)
@@ -203,12 +210,28 @@ def task_fit_layout(sample: np.ndarray, n_components: int, seed: int):
         return fit_landmarks(sample, n_components, seed)
 
 
-def task_transform(block: dict, model) -> tuple[pa.Array, np.ndarray, str]:
+def task_transform(block: dict, model) -> tuple[pa.Array, np.ndarray, str, float]:
+    """The block placed on the fitted layout, and the seconds the placing took (the
+    read excluded: what the bench reports as the transform's own time)."""
     from services.clusterer.engine.layout import transform_rows
 
     with _threads():
         ids, X = read_block(block)
-        return ids, transform_rows(model, X), _node()
+        started = time.perf_counter()
+        coords = transform_rows(model, X)
+        return ids, coords, _node(), time.perf_counter() - started
+
+
+def task_assign(block: dict, centroid_ids: list[str], centroids: np.ndarray, threshold: float):
+    """The block's members assigned to the source run's centroids (the in-process
+    assign rule, `assign.Assigner`), with the block's tally."""
+    from services.clusterer.assign import Assigner
+
+    with _threads():
+        ids, X = read_block(block)
+        assigner = Assigner(keys=centroid_ids, vectors=centroids, threshold=threshold)
+        table = assigner.assign(ids, X)
+        return table, assigner.counts, assigner.noise, assigner.points, assigner.similarity_sum, _node()
 
 
 def task_whole(spec: dict, blocks: list[dict]) -> dict:
@@ -242,6 +265,7 @@ class Driver:
         self.spec = spec
         self.store = store
         self.nodes: list[str] = []
+        self.seconds: dict[str, float] = {}  # the layout's phases (sample, fit, transform)
         # SPREAD: Ray's default (hybrid) policy packs short tasks onto the driver's node
         # while it has room; measured here, every block of a 60K run ran on the head.
         # Blocks are independent reads of S3: spreading them uses every node's CPU and
@@ -252,6 +276,7 @@ class Driver:
         self.r_members = remote(task_members)
         self.r_distances = remote(task_distances)
         self.r_transform = remote(task_transform)
+        self.r_assign = remote(task_assign)
         self.r_fit_layout = ray.remote(num_cpus=1, max_retries=3)(task_fit_layout)
 
     def _manifest(self):
@@ -279,6 +304,8 @@ class Driver:
         blocks = plan_blocks(manifest, spec.block_rows)
         if spec.kind == "layout":
             return self._layout_only(manifest, blocks)
+        if spec.kind == "assign":
+            return self._assign(manifest, blocks)
         if spec.method != "kmeans":
             return self._whole(manifest, blocks)
         return self._kmeans(manifest, blocks)
@@ -346,27 +373,23 @@ class Driver:
         sq_sums = np.zeros(len(order))
         sil_X, sil_labels = [], []
         args = (centres_ref, ray.put(new_id), ray.put(centroids))
-        pending = {}
+        pending = []
         for b in blocks:
             lo, hi = np.searchsorted(sil_positions, [b["start"], b["start"] + len(b["rows"])])
-            pending[self.r_distances.remote(b, *args, sil_positions[lo:hi] - b["start"])] = b
+            pending.append(self.r_distances.remote(b, *args, sil_positions[lo:hi] - b["start"]))
         nodes = []
-        with tempfile.TemporaryDirectory(prefix="ray-job-") as tmp:
-            path = os.path.join(tmp, "members.parquet")
-            with pq.ParquetWriter(path, MEMBERS_SCHEMA, compression="zstd") as writer:
-                # Blocks are written as they finish, whatever their order: each row carries
-                # its document id, which is how every reader joins them.
-                while pending:
-                    done, _ = ray.wait(list(pending), num_returns=1)
-                    pending.pop(done[0])
-                    ids, labels, dist, ds, ss, sx, sl, node = ray.get(done[0])
-                    nodes.append(node)
-                    dist_sums += ds
-                    sq_sums += ss
-                    sil_X.append(sx)
-                    sil_labels.append(sl)
-                    writer.write_table(_members_table(ids, labels, dist))
-            self.store.upload(spec.members_key, path)
+
+        def members(out) -> pa.Table:
+            ids, labels, dist, ds, ss, sx, sl, node = out
+            nonlocal dist_sums, sq_sums
+            nodes.append(node)
+            dist_sums += ds
+            sq_sums += ss
+            sil_X.append(sx)
+            sil_labels.append(sl)
+            return _members_table(ids, labels, dist)
+
+        self._write_as_finished(pending, spec.members_key, members, MEMBERS_SCHEMA)
         self.nodes += nodes
         seconds["members"] = time.perf_counter() - started - seconds["init"] - seconds["lloyd"]
         algorithm_seconds = time.perf_counter() - started
@@ -383,6 +406,7 @@ class Driver:
         if spec.layout:
             coords_key = self._layout(manifest, blocks)
             seconds["layout"] = time.perf_counter() - started - algorithm_seconds - seconds["metrics"]
+            seconds.update(self.seconds)
         return EngineResult(
             run_id=spec.run_id, n_clusters=len(order), sizes=sizes.tolist(), centroids=centroids.tolist(),
             metrics=metrics, estimator=f"KMeans (Lloyd over {len(blocks)} blocks on Ray, sample-seeded)",
@@ -396,31 +420,99 @@ class Driver:
         from services.clusterer.engine.layout import UMAP_FIT_MAX_POINTS
 
         spec, ray = self.spec, self.ray
+        started = time.perf_counter()
         _, sample = self._sample(blocks, len(manifest), UMAP_FIT_MAX_POINTS, spec.seed)
+        self.seconds["layout_sample"] = time.perf_counter() - started
         model = self.r_fit_layout.remote(sample, spec.vis_n_components, spec.seed)
         del sample
         pending = [self.r_transform.remote(b, model) for b in blocks]
-        with tempfile.TemporaryDirectory(prefix="ray-job-") as tmp:
-            path = os.path.join(tmp, "coords.parquet")
-            writer = None
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                ids, coords, node = ray.get(done[0])
-                self.nodes.append(node)
-                table = _coords_table(ids, coords)
-                if writer is None:
-                    writer = pq.ParquetWriter(path, table.schema, compression="zstd")
-                writer.write_table(table)
-            if writer is not None:
-                writer.close()
-            self.store.upload(spec.coords_key, path)
+        ray.wait([model], fetch_local=False)  # the transforms wait for it anyway: only timed here
+        self.seconds["layout_fit"] = time.perf_counter() - started - self.seconds["layout_sample"]
+        task_seconds = []
+
+        def coords(out) -> pa.Table:
+            ids, xy, node, seconds = out
+            self.nodes.append(node)
+            task_seconds.append(seconds)
+            return _coords_table(ids, xy)
+
+        self._write_as_finished(pending, spec.coords_key, coords)
+        # wall time of the transform phase, and the tasks' own seconds (their sum over
+        # the wall time is how many CPUs the phase kept busy)
+        self.seconds["layout_transform"] = time.perf_counter() - started - self.seconds["layout_sample"] \
+            - self.seconds["layout_fit"]
+        self.seconds["layout_transform_task_sum"] = float(sum(task_seconds))
+        self.seconds["layout_transform_task_max"] = float(max(task_seconds, default=0.0))
         return spec.coords_key
+
+    def _write_as_finished(self, pending: list, key: str, to_table: Callable[[Any], pa.Table],
+                           schema: pa.Schema | None = None) -> None:
+        """One parquet file at `key` from the tasks' results, each written as soon as its
+        task finishes, whatever the order: every row carries its document id, which is
+        how every reader joins them. The driver holds one block's rows at a time.
+        `schema`: the file's, also when no task returns rows (else the first table's)."""
+        pending = list(pending)
+        with tempfile.TemporaryDirectory(prefix="ray-job-") as tmp:
+            path = os.path.join(tmp, key.rsplit("/", 1)[-1])
+            writer = None if schema is None else pq.ParquetWriter(path, schema, compression="zstd")
+            try:
+                while pending:
+                    done, pending = self.ray.wait(pending, num_returns=1)
+                    table = to_table(self.ray.get(done[0]))
+                    if writer is None:
+                        writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+                    writer.write_table(table)
+            finally:
+                if writer is not None:
+                    writer.close()
+            if writer is not None:
+                self.store.upload(key, path)
 
     def _layout_only(self, manifest, blocks: list[dict]) -> EngineResult:
         started = time.perf_counter()
         key = self._layout(manifest, blocks)
+        seconds = {**self.seconds, "layout": time.perf_counter() - started}
         return EngineResult(run_id=self.spec.run_id, num_points=len(manifest), coords_key=key,
-                            block_nodes=self.nodes, seconds={"layout": round(time.perf_counter() - started, 3)})
+                            block_nodes=self.nodes, seconds={k: round(v, 3) for k, v in seconds.items()})
+
+    # -- assign: each block to the source run's centroids, in parallel
+
+    def _assign(self, manifest, blocks: list[dict]) -> EngineResult:
+        from services.clusterer.assign import MEMBERS_SCHEMA as ASSIGN_MEMBERS_SCHEMA
+
+        spec = self.spec
+        started = time.perf_counter()
+        centroids = np.asarray(spec.centroids, dtype=np.float32)
+        if centroids.ndim != 2 or len(centroids) != len(spec.centroid_ids) or len(centroids) == 0:
+            raise ValueError(f"an assign job needs the source run's centroids, one per cluster id "
+                             f"(got {len(spec.centroids)} centroids for {len(spec.centroid_ids)} ids)")
+        if centroids.shape[1] != manifest.dimension:
+            raise ValueError(f"documents have {manifest.dimension} dimensions but the source run's centroids "
+                             f"have {centroids.shape[1]}")
+        centroids_ref = self.ray.put(centroids)  # once in the object store, not once per task
+        pending = [self.r_assign.remote(b, spec.centroid_ids, centroids_ref, spec.assignment_threshold)
+                   for b in blocks]
+        counts = np.zeros(len(centroids), dtype=np.int64)
+        tally = {"noise": 0, "points": 0, "similarity": 0.0}
+
+        def members(out) -> pa.Table:
+            table, block_counts, noise, points, similarity, node = out
+            counts[:] += block_counts
+            tally["noise"] += noise
+            tally["points"] += points
+            tally["similarity"] += similarity
+            self.nodes.append(node)
+            return table
+
+        self._write_as_finished(pending, spec.members_key, members, ASSIGN_MEMBERS_SCHEMA)
+        points = tally["points"]
+        return EngineResult(
+            run_id=spec.run_id, n_clusters=len(centroids), sizes=counts.tolist(), noise_count=tally["noise"],
+            metrics={"mean_similarity": tally["similarity"] / points if points else None},
+            estimator=f"nearest centroid over {len(blocks)} blocks on Ray",
+            algorithm_seconds=round(time.perf_counter() - started, 3), num_points=points,
+            members_key=spec.members_key, block_nodes=self.nodes,
+            seconds={"assign": round(time.perf_counter() - started, 3)})
 
     # -- the others: one task with the memory the matrix needs
 

@@ -7,13 +7,18 @@ import httpx
 import numpy as np
 
 
-def make_collection(api: httpx.Client, *, groups: int = 4, per_group: int = 50, dim: int = 8, seed: int = 3,
-                    name: str | None = None, headers: dict | None = None) -> str:
-    """`groups` tight groups of `per_group` points; payloads carry the group and a title."""
+def grouped_vectors(groups: int, per_group: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors `make_collection` uploads (document `doc_{i:05d}` is row i) and their groups."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(scale=6, size=(groups, dim))
     truth = np.repeat(np.arange(groups), per_group)
-    X = (centers[truth] + rng.normal(scale=0.4, size=(len(truth), dim))).astype(np.float32)
+    return (centers[truth] + rng.normal(scale=0.4, size=(len(truth), dim))).astype(np.float32), truth
+
+
+def make_collection(api: httpx.Client, *, groups: int = 4, per_group: int = 50, dim: int = 8, seed: int = 3,
+                    name: str | None = None, headers: dict | None = None) -> str:
+    """`groups` tight groups of `per_group` points; payloads carry the group and a title."""
+    X, truth = grouped_vectors(groups, per_group, dim, seed)
     name = name or f"rel-{uuid.uuid4().hex[:8]}"
     r = api.post("/v1/collections", json={"collection_name": name, "embeddings": {"v": dim}}, headers=headers)
     assert r.status_code == 200, r.text

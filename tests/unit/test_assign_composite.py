@@ -66,6 +66,25 @@ def test_assigner_refuses_mismatched_dimensions_and_bad_thresholds(centroids):
         Assigner(keys=[], vectors=np.zeros((0, DIM)), threshold=0.5)
 
 
+def test_tallies_of_blocks_assigned_apart_add_up_to_one_assigner(centroids):
+    """The Ray job assigns each block with its own Assigner; their tallies, absorbed,
+    equal one Assigner over every row (what the in-process path counts)."""
+    X = unit(np.random.default_rng(3).normal(size=(50, DIM)))
+    ids = pa.array([f"d{i}" for i in range(50)])
+    whole = Assigner(keys=["a", "b", "c"], vectors=centroids, threshold=0.2)
+    whole.assign(ids, X)
+    joined = Assigner(keys=["a", "b", "c"], vectors=centroids, threshold=0.2)
+    for part in (slice(0, 20), slice(20, 50)):
+        block = Assigner(keys=["a", "b", "c"], vectors=centroids, threshold=0.2)
+        block.assign(ids[part], X[part])
+        joined.absorb(block.counts, block.noise, block.points, block.similarity_sum)
+    assert joined.counts.tolist() == whole.counts.tolist() and whole.noise > 0
+    assert (joined.noise, joined.points) == (whole.noise, whole.points)
+    assert joined.mean_similarity == pytest.approx(whole.mean_similarity)
+    with pytest.raises(ValueError, match="2 counts for 3 centroids"):
+        joined.absorb([1, 2], 0, 3, 0.0)
+
+
 def test_assign_blocks_streams_the_run_into_the_members_file(tmp_path, centroids):
     rng = np.random.default_rng(2)
     n = 1000
