@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.api import LLMLabeling, LogicalOperator, TaskStatusEnum
+from contracts.api import LayoutStability, LLMLabeling, LogicalOperator, TaskStatusEnum
 from contracts.events import CentroidSummary, ClusterMetrics, Lineage, SamplingInfo, SourceClusterGroup
 
 MAX_DIMENSION = 8192
@@ -137,6 +137,10 @@ class CreateClusterRequest(_Request):
     llm_labeling: LLMLabeling | None = None
     vis_n_components: Literal[2, 3] = 2
     defer_visualization: bool = False
+    layout_stability: LayoutStability = Field(
+        default=LayoutStability.align,
+        description="How each run's map keeps the previous run's shape: align (default), transform or none; "
+        "a run may override it.")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -163,6 +167,7 @@ class Cluster(BaseModel):
     llm_labeling: dict[str, Any] | None = None
     vis_n_components: int = 2
     defer_visualization: bool = False
+    layout_stability: LayoutStability = LayoutStability.align
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
@@ -221,6 +226,12 @@ class ClusterExecutionResult(BaseModel):
     lineage: Lineage | None = Field(
         default=None, description="mode=full: this run's clusters matched to the previous completed full run's "
         "(continued, split, merged, new, dissolved); centroids carry the stable ids.")
+    layout_stability_applied: LayoutStability | None = Field(
+        default=None, description="What kept this run's map in the previous run's shape: align, transform, or "
+        "none (a fresh layout); null while the run has no layout (deferred and not yet computed).")
+    layout_stability_reason: str | None = Field(
+        default=None, description="Why: the run aligned to and on how many shared documents, or why the asked "
+        "setting fell back.")
 
 
 class ListExecutionsRequest(_Request):

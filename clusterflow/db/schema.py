@@ -137,6 +137,8 @@ clusters = Table(
     Column("llm_labeling", JSONB),
     Column("vis_n_components", Integer, nullable=False, server_default="2"),
     Column("defer_visualization", Boolean, nullable=False, server_default="false"),
+    # contracts.api.LayoutStability: align | transform | none
+    Column("layout_stability", String(16), nullable=False, server_default="align"),
     Column("metadata", JSONB, nullable=False, server_default="{}"),
     _created(),
     _updated(),

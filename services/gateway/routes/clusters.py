@@ -45,6 +45,7 @@ async def create_cluster(body: CreateClusterRequest, gw: GatewayDep, ns: Namespa
         "llm_labeling": body.llm_labeling.model_dump(mode="json") if body.llm_labeling else None,
         "vis_n_components": body.vis_n_components,
         "defer_visualization": body.defer_visualization,
+        "layout_stability": body.layout_stability.value,
         "metadata": body.metadata,
     })
     return row
