@@ -45,6 +45,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 
 from clusterflow.client import TERMINAL, ApiError, Client
+from contracts.api import LayoutStability
 
 app = typer.Typer(name="clusterflow", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -476,6 +477,8 @@ def clusters_create(
     sample_size: Annotated[int | None, typer.Option(min=1, max=1_000_000)] = None,
     vis_n_components: Annotated[int, typer.Option(min=2, max=3, help="2 or 3 layout dimensions.")] = 2,
     defer_visualization: Annotated[bool, typer.Option(help="Skip the layout at execution time.")] = False,
+    layout_stability: Annotated[LayoutStability, typer.Option(
+        help="How each run's map keeps the previous run's shape.")] = LayoutStability.align,
     filters: Annotated[str | None, typer.Option(help="A LogicalOperator filter as JSON.")] = None,
     description: Annotated[str | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
@@ -483,7 +486,8 @@ def clusters_create(
     """Define a clustering of one or more collections."""
     params = {k: parse_value(v) for k, v in parse_pairs(param or [], "param", "--param").items()}
     body: dict[str, Any] = {"cluster_name": name, "algorithm_params": params,
-                            "vis_n_components": vis_n_components, "defer_visualization": defer_visualization}
+                            "vis_n_components": vis_n_components, "defer_visualization": defer_visualization,
+                            "layout_stability": layout_stability.value}
     if filters:
         try:
             body["filters"] = json.loads(filters)
@@ -545,6 +549,8 @@ def execute(
     vis_n_components: Annotated[int | None, typer.Option(min=2, max=3)] = None,
     defer_visualization: Annotated[bool | None, typer.Option(
         "--defer-visualization/--no-defer-visualization", help="Override the cluster's setting for this run.")] = None,
+    layout_stability: Annotated[LayoutStability | None, typer.Option(
+        help="Override the cluster's layout_stability for this run.")] = None,
     filters: Annotated[str | None, typer.Option(help="A LogicalOperator filter override as JSON.")] = None,
     wait_timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 3600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON (the final task with --wait).")] = False,
@@ -552,7 +558,8 @@ def execute(
     """Start a run of a cluster; with --wait, follow it to the end (exit 1 unless it COMPLETED)."""
     overrides: dict[str, Any] = {}
     for key, value in (("sample_size", sample_size), ("vis_n_components", vis_n_components),
-                       ("defer_visualization", defer_visualization)):
+                       ("defer_visualization", defer_visualization),
+                       ("layout_stability", layout_stability and layout_stability.value)):
         if value is not None:
             overrides[key] = value
     if filters:
