@@ -453,7 +453,7 @@ class Clusterer:
         previous, model_bytes = await asyncio.to_thread(
             self._previous_layout, run.namespace, run.cluster_id, previous_run_id, setting)
         stabilized = await asyncio.to_thread(
-            pipeline.stable_layout, X, ids.to_numpy(), setting, previous, n_components=n_components, seed=seed,
+            pipeline.stable_layout, X, ids, setting, previous, n_components=n_components, seed=seed,
             embedding_name=embedding_name or "", run_id=run.run_id, on_progress=on_progress)
         if stabilized.projection is not None:
             reused = previous is not None and stabilized.projection is previous.projection
@@ -473,7 +473,7 @@ class Clusterer:
         ids = frame["document_id"]
         coords = frame.select(axes).to_numpy().astype(np.float32)
         del frame
-        stabilized = await asyncio.to_thread(stabilize_computed, coords, ids.to_numpy(), setting, previous,
+        stabilized = await asyncio.to_thread(stabilize_computed, coords, ids, setting, previous,
                                              cannot_transform=RAY_CANNOT_TRANSFORM)
         if report is not None:
             await report(run, stabilized)
@@ -495,7 +495,7 @@ class Clusterer:
                 problem = "its layout was deferred and never computed"
             else:
                 frame = self.store.get_parquet(key)
-                ids = frame["document_id"].to_numpy()
+                ids = frame["document_id"]
                 coords = frame.select([c for c in ("x", "y", "z") if c in frame.columns]).to_numpy()
         except Exception as exc:  # noqa: BLE001 - a lost previous layout must not fail this one
             problem = f"its layout cannot be read: {exc!r}"

@@ -71,7 +71,7 @@ def test_transform_runs_store_fit_and_reuse_projections_by_run_key(store, unique
     previous, data = clusterer._previous_layout(NS, CLUSTER, second, LayoutStability.transform)
     assert previous.projection is not None and previous.projection.fitted_by == second
     assert previous.projection.embedding_name == "text" and previous.projection.dimension == 16
-    assert np.array_equal(previous.ids, ids2.to_numpy()) and previous.coords.shape == (330, 2)
+    assert previous.ids.to_list() == ids2.to_list() and previous.coords.shape == (330, 2)
 
     # transform again: placed with the second run's projection, stored again with the
     # third run (the same bytes), and in the second run's frame.

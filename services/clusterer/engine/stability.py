@@ -31,6 +31,7 @@ __all__ = ["PreviousLayout", "Projection", "Stabilized", "align_onto", "dumps", 
            "stabilize_computed"]
 
 PROJECTION_FORMAT = 1
+Ids = Any  # a layout's document ids, row by row: a numpy array or a polars Series of strings
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class PreviousLayout:
     says why); `projection` is read only for ``transform`` (None: `projection_problem`)."""
 
     run_id: str
-    ids: np.ndarray | None = None
+    ids: Ids = None
     coords: np.ndarray | None = None
     problem: str | None = None
     projection: Projection | None = None
@@ -72,7 +73,7 @@ class Stabilized:
 
 
 def lay_out(
-    X: np.ndarray, ids: np.ndarray, setting: LayoutStability, previous: PreviousLayout | None, *,
+    X: np.ndarray, ids: Ids, setting: LayoutStability, previous: PreviousLayout | None, *,
     n_components: int, seed: int, embedding_name: str, run_id: str,
     on_progress: Callable[[float], None] | None = None,
 ) -> Stabilized:
@@ -108,7 +109,7 @@ def lay_out(
     return replace(aligned, reason=reason, projection=own)
 
 
-def stabilize_computed(coords: np.ndarray, ids: np.ndarray, setting: LayoutStability,
+def stabilize_computed(coords: np.ndarray, ids: Ids, setting: LayoutStability,
                        previous: PreviousLayout | None, *, cannot_transform: str) -> Stabilized:
     """A layout computed elsewhere (the Ray engine), kept in the previous run's shape as
     far as it can be afterwards: `transform` aligns, and says why (`cannot_transform`)."""
@@ -121,12 +122,12 @@ def stabilize_computed(coords: np.ndarray, ids: np.ndarray, setting: LayoutStabi
     return aligned
 
 
-def align_onto(coords: np.ndarray, ids: np.ndarray, previous: PreviousLayout | None) -> Stabilized:
+def align_onto(coords: np.ndarray, ids: Ids, previous: PreviousLayout | None) -> Stabilized:
     """`coords` registered onto the previous layout, or returned as they are with the reason."""
     return _align(coords, ids, previous)[0]
 
 
-def _align(coords: np.ndarray, ids: np.ndarray, previous: PreviousLayout | None
+def _align(coords: np.ndarray, ids: Ids, previous: PreviousLayout | None
            ) -> tuple[Stabilized, Similarity | None]:
     if previous is None:
         return Stabilized(coords, LayoutStability.none,
