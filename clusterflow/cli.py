@@ -47,6 +47,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from clusterflow.client import COMPLETED, TERMINAL, ApiError, Client
+from contracts.api import LayoutStability
 
 app = typer.Typer(name="clusterflow", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -481,6 +482,8 @@ def clusters_create(
     hierarchical: Annotated[bool, typer.Option(help="Topics over each run's clusters (auto always has them).")] = False,
     max_hierarchy_depth: Annotated[int | None, typer.Option(
         help="The hierarchy's most levels, its clusters included (server default 3).")] = None,
+    layout_stability: Annotated[LayoutStability, typer.Option(
+        help="How each run's map keeps the previous run's shape.")] = LayoutStability.align,
     filters: Annotated[str | None, typer.Option(help="A LogicalOperator filter as JSON.")] = None,
     description: Annotated[str | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
@@ -488,7 +491,8 @@ def clusters_create(
     """Define a clustering of one or more collections."""
     params = {k: parse_value(v) for k, v in parse_pairs(param or [], "param", "--param").items()}
     body: dict[str, Any] = {"cluster_name": name, "algorithm_params": params,
-                            "vis_n_components": vis_n_components, "defer_visualization": defer_visualization}
+                            "vis_n_components": vis_n_components, "defer_visualization": defer_visualization,
+                            "layout_stability": layout_stability.value}
     if filters:
         try:
             body["filters"] = json.loads(filters)
@@ -552,6 +556,8 @@ def execute(
     vis_n_components: Annotated[int | None, typer.Option(min=2, max=3)] = None,
     defer_visualization: Annotated[bool | None, typer.Option(
         "--defer-visualization/--no-defer-visualization", help="Override the cluster's setting for this run.")] = None,
+    layout_stability: Annotated[LayoutStability | None, typer.Option(
+        help="Override the cluster's layout_stability for this run.")] = None,
     filters: Annotated[str | None, typer.Option(help="A LogicalOperator filter override as JSON.")] = None,
     hierarchical: Annotated[bool | None, typer.Option(
         "--hierarchical/--no-hierarchical", help="Override the cluster's setting for this run.")] = None,
@@ -563,7 +569,8 @@ def execute(
     overrides: dict[str, Any] = {}
     for key, value in (("sample_size", sample_size), ("vis_n_components", vis_n_components),
                        ("defer_visualization", defer_visualization), ("hierarchical", hierarchical),
-                       ("max_hierarchy_depth", max_hierarchy_depth)):
+                       ("max_hierarchy_depth", max_hierarchy_depth),
+                       ("layout_stability", layout_stability and layout_stability.value)):
         if value is not None:
             overrides[key] = value
     if filters:

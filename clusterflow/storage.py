@@ -17,7 +17,12 @@ from clusterflow.settings import Settings
 
 
 def artifact_key(namespace: str, cluster_id: str, run_id: str, name: str) -> str:
-    return f"{namespace}/{cluster_id}/{run_id}/{name}.parquet"
+    return run_file_key(namespace, cluster_id, run_id, f"{name}.parquet")
+
+
+def run_file_key(namespace: str, cluster_id: str, run_id: str, filename: str) -> str:
+    """Where a run's file lives: beside its parquet artifacts, deleted with its cluster."""
+    return f"{namespace}/{cluster_id}/{run_id}/{filename}"
 
 
 class ObjectStore(Protocol):

@@ -70,6 +70,7 @@ __all__ = [
     "LLMLabelingInput",
     "LLMModel",
     "LLMProvider",
+    "LayoutStability",
     "LogicalOperator",
     "OpenAIModel",
     "TaskResponse",
@@ -118,6 +119,15 @@ class ExecutionMode(_StrEnum):
     full = "full"  # the complete clustering pipeline
     assign = "assign"  # assign new documents to the centroids of a previous run
     composite = "composite"  # cluster the centroids of several previous runs
+
+
+class LayoutStability(_StrEnum):
+    """How a run's map keeps its shape across runs of one cluster (the hosted API's
+    `layout_stability`; clusterflow's implementation: services/clusterer/stability.py)."""
+
+    align = "align"  # the new layout registered onto the previous run's (similarity transform)
+    transform = "transform"  # the previous run's fitted projection reused when compatible
+    none = "none"  # a fresh layout every run
 
 
 class TaskType(_StrEnum):
@@ -702,6 +712,14 @@ class ExecuteClusterByIdRequest(BaseModel):
         default=None,
         description=f"Override of the cluster's `max_hierarchy_depth`: the most levels of the hierarchy, the "
         f"run's clusters included (2 to {MAX_HIERARCHY_DEPTH}; 2 is topics and their subtopics).",
+    )
+    # The hosted SDK's addition to the reference's fields (hosted-sdk-notes.md).
+    layout_stability: LayoutStability | None = Field(
+        default=None,
+        description="How this run's map keeps the shape of the previous run's: align (the cluster's "
+        "default unless set: the new layout registered onto the previous run's by a similarity "
+        "transform over the shared documents), transform (the previous run's fitted projection "
+        "reused when compatible, else align), none (a fresh layout).",
     )
 
 

@@ -20,6 +20,7 @@ from contracts.api import (
     ExecuteClusterByIdRequest,
     HierarchyDepth,
     ExecutionMode,
+    LayoutStability,
     LLMLabeling,
     TaskStatusEnum,
     TaskType,
@@ -122,6 +123,7 @@ class ClusteringConfig(BaseModel):
     embedding_name: str
     vis_n_components: Literal[2, 3] = 2
     defer_visualization: bool = False
+    layout_stability: LayoutStability = LayoutStability.align
     llm_labeling: LLMLabeling | None = None
     seed: int = 42
     # mode=assign: minimum cosine similarity to a centroid, below it a document is noise.
@@ -275,6 +277,20 @@ class ComputeLayout(Event):
     num_points: int = Field(ge=0)
     n_components: int = Field(default=2, ge=2, le=3)
     seed: int = 42
+    layout_stability: LayoutStability = LayoutStability.align
+    # The run whose layout this one keeps the shape of: a full run's previous completed
+    # full run (its lineage's), an assign run's source run. None: a fresh layout.
+    previous_run_id: str | None = None
+    embedding_name: str | None = None  # `transform` reuses only a projection fitted on it
+
+
+# The run's layout_stability outcome, as `RunStatusChanged.details` keys (a deferred
+# layout reports it so) and in the executions read model's details.
+LAYOUT_STABILITY_APPLIED = "layout_stability_applied"
+LAYOUT_STABILITY_REASON = "layout_stability_reason"
+# The stage of the clusterer's report of a completed run's deferred layout: the projector
+# merges its details into the run, and changes nothing else (the run may have ended).
+DEFERRED_LAYOUT_STAGE = "deferred_layout"
 
 
 class ExecutionClustered(Event):
@@ -298,6 +314,9 @@ class ExecutionClustered(Event):
     source_execution_ids: list[str] = Field(default_factory=list)  # composite: its sources
     lineage: Lineage | None = None  # full: matched to the previous full run
     source_clusters: list[SourceClusterGroup] = Field(default_factory=list)  # composite
+    # An inline layout's layout_stability outcome (None: no layout in this run).
+    layout_stability_applied: LayoutStability | None = None
+    layout_stability_reason: str | None = None
 
 
 class ClusterLabel(BaseModel):

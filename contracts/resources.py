@@ -8,7 +8,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.api import DEFAULT_HIERARCHY_DEPTH, HierarchyDepth, LLMLabeling, LogicalOperator, TaskStatusEnum
+from contracts.api import (
+    DEFAULT_HIERARCHY_DEPTH,
+    HierarchyDepth,
+    LayoutStability,
+    LLMLabeling,
+    LogicalOperator,
+    TaskStatusEnum,
+)
 from contracts.events import CentroidSummary, ClusterMetrics, Lineage, SamplingInfo, SourceClusterGroup
 
 MAX_DIMENSION = 8192
@@ -143,6 +150,10 @@ class CreateClusterRequest(_Request):
     max_hierarchy_depth: HierarchyDepth = Field(
         default=DEFAULT_HIERARCHY_DEPTH, description="The most levels of the hierarchy, the run's clusters "
         "included (2 to 5; 2 is topics and their subtopics).")
+    layout_stability: LayoutStability = Field(
+        default=LayoutStability.align,
+        description="How each run's map keeps the previous run's shape: align (default), transform or none; "
+        "a run may override it.")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -171,6 +182,7 @@ class Cluster(BaseModel):
     defer_visualization: bool = False
     hierarchical: bool = False
     max_hierarchy_depth: int = DEFAULT_HIERARCHY_DEPTH
+    layout_stability: LayoutStability = LayoutStability.align
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
@@ -229,6 +241,12 @@ class ClusterExecutionResult(BaseModel):
     lineage: Lineage | None = Field(
         default=None, description="mode=full: this run's clusters matched to the previous completed full run's "
         "(continued, split, merged, new, dissolved); centroids carry the stable ids.")
+    layout_stability_applied: LayoutStability | None = Field(
+        default=None, description="What kept this run's map in the previous run's shape: align, transform, or "
+        "none (a fresh layout); null while the run has no layout (deferred and not yet computed).")
+    layout_stability_reason: str | None = Field(
+        default=None, description="Why: the run aligned to and on how many shared documents, or why the asked "
+        "setting fell back.")
 
 
 class ListExecutionsRequest(_Request):

@@ -139,6 +139,8 @@ clusters = Table(
     Column("defer_visualization", Boolean, nullable=False, server_default="false"),
     Column("hierarchical", Boolean, nullable=False, server_default="false"),
     Column("max_hierarchy_depth", Integer, nullable=False, server_default="3"),
+    # contracts.api.LayoutStability: align | transform | none
+    Column("layout_stability", String(16), nullable=False, server_default="align"),
     Column("metadata", JSONB, nullable=False, server_default="{}"),
     _created(),
     _updated(),

@@ -28,7 +28,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -43,9 +43,12 @@ from clusterflow.messaging import Publisher, RunFailed, heartbeat, report_status
 from clusterflow.runs import real_centroids
 from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.segments import RunVectors, SegmentCache, SegmentLedger, SegmentUnavailable, load_manifest
-from clusterflow.storage import ObjectStore, artifact_key
-from contracts.api import NOISE_CLUSTER_ID, ExecutionMode, TaskStatusEnum
+from clusterflow.storage import ObjectStore, artifact_key, run_file_key
+from contracts.api import NOISE_CLUSTER_ID, ExecutionMode, LayoutStability, TaskStatusEnum
 from contracts.events import (
+    DEFERRED_LAYOUT_STAGE,
+    LAYOUT_STABILITY_APPLIED,
+    LAYOUT_STABILITY_REASON,
     CentroidSummary,
     ClusterMetrics,
     ComputeLayout,
@@ -62,11 +65,14 @@ from contracts.topics import EXECUTION_CLUSTERED
 from services.clusterer import composite, lineage, pipeline
 from services.clusterer.assign import MEMBERS_SCHEMA, Assigner
 from services.clusterer.engine import hierarchy
+from services.clusterer.engine.stability import PreviousLayout, Stabilized, dumps, loads, stabilize_computed
 from services.clusterer.ray_engine import RayEngine, RayUnavailable
 
 SERVICE = "clusterer"
 NOISE_KEY = NOISE_CLUSTER_ID
 BATCH_ROWS = 65_536  # rows per streamed batch: 65k x 384 float32 = 100 MB
+PROJECTION_FILE = "projection.pkl"  # a run's fitted UMAP model (layout_stability "transform")
+RAY_CANNOT_TRANSFORM = "the Ray engine lays out without keeping a projection"
 log = logging.getLogger("clusterflow.clusterer")
 
 COMPOSITE_MEMBERS_SCHEMA = pa.schema([
@@ -110,6 +116,7 @@ class FullOutcome:
     members_key: str | None = None
     coords_key: str | None = None
     method_choice: dict | None = None  # what `auto` chose, and why
+    stability: Stabilized | None = None  # the layout's layout_stability outcome (None: no layout)
 
 
 @dataclass
@@ -185,6 +192,10 @@ class Clusterer:
         outcome = await self._full_on_ray(event, progress) if self.ray and self.ray.wants(event.num_points) else None
         if outcome is None:
             outcome = await self._full_in_process(event, progress, timings)
+        elif outcome.coords_key is not None:  # the Ray job's layout, kept in the previous run's shape here
+            outcome.stability = await self._stabilize_stored(
+                event, outcome.coords_key, outcome.coords_key, event.config.layout_stability,
+                event.previous.run_id if event.previous else None)
         members = outcome.members
         if members is None and event.previous is not None:  # Ray wrote them: lineage reads them back
             members = await asyncio.to_thread(self.store.get_parquet, outcome.members_key,
@@ -227,6 +238,8 @@ class Clusterer:
             algorithm_seconds=round(outcome.seconds, 3),
             method_choice=outcome.method_choice,
             lineage=lineage_model,
+            layout_stability_applied=outcome.stability.applied if outcome.stability else None,
+            layout_stability_reason=outcome.stability.reason if outcome.stability else None,
         )
 
     async def _full_in_process(self, event: DatasetPrepared, progress, timings: Stopwatch) -> "FullOutcome":
@@ -252,11 +265,14 @@ class Clusterer:
             summary = await asyncio.to_thread(pipeline.summarize, X, clustering.labels, config.seed)
         timings.lap("summarize")
 
-        coords = None
+        stabilized = None
         if not config.defer_visualization:
             await progress("layout", 0.7, f"projecting to {config.vis_n_components}D")
             async with self._beating(event, "layout", 0.7, 0.8) as done:
-                coords = await asyncio.to_thread(pipeline.layout, X, config.vis_n_components, config.seed, done)
+                stabilized = await self._stable_layout(
+                    event, X, ids, config.layout_stability, event.previous.run_id if event.previous else None,
+                    n_components=config.vis_n_components, seed=config.seed,
+                    embedding_name=config.embedding_name, on_progress=done)
             timings.lap("layout")
         del X
 
@@ -273,7 +289,8 @@ class Clusterer:
             noise_count=summary.noise_count, metrics=summary.metrics, n_clusters=clustering.n_clusters,
             num_points=len(ids), seconds=clustering.seconds,
             estimator=clustering.estimator + (f" after {clustering.reduction}" if clustering.reduction else ""),
-            coords=coords, ids=ids, method_choice=clustering.explanation())
+            coords=stabilized.coords if stabilized else None, ids=ids, method_choice=clustering.explanation(),
+            stability=stabilized)
 
     async def _full_on_ray(self, event: DatasetPrepared, progress) -> "FullOutcome | None":
         """The run as a Ray job (ray_engine.py); None when Ray cannot be reached and the
@@ -380,9 +397,11 @@ class Clusterer:
 
     async def handle_layout(self, command: ComputeLayout) -> None:
         """A completed run's deferred layout (the gateway's command): computed here or as
-        a Ray job like a run's own layout, stored at the command's `coords_key`, the
-        outcome recorded in the run's `layout_requests` row the gateway polls. A layout
-        already stored is not computed again (a redelivered command)."""
+        a Ray job like a run's own layout, kept in the previous run's shape
+        (`layout_stability`), stored at the command's `coords_key`, the outcome recorded
+        in the run's `layout_requests` row the gateway polls and reported on the status
+        topic (what was applied). A layout already stored is not computed again (a
+        redelivered command): its report went out before it was stored."""
         if await asyncio.to_thread(self.store.exists, command.coords_key):
             await self.layouts.finish(command.run_id, READY)
             return
@@ -397,22 +416,131 @@ class Clusterer:
 
     async def _layout_in_process(self, command: ComputeLayout) -> None:
         id_column, X = await self._read_vectors(command)
-        coords = await asyncio.to_thread(pipeline.layout, X, command.n_components, command.seed)
+        ids = pl.Series("document_id", id_column)
+        del id_column
+        stabilized = await self._stable_layout(
+            command, X, ids, command.layout_stability, command.previous_run_id, n_components=command.n_components,
+            seed=command.seed, embedding_name=command.embedding_name)
         del X
-        await asyncio.to_thread(self.store.put_parquet, command.coords_key,
-                                coords_frame(pl.Series("document_id", id_column), coords))
+        await self._report_layout(command, stabilized)
+        await asyncio.to_thread(self.store.put_parquet, command.coords_key, coords_frame(ids, stabilized.coords))
 
     async def _layout_on_ray(self, command: ComputeLayout) -> bool:
-        """The layout as a Ray job: False when it fell back (Ray unreachable, `auto`)."""
+        """The layout as a Ray job: False when it fell back (Ray unreachable, `auto`).
+        The job writes beside the final key: a layout is served once it is in the
+        previous run's shape, and a stored one is never computed again."""
+        raw_key = artifact_key(command.namespace, command.cluster_id, command.run_id, "coords-unaligned")
         job = self.ray.job_for(command.namespace, command.cluster_id, command.run_id, kind="layout",
                                manifest_key=command.manifest_key, seed=command.seed,
                                vis_n_components=command.n_components)
-        job = job.model_copy(update={"coords_key": command.coords_key})
+        job = job.model_copy(update={"coords_key": raw_key})
 
         async def no_cancel() -> None:  # a completed run's layout has nothing to cancel
             return None
 
-        return await self._on_ray(f"layout of run {command.run_id}", job, no_cancel) is not None
+        if await self._on_ray(f"layout of run {command.run_id}", job, no_cancel) is None:
+            return False
+        stabilized = await self._stabilize_stored(command, job.coords_key, command.coords_key,
+                                                  command.layout_stability, command.previous_run_id,
+                                                  report=self._report_layout)
+        await asyncio.to_thread(self.store.delete_prefix, raw_key)
+        log.info("layout of run %s: %s (%s)", command.run_id, stabilized.applied, stabilized.reason)
+        return True
+
+    async def _report_layout(self, command: ComputeLayout, stabilized: Stabilized) -> None:
+        """A deferred layout's outcome, for the run's read model (the projector merges it
+        into the completed run, see DEFERRED_LAYOUT_STAGE)."""
+        await report_status(self.publisher, command, service=SERVICE, status=TaskStatusEnum.COMPLETED,
+                            stage=DEFERRED_LAYOUT_STAGE, message=f"layout: {stabilized.reason}",
+                            details={LAYOUT_STABILITY_APPLIED: stabilized.applied.value,
+                                     LAYOUT_STABILITY_REASON: stabilized.reason})
+
+    # ------------------------------------------------------------------ layout stability
+
+    async def _stable_layout(self, run: DatasetPrepared | ComputeLayout, X: np.ndarray, ids: pl.Series,
+                             setting: LayoutStability, previous_run_id: str | None, *, n_components: int,
+                             seed: int, embedding_name: str | None, on_progress=None) -> Stabilized:
+        """The run's layout in this process, kept in the previous run's shape; with
+        `transform`, the projection it used or fitted is stored with the run."""
+        previous, model_bytes = await asyncio.to_thread(
+            self._previous_layout, run.namespace, run.cluster_id, previous_run_id, setting)
+        stabilized = await asyncio.to_thread(
+            pipeline.stable_layout, X, ids, setting, previous, n_components=n_components, seed=seed,
+            embedding_name=embedding_name or "", run_id=run.run_id, on_progress=on_progress)
+        if stabilized.projection is not None:
+            reused = previous is not None and stabilized.projection is previous.projection
+            await asyncio.to_thread(self._put_projection, run, model_bytes if reused else None, stabilized)
+        log.info("layout of run %s: %s (%s)", run.run_id, stabilized.applied, stabilized.reason)
+        return stabilized
+
+    async def _stabilize_stored(self, run: DatasetPrepared | ComputeLayout, source_key: str, target_key: str,
+                                setting: LayoutStability, previous_run_id: str | None, report=None) -> Stabilized:
+        """A layout the Ray engine stored at `source_key`, kept in the previous run's shape
+        and stored at `target_key` (`report` hears the outcome before it is stored).
+        The Ray engine keeps no projection: `transform` aligns there, and says so."""
+        previous, _ = await asyncio.to_thread(
+            self._previous_layout, run.namespace, run.cluster_id, previous_run_id, LayoutStability.align)
+        frame = await asyncio.to_thread(self.store.get_parquet, source_key)
+        axes = [c for c in ("x", "y", "z") if c in frame.columns]
+        ids = frame["document_id"]
+        coords = frame.select(axes).to_numpy().astype(np.float32)
+        del frame
+        stabilized = await asyncio.to_thread(stabilize_computed, coords, ids, setting, previous,
+                                             cannot_transform=RAY_CANNOT_TRANSFORM)
+        if report is not None:
+            await report(run, stabilized)
+        if stabilized.coords is not coords or source_key != target_key:
+            await asyncio.to_thread(self.store.put_parquet, target_key, coords_frame(ids, stabilized.coords))
+        return replace(stabilized, coords=np.empty((0, len(axes)), np.float32))  # stored: not held twice
+
+    def _previous_layout(self, namespace: str, cluster_id: str, run_id: str | None, setting: LayoutStability
+                         ) -> tuple[PreviousLayout | None, bytes | None]:
+        """(blocking) The previous run's stored coordinates and, for `transform`, its
+        projection (with its stored bytes). A layout or model that cannot be read is a
+        reason in the outcome, never a failed run."""
+        if run_id is None or setting is LayoutStability.none:
+            return None, None
+        ids = coords = problem = None
+        key = artifact_key(namespace, cluster_id, run_id, "coords")
+        try:
+            if not self.store.exists(key):
+                problem = "its layout was deferred and never computed"
+            else:
+                frame = self.store.get_parquet(key)
+                ids = frame["document_id"]
+                coords = frame.select([c for c in ("x", "y", "z") if c in frame.columns]).to_numpy()
+        except Exception as exc:  # noqa: BLE001 - a lost previous layout must not fail this one
+            problem = f"its layout cannot be read: {exc!r}"
+        projection = data = why = None
+        if setting is LayoutStability.transform:
+            try:
+                data = self._get_bytes(run_file_key(namespace, cluster_id, run_id, PROJECTION_FILE))
+                if data is None:
+                    why = "it was laid out without layout_stability 'transform', or on the Ray engine"
+                else:
+                    projection = loads(data)
+            except Exception as exc:  # noqa: BLE001 - as above: a reason, not a failure
+                why = str(exc) if isinstance(exc, ValueError) else f"it cannot be read: {exc!r}"
+        return PreviousLayout(run_id=run_id, ids=ids, coords=coords, problem=problem, projection=projection,
+                              projection_problem=why), data
+
+    def _put_projection(self, run: DatasetPrepared | ComputeLayout, data: bytes | None,
+                        stabilized: Stabilized) -> None:
+        key = run_file_key(run.namespace, run.cluster_id, run.run_id, PROJECTION_FILE)
+        with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
+            path = os.path.join(tmp, PROJECTION_FILE)
+            with open(path, "wb") as f:
+                f.write(data if data is not None else dumps(stabilized.projection))
+            self.store.upload(key, path)
+
+    def _get_bytes(self, key: str) -> bytes | None:
+        if not self.store.exists(key):
+            return None
+        with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
+            path = os.path.join(tmp, "object")
+            self.store.download(key, path)
+            with open(path, "rb") as f:
+                return f.read()
 
     # ------------------------------------------------------------------------- assign
 

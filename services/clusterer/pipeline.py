@@ -1,5 +1,6 @@
 """The clusterer's numeric stages over arrays (no I/O), composed from the engine:
-cluster, summarize (metrics, centroids, distances), layout."""
+cluster, summarize (metrics, centroids, distances), layout (kept in the previous run's
+shape: stable_layout)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from services.clusterer.engine import (
     run_clustering,
 )
 from services.clusterer.engine import cluster_key as cluster_key  # re-exported for the handler
+from services.clusterer.engine import stability
 
 
 @dataclass
@@ -75,3 +77,11 @@ def layout(X: np.ndarray, n_components: int, seed: int,
            on_progress: Callable[[float], None] | None = None) -> np.ndarray:
     with _numeric_context():
         return project(X, n_components, seed, on_progress=on_progress)
+
+
+def stable_layout(X: np.ndarray, ids: np.ndarray, setting, previous: stability.PreviousLayout | None, *,
+                  n_components: int, seed: int, embedding_name: str, run_id: str,
+                  on_progress: Callable[[float], None] | None = None) -> stability.Stabilized:
+    with _numeric_context():
+        return stability.lay_out(X, ids, setting, previous, n_components=n_components, seed=seed,
+                                 embedding_name=embedding_name, run_id=run_id, on_progress=on_progress)

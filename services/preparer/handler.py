@@ -40,7 +40,14 @@ from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.runs import real_centroids, source_problem
 from clusterflow.segments import Manifest, SegmentRef
 from clusterflow.storage import ObjectStore, artifact_key
-from contracts.api import DEFAULT_HIERARCHY_DEPTH, MIN_COMPOSITE_SOURCES, ExecutionMode, LogicalOperator, TaskStatusEnum
+from contracts.api import (
+    DEFAULT_HIERARCHY_DEPTH,
+    MIN_COMPOSITE_SOURCES,
+    ExecutionMode,
+    LayoutStability,
+    LogicalOperator,
+    TaskStatusEnum,
+)
 from contracts.events import (
     CentroidSummary,
     ClusteringConfig,
@@ -274,6 +281,8 @@ def resolve_config(cluster: dict[str, Any], event: ExecutionRequested) -> Cluste
         defer_visualization=True if derived else (
             options.defer_visualization if options.defer_visualization is not None
             else cluster["defer_visualization"]),
+        # the run's override, else the cluster's setting (align when a row predates it)
+        layout_stability=options.layout_stability or cluster.get("layout_stability") or LayoutStability.align,
         llm_labeling=labeling,
         assignment_threshold=(0.5 if options.assignment_threshold is None else options.assignment_threshold)
         if options.mode is ExecutionMode.assign else None,

@@ -21,6 +21,9 @@ from typing import Any
 
 from contracts.api import COMPLETED_STATUSES, TERMINAL_STATUSES, TaskStatusEnum
 from contracts.events import (
+    DEFERRED_LAYOUT_STAGE,
+    LAYOUT_STABILITY_APPLIED,
+    LAYOUT_STABILITY_REASON,
     ClustersLabeled,
     Event,
     ExecutionClustered,
@@ -33,6 +36,7 @@ from contracts.events import (
 
 Run = dict[str, Any]
 _ACTIVE = {TaskStatusEnum.PROCESSING.value, TaskStatusEnum.IN_PROGRESS.value}
+_LAYOUT_DETAILS = (LAYOUT_STABILITY_APPLIED, LAYOUT_STABILITY_REASON)
 
 
 def new_run(event: Event) -> Run:
@@ -101,6 +105,12 @@ def _import_requested(run: Run, event: ImportRequested) -> Run:
 
 
 def _status(run: Run, event: RunStatusChanged) -> Run:
+    if event.stage == DEFERRED_LAYOUT_STAGE:
+        # A completed run's deferred layout: what it applied joins the run's details;
+        # the run's status, stage and progress are not the layout's to change.
+        run["details"] = {**run.get("details", {}), **{k: event.details[k] for k in _LAYOUT_DETAILS
+                                                      if k in event.details}}
+        return run
     if is_terminal(run):
         # The result (another topic) may be projected before the progress reports: a
         # late one still says when the work began (the queue's mean run time needs it).
@@ -155,7 +165,11 @@ def _clustered(run: Run, event: ExecutionClustered) -> Run:
     run["details"] = {**run.get("details", {}), "estimator": event.estimator,
                       "algorithm_seconds": event.algorithm_seconds, "method_choice": event.method_choice,
                       "vis_n_components": event.config.vis_n_components,
-                      "defer_visualization": event.config.defer_visualization, "seed": event.config.seed}
+                      "defer_visualization": event.config.defer_visualization, "seed": event.config.seed,
+                      "layout_stability": event.config.layout_stability.value}
+    if event.layout_stability_applied is not None:
+        run["details"].update({LAYOUT_STABILITY_APPLIED: event.layout_stability_applied.value,
+                               LAYOUT_STABILITY_REASON: event.layout_stability_reason})
     return _maybe_complete(run, event.occurred_at)
 
 

@@ -285,7 +285,7 @@ def test_clusters_create_parses_params_as_json(fake):
     assert sent["algorithm_params"] == {"min_cluster_size": 50, "metric": "euclidean", "eps": 0.5,
                                         "weights": [1, 2], "flag": True}
     assert sent["collection_ids"] == ["col_1"] and sent["clustering_method"] == "hdbscan"
-    assert sent["sample_size"] == 100 and sent["vis_n_components"] == 2
+    assert sent["sample_size"] == 100 and sent["vis_n_components"] == 2 and sent["layout_stability"] == "align"
     assert "created cluster clust_1" in result.stdout
 
 
@@ -301,10 +301,10 @@ def test_the_hierarchy_options_reach_the_cluster_and_the_run(fake):
 
 def test_execute_without_wait_prints_the_task(fake):
     result = run(fake, "execute", "clust_1", "--sample-size", "10", "--vis-n-components", "3",
-                 "--defer-visualization")
+                 "--defer-visualization", "--layout-stability", "transform")
     assert result.exit_code == 0, result.output
     assert json.loads(fake.requests[-1].content) == {"sample_size": 10, "vis_n_components": 3,
-                                                     "defer_visualization": True}
+                                                     "defer_visualization": True, "layout_stability": "transform"}
     assert "task_1" in result.stdout and "run_1" in result.stdout
     assert fake.polls == 0
 
@@ -425,3 +425,10 @@ def test_help_lists_the_commands():
     assert result.exit_code == 0
     for command in ("collections", "ingest", "clusters", "execute", "results", "export", "task"):
         assert command in result.stdout
+
+
+def test_an_unknown_layout_stability_is_refused_before_any_request(fake):
+    sent = len(fake.requests)
+    result = run(fake, "execute", "clust_1", "--layout-stability", "sideways")
+    assert result.exit_code == 2 and len(fake.requests) == sent
+    assert "align" in result.output and "transform" in result.output

@@ -64,7 +64,8 @@ def rejection(model: type[BaseModel], data: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ schema shape
 
-# (model, properties, required) as the reference lists them.
+# (model, properties, required) as the reference lists them (and the hosted SDK's
+# additions, hosted-sdk-notes.md).
 SCHEMAS = [
     (
         ExecuteClusterByIdRequest,
@@ -80,6 +81,7 @@ SCHEMAS = [
             # departure: the hosted SDK's cluster-config fields, as per-run overrides
             "hierarchical",
             "max_hierarchy_depth",
+            "layout_stability",  # the hosted SDK's
         },
         set(),
     ),
@@ -1250,3 +1252,24 @@ def test_gemini_alias_is_accepted_and_kept_as_sent():
     assert labeling.provider is LLMProvider.google
     assert resolve_google_model(labeling.model_name) is GoogleModel.GEMINI_2_5_FLASH_LITE
     assert labeling.model_dump(mode="json")["model_name"] == "gemini-3.1-flash-lite"
+
+
+def test_layout_stability_is_align_by_default_and_refuses_other_values_naming_them():
+    from contracts.api import LayoutStability
+    from contracts.events import ClusteringConfig, ComputeLayout
+    from contracts.resources import CreateClusterRequest
+
+    assert [m.value for m in LayoutStability] == ["align", "transform", "none"]
+    assert ExecuteClusterByIdRequest().layout_stability is None  # unset: the cluster's setting applies
+    assert ExecuteClusterByIdRequest(layout_stability="transform").layout_stability is LayoutStability.transform
+    assert CreateClusterRequest(collection_ids=["c"], cluster_name="x").layout_stability is LayoutStability.align
+    assert ClusteringConfig(clustering_method="kmeans", embedding_name="t").layout_stability is LayoutStability.align
+    assert ComputeLayout(run_id="r", cluster_id="c", task_id="t", manifest_key="m", coords_key="k",
+                         num_points=1).layout_stability is LayoutStability.align
+    for model, data in ((ExecuteClusterByIdRequest, {}), (CreateClusterRequest, {"collection_ids": ["c"],
+                                                                                "cluster_name": "x"})):
+        with pytest.raises(ValidationError) as excinfo:
+            model.model_validate({**data, "layout_stability": "rotate"})
+        error = excinfo.value.errors()[0]
+        assert error["loc"] == ("layout_stability",)
+        assert "'align', 'transform' or 'none'" in error["msg"]

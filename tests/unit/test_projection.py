@@ -6,8 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from contracts.api import LLMLabeling, TaskStatusEnum
+from contracts.api import LayoutStability, LLMLabeling, TaskStatusEnum
 from contracts.events import (
+    DEFERRED_LAYOUT_STAGE,
     CentroidSummary,
     ClusterLabel,
     ClusteringConfig,
@@ -122,3 +123,33 @@ def test_what_auto_chose_and_why_reaches_the_tasks_additional_data():
     task = task_row(fold([requested(), clustered().model_copy(update={"method_choice": choice})]))
     assert task["additional_data"]["method_choice"] == choice
     assert "method_choice" not in task_row(fold([requested(), clustered()]))["additional_data"]
+
+
+def test_an_inline_layouts_stability_outcome_reaches_the_run_and_its_task():
+    run = fold([requested(), clustered().model_copy(update={
+        "layout_stability_applied": LayoutStability.align,
+        "layout_stability_reason": "aligned to run run_0 on 10 shared documents"})])
+    assert run["details"]["layout_stability_applied"] == "align"
+    assert run["details"]["layout_stability"] == "align"  # what was asked
+    extra = task_row(run)["additional_data"]
+    assert extra["layout_stability_applied"] == "align"
+    assert extra["layout_stability_reason"] == "aligned to run run_0 on 10 shared documents"
+    # no layout in the run (deferred): nothing applied yet
+    assert "layout_stability_applied" not in task_row(fold([requested(), clustered()]))["additional_data"]
+
+
+@pytest.mark.parametrize("labeling", [False, True])
+def test_a_deferred_layouts_report_adds_its_outcome_and_changes_nothing_else(labeling):
+    run = fold([requested(), clustered(labeling)])
+    before = {k: run.get(k) for k in ("status", "stage", "progress", "completed_at")}
+    report = RunStatusChanged(**IDS, status=TaskStatusEnum.COMPLETED, service="clusterer",
+                              stage=DEFERRED_LAYOUT_STAGE, occurred_at=at(20),
+                              details={"layout_stability_applied": "none", "layout_stability_reason": "fresh",
+                                       "sampling": {"ignored": True}})
+    after = apply(run, report)
+    # a run still waiting for its labels is not completed by the layout's report
+    assert {k: after.get(k) for k in before} == before
+    assert after["status"] == ("PROCESSING" if labeling else "COMPLETED")
+    assert after["details"]["layout_stability_applied"] == "none"
+    assert after["details"]["layout_stability_reason"] == "fresh" and "sampling" not in after["details"]
+    assert task_row(after)["additional_data"]["layout_stability_reason"] == "fresh"

@@ -27,13 +27,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 from sklearn.decomposition import PCA
 from sklearn.metrics import pairwise_distances
 
-__all__ = ["TRANSFORM_CHUNK", "UMAP_FIT_MAX_POINTS", "align_to_previous", "fit_landmarks", "project", "transform_rows",
-           "umap_embedding", "warm_up"]
+__all__ = ["TRANSFORM_CHUNK", "UMAP_FIT_MAX_POINTS", "Similarity", "align_to_previous", "fit_landmarks",
+           "fit_projection", "project", "register", "transform_rows", "umap_embedding", "warm_up"]
 
 UMAP_FIT_MAX_POINTS = 20_000
 # Points placed per transform call: 20k took as long as 50k in all (100k points: 24-26 s)
@@ -78,6 +80,34 @@ def project(
         _report(on_progress, 1.0)
         return coords
 
+    return _landmark_layout(X, n_components, seed, fit_sample, chunk_size, on_progress)[0]
+
+
+def fit_projection(
+    X: np.ndarray,
+    n_components: int = 2,
+    seed: int = 42,
+    *,
+    fit_sample: int = UMAP_FIT_MAX_POINTS,
+    chunk_size: int = TRANSFORM_CHUNK,
+    on_progress: Callable[[float], None] | None = None,
+):
+    """Coordinates like `project`'s, always through a UMAP model that can place new
+    points later (`fit_landmarks` on all rows up to `fit_sample`, on a seeded sample
+    above), returned with that model: what layout_stability "transform" keeps for the
+    next run. Up to `fit_sample` rows `project` fits without keeping a model (exact
+    neighbours when small), so the two layouts of one input differ."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if n_components not in (2, 3):
+        raise ValueError(f"vis_n_components must be 2 or 3 (got {n_components})")
+    if X.ndim != 2 or len(X) <= N_NEIGHBORS:
+        raise ValueError(f"a fitted projection needs a 2-D array of more than {N_NEIGHBORS} rows, got shape {X.shape}")
+    return _landmark_layout(X, n_components, seed, min(fit_sample, len(X)), chunk_size, on_progress)
+
+
+def _landmark_layout(X: np.ndarray, n_components: int, seed: int, fit_sample: int, chunk_size: int,
+                     on_progress: Callable[[float], None] | None):
+    n = len(X)
     coords = np.empty((n, n_components), dtype=np.float32)
     landmarks = np.zeros(n, dtype=bool)
     landmarks[np.random.default_rng(seed).choice(n, size=fit_sample, replace=False)] = True
@@ -89,7 +119,7 @@ def project(
         rows = rest[start : start + chunk_size]
         coords[rows] = transform_rows(reducer, X[rows], chunk_size)
         _report(on_progress, (fit_sample + start + len(rows)) / n)
-    return coords
+    return coords, reducer
 
 
 def fit_landmarks(sample: np.ndarray, n_components: int, seed: int):
@@ -176,36 +206,83 @@ def warm_up() -> None:
 ALIGN_MIN_SHARED = 10  # fewer shared documents than this: the fit would follow noise
 
 
+@dataclass(frozen=True)
+class Similarity:
+    """x -> scale * x @ rotation + shift: a rotation or reflection (orthogonal
+    `rotation`), one scale and a shift, for row vectors of coordinates."""
+
+    rotation: np.ndarray  # (d, d), orthogonal
+    scale: float
+    shift: np.ndarray  # (d,)
+
+    @classmethod
+    def identity(cls, dimensions: int) -> "Similarity":
+        return cls(np.eye(dimensions), 1.0, np.zeros(dimensions))
+
+    def apply(self, coords: np.ndarray) -> np.ndarray:
+        out = coords.astype(np.float64) @ (self.scale * self.rotation) + self.shift
+        return out.astype(coords.dtype, copy=False)
+
+
+def register(
+    coords: np.ndarray, ids: np.ndarray, previous: np.ndarray, previous_ids: np.ndarray,
+    min_shared: int = ALIGN_MIN_SHARED,
+) -> tuple[Similarity | None, int, str]:
+    """The similarity transform (orthogonal Procrustes with one scale; Umeyama 1991,
+    reflections allowed: UMAP's layouts mirror freely between fits) that maps the shared
+    documents' new coordinates closest, in least squares, onto their previous ones.
+    Rows are matched by id (numpy arrays or polars Series of strings), never by
+    position; ids are unique within a layout.
+
+    Returns (transform, shared documents, reason); the transform is None, with the
+    reason, when there is nothing sound to fit.
+    """
+    if previous.shape[1:] != coords.shape[1:]:
+        return None, 0, f"the previous layout has {previous.shape[1]} dimensions, this one {coords.shape[1]}"
+    new_rows, old_rows = _shared_rows(ids, previous_ids)
+    shared = len(new_rows)
+    if shared < min_shared:
+        return None, shared, f"{shared} shared documents with the previous run (fewer than {min_shared})"
+    A, B = coords[new_rows].astype(np.float64), previous[old_rows].astype(np.float64)
+    if not (np.isfinite(A).all() and np.isfinite(B).all()):
+        return None, shared, "the shared documents have coordinates that are not finite"
+    mean_a, mean_b = A.mean(axis=0), B.mean(axis=0)
+    A0, B0 = A - mean_a, B - mean_b
+    spread = float((A0 ** 2).sum())
+    if spread == 0.0 or not (B0 ** 2).sum():
+        return None, shared, "the shared documents sit on one point"
+    U, S, Vt = np.linalg.svd(A0.T @ B0)
+    rotation, scale = U @ Vt, float(S.sum()) / spread
+    return Similarity(rotation, scale, mean_b - scale * mean_a @ rotation), shared, \
+        f"aligned on {shared} shared documents"
+
+
+def _shared_rows(ids, previous_ids) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers of the documents in both layouts, paired by id: a hash join (polars;
+    with numpy's sort-based intersect1d of a million Python strings, aligning 1M points
+    took 23 s instead of 6, bench/layout_stability.py)."""
+    def rows(values, name: str) -> pl.DataFrame:
+        column = values.cast(pl.String) if isinstance(values, pl.Series) else pl.Series(values, dtype=pl.String)
+        return pl.DataFrame({"id": column.alias("id"), name: np.arange(len(column))})
+
+    pairs = rows(ids, "new").join(rows(previous_ids, "old"), on="id", how="inner")
+    return pairs["new"].to_numpy(), pairs["old"].to_numpy()
+
+
 def align_to_previous(
     coords: np.ndarray, ids: np.ndarray, previous: np.ndarray, previous_ids: np.ndarray,
     min_shared: int = ALIGN_MIN_SHARED,
 ) -> tuple[np.ndarray, bool, str]:
-    """``coords`` registered onto a previous run's layout, so the map keeps its shape:
-    the similarity transform (rotation or reflection, one scale, a shift; orthogonal
-    Procrustes) that maps the shared documents' new coordinates closest, in least
-    squares, onto their previous ones, applied to every point. Reflections are allowed:
-    UMAP's layouts mirror freely between fits.
+    """``coords`` registered onto a previous run's layout (`register`), so the map keeps
+    its shape: the transform fitted on the shared documents, applied to every point.
 
     Returns (coordinates, applied, reason); unapplied, the coordinates are returned as
-    they were, with the reason. Rows are matched by id, never by position.
+    they were, with the reason.
     """
-    if previous.shape[1:] != coords.shape[1:]:
-        return coords, False, f"previous layout has {previous.shape[1]} dimensions, this one {coords.shape[1]}"
-    where = {doc: row for row, doc in enumerate(previous_ids.tolist())}
-    pairs = [(row, where[doc]) for row, doc in enumerate(ids.tolist()) if doc in where]
-    if len(pairs) < min_shared:
-        return coords, False, f"{len(pairs)} shared documents with the previous run (fewer than {min_shared})"
-    new_rows, old_rows = (np.array(side) for side in zip(*pairs))
-    A, B = coords[new_rows].astype(np.float64), previous[old_rows].astype(np.float64)
-    mean_a, mean_b = A.mean(axis=0), B.mean(axis=0)
-    A0, B0 = A - mean_a, B - mean_b
-    spread = float((A0 ** 2).sum())
-    if spread == 0.0 or not np.isfinite(spread):
-        return coords, False, "the shared documents sit on one point"
-    U, S, Vt = np.linalg.svd(A0.T @ B0)
-    rotation, scale = U @ Vt, float(S.sum()) / spread
-    aligned = (coords.astype(np.float64) - mean_a) * scale @ rotation + mean_b
-    return aligned.astype(coords.dtype), True, f"aligned on {len(pairs)} shared documents"
+    transform, _, reason = register(coords, ids, previous, previous_ids, min_shared)
+    if transform is None:
+        return coords, False, reason
+    return transform.apply(coords), True, reason
 
 
 def _pca_coordinates(X: np.ndarray, n_components: int) -> np.ndarray:

@@ -47,6 +47,7 @@ async def create_cluster(body: CreateClusterRequest, gw: GatewayDep, ns: Namespa
         "defer_visualization": body.defer_visualization,
         "hierarchical": body.hierarchical,
         "max_hierarchy_depth": body.max_hierarchy_depth,
+        "layout_stability": body.layout_stability.value,
         "metadata": body.metadata,
     })
     return row

@@ -25,7 +25,14 @@ from contracts.api import (
     TaskStatusEnum,
     TaskType,
 )
-from contracts.events import ComputeLayout, ExecutionRequested, new_run_id, new_task_id
+from contracts.events import (
+    LAYOUT_STABILITY_APPLIED,
+    LAYOUT_STABILITY_REASON,
+    ComputeLayout,
+    ExecutionRequested,
+    new_run_id,
+    new_task_id,
+)
 from contracts.resources import (
     CentroidData,
     ClusterExecutionResult,
@@ -204,8 +211,10 @@ async def _cluster_or_404(gw, ns: str, cluster_id: str) -> dict:
 
 
 def execution_result(row: dict[str, Any]) -> ClusterExecutionResult:
+    details = row.get("details") or {}
     return ClusterExecutionResult.model_validate(
-        {**row, "centroids": row.get("centroids") or [], "llm_labeling_errors": row.get("llm_labeling_errors") or []}
+        {**row, "centroids": row.get("centroids") or [], "llm_labeling_errors": row.get("llm_labeling_errors") or [],
+         **{k: details.get(k) for k in (LAYOUT_STABILITY_APPLIED, LAYOUT_STABILITY_REASON)}}
     )
 
 
@@ -367,7 +376,9 @@ async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namesp
                 namespace=ns, run_id=run_id, cluster_id=cluster["cluster_id"], task_id=row["task_id"],
                 manifest_key=artifact_key(ns, cluster["cluster_id"], run_id, "manifest"), coords_key=key,
                 num_points=int(row.get("num_points") or 0), n_components=n_components,
-                seed=details.get("seed", 42)))
+                seed=details.get("seed", 42),
+                layout_stability=details.get("layout_stability") or cluster["layout_stability"],
+                previous_run_id=_layout_predecessor(row), embedding_name=cluster["embedding_name"]))
         # the clusterer may have finished between the check and the claim
         if state.claimed or not await run_in_threadpool(gw.store.exists, key):
             failed = state.status == "failed"
@@ -388,6 +399,12 @@ async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namesp
         points=[VisualizationPoint(**r, label=labels.get(r["cluster_id"])) for r in frame.iter_rows(named=True)],
         pagination=Pagination(limit=limit, offset=offset, total=total),
     )
+
+
+def _layout_predecessor(row: dict) -> str | None:
+    """The run whose map a deferred layout keeps the shape of: a full run's previous
+    completed full run (as its lineage matched it, when it ran), an assign run's source."""
+    return (row.get("lineage") or {}).get("previous_run_id") or row.get("source_run_id")
 
 
 def _coords_key(row: dict, artifacts: dict) -> str:
