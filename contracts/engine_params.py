@@ -36,9 +36,14 @@ __all__ = [
     "PARAMS_MODELS",
     "SPECTRAL_RBF_MAX_POINTS",
     "SpectralParams",
+    "PREPROCESSING_METHODS",
+    "NoReductionStep",
+    "UMAPStep",
+    "WhiteningStep",
     "cap_for",
     "parse_method",
     "validate_params",
+    "validate_preprocessing",
 ]
 
 
@@ -337,6 +342,79 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
     return f"{where}: {phrase} (got {err['input']!r})"
 
 
+# --- preprocessing_steps ------------------------------------------------------------
+#
+# The hosted SDK's VectorBasedConfigInput.preprocessing_steps: an ordered list applied to
+# the vectors before clustering; when set it replaces the engine's own reduction (hdbscan's
+# PCA + UMAP). Each step is one of the SDK's WhiteningParams, UMAPParams, NoReduction, with
+# their names and defaults. The SDK also lists TSNEParams; t-SNE has no transform and is a
+# picture, not a space to cluster in, so clusterflow refuses it with the allowed methods.
+
+class WhiteningStep(BaseModel):
+    """Centre the vectors and scale each principal direction to unit variance (PCA
+    whitening); eigenvalues below ``regularization`` are floored at it."""
+
+    model_config = _STRICT
+
+    method: Literal["whitening"] = "whitening"
+    regularization: float = Field(1e-5, ge=0)
+
+
+class UMAPStep(BaseModel):
+    model_config = _STRICT
+
+    method: Literal["umap"] = "umap"
+    n_components: int = Field(50, ge=2, le=256)
+    random_state: _RandomState = 42
+    n_neighbors: int = Field(30, ge=2)
+    min_dist: float = Field(0.0, ge=0, le=1)
+    metric: Literal["cosine", "euclidean"] = "cosine"
+
+
+class NoReductionStep(BaseModel):
+    model_config = _STRICT
+
+    method: Literal["none"] = "none"
+
+
+PREPROCESSING_METHODS: dict[str, type[BaseModel]] = {
+    "whitening": WhiteningStep, "umap": UMAPStep, "none": NoReductionStep,
+}
+MAX_PREPROCESSING_STEPS = 8
+PreprocessingStep = WhiteningStep | UMAPStep | NoReductionStep
+
+
+def validate_preprocessing(steps: list[Any] | None) -> list[PreprocessingStep]:
+    """Validate ``preprocessing_steps`` (None or a list of {"method": ..., ...} objects)
+    and return the step models in order. Raises ValueError naming the step and field,
+    e.g. ``preprocessing_steps[1].method: must be one of 'whitening', 'umap', 'none' (got 'tsne')``."""
+    if steps is None:
+        return []
+    if not isinstance(steps, list):
+        raise ValueError(f"preprocessing_steps must be a list of steps (got {type(steps).__name__})")
+    if len(steps) > MAX_PREPROCESSING_STEPS:
+        raise ValueError(f"preprocessing_steps: at most {MAX_PREPROCESSING_STEPS} steps (got {len(steps)})")
+    allowed = ", ".join(repr(m) for m in PREPROCESSING_METHODS)
+    out: list[PreprocessingStep] = []
+    for i, step in enumerate(steps):
+        if isinstance(step, tuple(PREPROCESSING_METHODS.values())):
+            out.append(step)
+            continue
+        where = f"preprocessing_steps[{i}]"
+        if not isinstance(step, dict):
+            raise ValueError(f"{where}: must be an object with a method, one of {allowed} (got {step!r})")
+        method = step.get("method")
+        if method not in PREPROCESSING_METHODS:
+            raise ValueError(f"{where}.method: must be one of {allowed} (got {method!r})")
+        model = PREPROCESSING_METHODS[method]
+        try:
+            out.append(model.model_validate(step))
+        except ValidationError as exc:
+            text = "; ".join(_describe(err, model) for err in exc.errors(include_url=False))
+            raise ValueError(text.replace("algorithm_params", where)) from None
+    return out
+
+
 # --- sampling caps -------------------------------------------------------------------
 #
 # The most points one run may cluster; the service samples down to this before calling
@@ -361,7 +439,7 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
 #    reference's 50K with the other graph and density methods.
 #  - evoc: a kNN graph and a node embedding like UMAP's (0.2-3 s on 2-3K points here);
 #    held to 50K like hdbscan, whose pipeline it resembles (not measured at 50K yet).
-#  - auto: clusters at most AUTO_CLUSTER_SAMPLE (50K) points and assigns the rest to the
+#  - auto: clusters at most AUTO_CLUSTER_SAMPLE (20K) points and assigns the rest to the
 #    nearest centroid in chunks (linear in N), so its cap is kmeans' 1M.
 MAX_POINTS: dict[ClusteringMethod, int] = {
     ClusteringMethod.KMEANS: 1_000_000,

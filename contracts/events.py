@@ -120,6 +120,8 @@ class ClusteringConfig(BaseModel):
     mode: ExecutionMode = ExecutionMode.full
     clustering_method: str
     algorithm_params: dict[str, Any] = Field(default_factory=dict)
+    # The hosted SDK's preprocessing_steps (engine_params.validate_preprocessing), in order.
+    preprocessing_steps: list[dict[str, Any]] | None = None
     embedding_name: str
     vis_n_components: Literal[2, 3] = 2
     defer_visualization: bool = False

@@ -139,6 +139,11 @@ class CreateClusterRequest(_Request):
         description='One of auto (the default: needs no k), kmeans, dbscan, hdbscan, agglomerative, spectral, '
         'gaussian_mixture, mean_shift, optics, leiden, evoc.')
     algorithm_params: dict[str, Any] = Field(default_factory=dict)
+    preprocessing_steps: list[dict[str, Any]] | None = Field(
+        default=None,
+        description='The hosted SDK\'s ordered steps applied to the vectors before clustering, each '
+        '{"method": "whitening" | "umap" | "none", ...its parameters}; when set they replace the engine\'s own '
+        'reduction. Runs with steps are computed in the clusterer\'s process, not on Ray.')
     sample_size: int | None = Field(default=None, ge=1, le=1_000_000)
     filters: LogicalOperator | None = None
     llm_labeling: LLMLabeling | None = None
@@ -175,6 +180,7 @@ class Cluster(BaseModel):
     embedding_name: str
     clustering_method: str
     algorithm_params: dict[str, Any]
+    preprocessing_steps: list[dict[str, Any]] | None = None
     sample_size: int | None = None
     filters: dict[str, Any] | None = None
     llm_labeling: dict[str, Any] | None = None

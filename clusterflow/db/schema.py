@@ -132,6 +132,7 @@ clusters = Table(
     Column("embedding_name", String(128), nullable=False),
     Column("clustering_method", String(32), nullable=False),
     Column("algorithm_params", JSONB, nullable=False, server_default="{}"),
+    Column("preprocessing_steps", JSONB),
     Column("sample_size", Integer),
     Column("filters", JSONB),
     Column("llm_labeling", JSONB),

@@ -189,7 +189,10 @@ class Clusterer:
             await self._progress(event, stage, value, message)
 
         timings = Stopwatch()
-        outcome = await self._full_on_ray(event, progress) if self.ray and self.ray.wants(event.num_points) else None
+        # preprocessing_steps transform the whole matrix before clustering, which the Ray
+        # job's block-wise engine does not do: such runs stay in this process (README).
+        on_ray = self.ray and self.ray.wants(event.num_points) and not event.config.preprocessing_steps
+        outcome = await self._full_on_ray(event, progress) if on_ray else None
         if outcome is None:
             outcome = await self._full_in_process(event, progress, timings)
         elif outcome.coords_key is not None:  # the Ray job's layout, kept in the previous run's shape here
@@ -255,7 +258,7 @@ class Clusterer:
             async with self._beating(event, "clustering", 0.3, 0.3):
                 clustering = await asyncio.to_thread(
                     algorithm_timer(config.clustering_method)(pipeline.cluster),
-                    X, config.clustering_method, config.algorithm_params, config.seed)
+                    X, config.clustering_method, config.algorithm_params, config.seed, config.preprocessing_steps)
         except ValueError as exc:  # the engine's message says what to change
             raise RunFailed(f"clustering failed: {exc}") from exc
 

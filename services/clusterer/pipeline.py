@@ -51,9 +51,10 @@ def _numeric_context() -> Iterator[None]:
         yield
 
 
-def cluster(X: np.ndarray, method: str, params: dict[str, Any], seed: int) -> ClusteringOutcome:
+def cluster(X: np.ndarray, method: str, params: dict[str, Any], seed: int,
+            preprocessing: list[dict[str, Any]] | None = None) -> ClusteringOutcome:
     with _numeric_context():
-        return run_clustering(X, method, params, seed)
+        return run_clustering(X, method, params, seed, preprocessing=preprocessing)
 
 
 def summarize(X: np.ndarray, labels: np.ndarray, seed: int) -> Summary:

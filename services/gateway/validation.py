@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 
 from clusterflow.filters import FilterError, validate_filter
 from contracts.api import MAX_FILTER_DEPTH, LogicalOperator
-from contracts.engine_params import validate_params
+from contracts.engine_params import validate_params, validate_preprocessing
 from services.gateway.errors import bad_request
 
 
@@ -21,6 +21,16 @@ def check_algorithm(method: str, params: dict[str, Any], loc: tuple[str, ...] = 
         field = "clustering_method" if "method" in str(exc).split(":")[0] else "algorithm_params"
         raise RequestValidationError(
             [{"loc": [*loc, field], "msg": str(exc), "type": "value_error"}]
+        ) from exc
+
+
+def check_preprocessing(steps: list[Any] | None, loc: tuple[str, ...] = ("body",)) -> None:
+    """422 naming the step, its field and the allowed values."""
+    try:
+        validate_preprocessing(steps)
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"loc": [*loc, "preprocessing_steps"], "msg": str(exc), "type": "value_error"}]
         ) from exc
 
 

@@ -58,7 +58,7 @@ from contracts.events import (
     derived_event_id,
 )
 from contracts.topics import DATASET_PREPARED
-from contracts.engine_params import cap_for, validate_params
+from contracts.engine_params import cap_for, validate_params, validate_preprocessing
 from services.preparer.export import Selection
 from services.preparer.segments import Selected
 
@@ -264,6 +264,7 @@ def resolve_config(cluster: dict[str, Any], event: ExecutionRequested) -> Cluste
     method = cluster["clustering_method"]
     try:
         validate_params(method, cluster["algorithm_params"] or {})
+        validate_preprocessing(cluster.get("preprocessing_steps"))
     except ValueError as exc:
         raise RunFailed(f"invalid clustering parameters: {exc}") from exc
     derived = options.mode is not ExecutionMode.full
@@ -276,6 +277,7 @@ def resolve_config(cluster: dict[str, Any], event: ExecutionRequested) -> Cluste
         mode=options.mode,
         clustering_method=method,
         algorithm_params=cluster["algorithm_params"] or {},
+        preprocessing_steps=cluster.get("preprocessing_steps") or None,
         embedding_name=cluster["embedding_name"],
         vis_n_components=options.vis_n_components or cluster["vis_n_components"],
         defer_visualization=True if derived else (

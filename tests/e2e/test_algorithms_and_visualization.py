@@ -88,6 +88,37 @@ def test_bad_algorithm_parameters_are_422_naming_the_parameter(api, small_corpus
     assert message in detail["msg"] or message in detail["loc"], detail
 
 
+def test_preprocessing_steps_run_in_order_before_clustering(api, stack, small_corpus):
+    """The hosted SDK's preprocessing_steps: stored with their defaults, applied by the
+    clusterer before the method, named in the run's estimator."""
+    collection_id, truth = small_corpus
+    steps = [{"method": "whitening"}, {"method": "umap", "n_components": 5, "n_neighbors": 15}]
+    cluster_id = create_cluster(api, collection_id, "kmeans", {"n_clusters": GROUPS}, defer_visualization=True,
+                                preprocessing_steps=steps)
+    stored = api.get(f"/v1/clusters/{cluster_id}").json()["preprocessing_steps"]
+    assert [s["method"] for s in stored] == ["whitening", "umap"]
+    assert stored[0]["regularization"] == 1e-5 and stored[1]["metric"] == "cosine"
+    done = wait_for_task(api, execute(api, cluster_id)["task_id"], stack=stack)
+    assert done["status"] == "COMPLETED", done
+    assert "whitening(16)+umap(16->5)" in done["additional_data"]["estimator"], done["additional_data"]
+    assignment = members_of(api, cluster_id, done["additional_data"]["run_id"])
+    ids = sorted(assignment)
+    assert adjusted_rand_score([truth[int(i.split("_")[1])] for i in ids], [assignment[i] for i in ids]) >= 0.9
+
+
+@pytest.mark.parametrize("steps,message", [
+    ([{"method": "tsne"}], "must be one of 'whitening', 'umap', 'none'"),
+    ([{"method": "umap", "n_components": 1}], "preprocessing_steps[0].n_components"),
+])
+def test_bad_preprocessing_steps_are_422_naming_the_field(api, small_corpus, steps, message):
+    collection_id, _ = small_corpus
+    r = api.post("/v1/clusters", json={"collection_ids": [collection_id], "cluster_name": "bad",
+                                       "clustering_method": "kmeans", "preprocessing_steps": steps})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"][0]
+    assert detail["loc"][-1] == "preprocessing_steps" and message in detail["msg"], detail
+
+
 def test_filters_that_cannot_be_applied_are_400(api, small_corpus):
     collection_id, _ = small_corpus
     cluster_id = create_cluster(api, collection_id, "kmeans", {"n_clusters": 2})

@@ -284,3 +284,14 @@ def test_check_source_names_what_is_wrong():
     assert "does not exist" in check_source(None, "run_a")
     assert "is FAILED" in check_source({**ok, "status": "FAILED"}, "run_a")
     assert "no centroids" in check_source({**ok, "num_clusters": 0}, "run_a")
+
+
+def test_the_clusters_preprocessing_steps_reach_the_clusterer_and_bad_ones_fail_the_run():
+    from clusterflow.messaging import RunFailed
+
+    assert resolve_config(CLUSTER, event()).preprocessing_steps is None
+    steps = [{"method": "whitening", "regularization": 1e-5}]
+    assert resolve_config({**CLUSTER, "preprocessing_steps": steps}, event()).preprocessing_steps == steps
+    # A step stored before a rule changed (or written straight to the table) fails the run, clearly.
+    with pytest.raises(RunFailed, match=r"preprocessing_steps\[0\]\.method"):
+        resolve_config({**CLUSTER, "preprocessing_steps": [{"method": "tsne"}]}, event())

@@ -123,6 +123,20 @@ HDBSCAN_UMAP_NEIGHBORS = 15
 HDBSCAN_UMAP_EPOCHS = 200
 # Below this many points UMAP's neighbour graph means little; PCA alone is used.
 HDBSCAN_UMAP_MIN_POINTS = 100
+# From this many points the reduction takes a faster route (issue 14: hdbscan at the 50k
+# cap took ~31 s, almost all of it UMAP): the kNN graph of the PCA(50) points is built
+# once (pynndescent, as UMAP would) and handed to UMAP, which starts from PCA coordinates
+# instead of a spectral embedding of that graph (the spectral eigensolve dominated at 50k)
+# and runs 50 epochs (umap-learn lowers its own default with n too, 500 -> 200 at 10k).
+# Measured at 50k x 384 on the shared box (load 3-4, one thread): old route UMAP alone
+# 100 s, new route 15.8 s in all. On the quality sets (2-3K points), forced through this
+# route, ARI against the classes old / new: min_cluster_size 25: wiki7 0.088 / 0.088,
+# wiki11 0.176 / 0.169, debian 0.423 / 0.368, digits 0.909 / 0.898; min_cluster_size 5:
+# 0.079 / 0.060, 0.067 / 0.065, 0.105 / 0.194, 0.779 / 0.710. Close, not identical (debian
+# at 25 loses 0.055), which is why the old route stays below this size, where nothing
+# changes.
+HDBSCAN_FAST_MIN_POINTS = 10_000
+HDBSCAN_FAST_UMAP_EPOCHS = 50
 
 # --- "auto" number of clusters ---------------------------------------------------------
 AUTO_K_MAX = 20
@@ -144,11 +158,15 @@ MEAN_SHIFT_BANDWIDTH_SAMPLE = 2_000
 # labelled set it matched or beat KMeans given the true k, BERTopic's UMAP + HDBSCAN and
 # EVoC, with no k and no noise, in about a second on 3K documents. Above
 # AUTO_CLUSTER_SAMPLE points it clusters a seeded sample and assigns the rest to the
-# nearest centroid (cosine), which keeps 1M points within minutes.
+# nearest centroid (cosine), which keeps 1M points within minutes. The sample was 50K;
+# kNN + three Leiden restarts on 50K points took ~58 s on the shared box (bench/speed.py),
+# so the sample is 20K (every labelled set in bench/quality.py is far below it, so their
+# results do not change); 20K points still give each of auto's clusters (>= 0.5 % of the
+# sample) at least 100 members to place the rest by. bench/speed.py measures it.
 AUTO_NEIGHBORS = 15
 AUTO_RESOLUTION = 1.0
 AUTO_RESTARTS = 3
-AUTO_CLUSTER_SAMPLE = 50_000
+AUTO_CLUSTER_SAMPLE = 20_000
 AUTO_MIN_CLUSTER_SHARE = 0.005  # communities under 0.5 % of the points (and under 5) are merged
 AUTO_MIN_CLUSTER_SIZE = 5
 
@@ -200,6 +218,7 @@ def run_clustering(
     seed: int = 42,
     *,
     n_jobs: int | None = None,
+    preprocessing: list[Any] | None = None,
 ) -> ClusteringOutcome:
     """Cluster the rows of ``X`` (n x d, cast to float32) with ``method``.
 
@@ -212,6 +231,11 @@ def run_clustering(
     Raises ValueError for requests that cannot run: fewer than 2 points, non-finite
     values, more points than ``cap_for(method)``, n_clusters larger than the number of
     points, and the like.
+
+    ``preprocessing`` (``preprocessing_steps``: whitening, umap, none, in order; see
+    ``engine.preprocessing``) transforms the points the method clusters and replaces the
+    engine's own reduction (hdbscan's PCA + UMAP); noise placement and everything after
+    the labels use the original vectors.
 
     ``n_jobs`` (sklearn's meaning: None is one job) goes to DBSCAN, MeanShift, spectral's
     neighbour graph and HDBSCAN's core distances. It is not a default of -1 because
@@ -230,7 +254,14 @@ def run_clustering(
             f"set sample_size <= {cap:,}"
         )
     run = _RUNNERS[method]
-    fitted = run(X, p, seed, n_jobs)
+    if preprocessing:
+        from .preprocessing import preprocess
+
+        Z, steps = preprocess(X, preprocessing)
+        fitted = run(Z, p, seed, n_jobs, reduce=False) if method is ClusteringMethod.HDBSCAN else run(Z, p, seed, n_jobs)
+        fitted = replace(fitted, reduction=steps + (f"+{fitted.reduction}" if fitted.reduction else ""))
+    else:
+        fitted = run(X, p, seed, n_jobs)
     assigned = fitted.assigned
     policy = getattr(p, "noise_policy", "keep")
     if policy != "keep":
@@ -438,7 +469,7 @@ def _guard_dbscan_neighbourhoods(X: np.ndarray, p: DBSCANParams, seed: int) -> N
         )
 
 
-def _run_hdbscan(X: np.ndarray, p: HDBSCANParams, seed: int, n_jobs: int | None) -> _Fitted:
+def _run_hdbscan(X: np.ndarray, p: HDBSCANParams, seed: int, n_jobs: int | None, reduce: bool = True) -> _Fitted:
     import hdbscan  # a heavy import, needed only here
 
     if p.min_cluster_size > len(X):
@@ -446,7 +477,7 @@ def _run_hdbscan(X: np.ndarray, p: HDBSCANParams, seed: int, n_jobs: int | None)
             f"algorithm_params.min_cluster_size ({p.min_cluster_size}) exceeds the number of points "
             f"({len(X)}); lower it"
         )
-    Z, reduction = _reduce_for_density(X, seed)
+    Z, reduction = _reduce_for_density(X, seed) if reduce else (X, None)
     model = hdbscan.HDBSCAN(
         min_cluster_size=p.min_cluster_size,
         min_samples=min(resolved_min_samples(p), len(X) - 1),  # the package fails at >= n
@@ -468,7 +499,16 @@ def _reduce_for_density(X: np.ndarray, seed: int) -> tuple[np.ndarray, str | Non
     dims = min(HDBSCAN_PCA_DIMS, n, d)
     Z = PCA(n_components=dims, random_state=seed).fit_transform(X).astype(np.float32)
     reduction = f"PCA({d}->{dims})"
-    if n >= HDBSCAN_UMAP_MIN_POINTS and dims > HDBSCAN_UMAP_DIMS:
+    if n >= HDBSCAN_FAST_MIN_POINTS and dims > HDBSCAN_UMAP_DIMS:
+        idx, dist = knn(Z, HDBSCAN_UMAP_NEIGHBORS - 1, "euclidean", seed)
+        own = np.arange(n, dtype=idx.dtype)[:, None]  # UMAP counts each point as its own first neighbour
+        neighbours = (np.hstack([own, idx]), np.hstack([np.zeros((n, 1), dist.dtype), dist]))
+        Z = umap_embedding(
+            Z, HDBSCAN_UMAP_DIMS, metric="euclidean", min_dist=0.0, seed=seed, n_neighbors=HDBSCAN_UMAP_NEIGHBORS,
+            n_epochs=HDBSCAN_FAST_UMAP_EPOCHS, init="pca", neighbours=neighbours,
+        )
+        reduction += f"+UMAP({dims}->{HDBSCAN_UMAP_DIMS}, pca init, {HDBSCAN_FAST_UMAP_EPOCHS} epochs)"
+    elif n >= HDBSCAN_UMAP_MIN_POINTS and dims > HDBSCAN_UMAP_DIMS:
         Z = umap_embedding(
             Z, HDBSCAN_UMAP_DIMS, metric="euclidean", min_dist=0.0, seed=seed,
             n_neighbors=HDBSCAN_UMAP_NEIGHBORS, n_epochs=HDBSCAN_UMAP_EPOCHS,

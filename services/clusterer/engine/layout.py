@@ -160,8 +160,13 @@ def umap_embedding(
     seed: int,
     n_neighbors: int = N_NEIGHBORS,
     n_epochs: int | None = None,
+    init: str = "spectral",
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """UMAP fitted on all of ``X`` (no transform needed later), float32.
+
+    ``neighbours`` (indices, distances; each row's own point first, as UMAP computes
+    them) skips UMAP's own neighbour search when the caller already has the graph.
 
     Below 4,096 points umap-learn 0.5.12 computes the exact distances by calling its
     numba metric from Python once per pair (2k points: 4M calls, 11 s of a 13.6 s fit).
@@ -170,11 +175,12 @@ def umap_embedding(
     """
     import umap  # a heavy import (numba); only layouts and HDBSCAN's reduction need it
 
-    small = len(X) < EXACT_NEIGHBOURS_BELOW
+    small = len(X) < EXACT_NEIGHBOURS_BELOW and neighbours is None
     data = np.maximum(pairwise_distances(X, metric=metric), 0).astype(np.float32) if small else X
     reducer = umap.UMAP(
         n_components=n_components, n_neighbors=min(n_neighbors, len(X) - 1), min_dist=min_dist,
-        metric="precomputed" if small else metric, n_epochs=n_epochs, random_state=seed,
+        metric="precomputed" if small else metric, n_epochs=n_epochs, random_state=seed, init=init,
+        precomputed_knn=(neighbours[0], neighbours[1], None) if neighbours is not None else (None, None, None),
     )
     with _quiet_umap():
         return np.ascontiguousarray(reducer.fit_transform(data), dtype=np.float32)

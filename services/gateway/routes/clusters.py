@@ -13,7 +13,8 @@ from contracts.resources import (
 )
 from services.gateway.deps import GatewayDep, NamespaceDep
 from services.gateway.errors import ApiError, bad_request, not_found
-from services.gateway.validation import check_algorithm, check_filters
+from contracts.engine_params import validate_preprocessing
+from services.gateway.validation import check_algorithm, check_filters, check_preprocessing
 
 router = APIRouter(prefix="/v1/clusters", tags=["Clusters"])
 
@@ -24,6 +25,7 @@ _EXACT = {"cluster_name", "clustering_method", "collection_id"}
 @router.post("", response_model=Cluster)
 async def create_cluster(body: CreateClusterRequest, gw: GatewayDep, ns: NamespaceDep) -> dict:
     check_algorithm(body.clustering_method, body.algorithm_params)
+    check_preprocessing(body.preprocessing_steps)
     check_filters(body.filters)
 
     found = [await gw.repo.get_collection(ns, cid) for cid in body.collection_ids]
@@ -40,6 +42,9 @@ async def create_cluster(body: CreateClusterRequest, gw: GatewayDep, ns: Namespa
         "embedding_name": embedding_name,
         "clustering_method": body.clustering_method,
         "algorithm_params": body.algorithm_params,
+        # Stored as validated, with each step's defaults filled in (what will run).
+        "preprocessing_steps": [step.model_dump() for step in validate_preprocessing(body.preprocessing_steps)]
+        if body.preprocessing_steps else None,
         "sample_size": body.sample_size,
         "filters": body.filters.model_dump(mode="json", exclude_none=True) if body.filters else None,
         "llm_labeling": body.llm_labeling.model_dump(mode="json") if body.llm_labeling else None,
