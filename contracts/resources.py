@@ -357,6 +357,7 @@ class ClusterList(BaseModel):
     pagination: Pagination
     total_count: int
     stats: dict[str, Any]
+    warnings: list[str] = Field(default_factory=list, description="Keys of the request body that were ignored.")
 
 
 # --- executions -------------------------------------------------------------------------
@@ -481,6 +482,7 @@ class ExecutionList(BaseModel):
     pagination: Pagination
     total_count: int
     stats: dict[str, Any]
+    warnings: list[str] = Field(default_factory=list, description="Keys of the request body that were ignored.")
 
 
 class ClusterGroup(BaseModel):
@@ -542,6 +544,7 @@ class KillTaskResponse(TaskResponse):
 class TaskList(BaseModel):
     results: list[TaskResponse]
     pagination: Pagination
+    warnings: list[str] = Field(default_factory=list, description="Keys of the request body that were ignored.")
 
 
 class ExecutionDataRequest(_Request):

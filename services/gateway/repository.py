@@ -393,7 +393,7 @@ class GatewayRepository:
         return dict(row)
 
     async def list_tasks(self, namespace: str, *, statuses: list[str] | None, task_type: str | None,
-                         limit: int, offset: int) -> tuple[list[dict], int]:
+                         sort_field: str, descending: bool, limit: int, offset: int) -> tuple[list[dict], int]:
         cond = [tasks.c.namespace == namespace]
         if statuses:
             cond.append(tasks.c.status.in_(statuses))
@@ -401,8 +401,9 @@ class GatewayRepository:
             cond.append(tasks.c.task_type == task_type)
         async with self.engine.connect() as conn:
             total = await conn.scalar(select(func.count()).select_from(tasks).where(*cond)) or 0
+            order = tasks.c[sort_field].desc() if descending else tasks.c[sort_field].asc()
             rows = (await conn.execute(select(tasks).where(*cond).order_by(
-                tasks.c.created_at.desc(), tasks.c.task_id).limit(limit).offset(offset))).mappings().all()
+                order, tasks.c.task_id).limit(limit).offset(offset))).mappings().all()
         return [dict(r) for r in rows], total
 
     async def get_run(self, namespace: str, run_id: str) -> dict[str, Any] | None:

@@ -94,6 +94,12 @@ def test_unknown_keys_are_ignored_and_named_in_warnings(raw, corpus):
     assert r.status_code == 200, r.text
     assert sorted(r.json()["warnings"]) == ["brand_new_option", "vector_config.future_knob"]
     assert M.ClusterMetadata.from_dict(r.json()).algorithm == "kmeans"
+    # list bodies too: what they ignore is named, never dropped silently
+    r = raw.post("/v1/tasks/list", json={"search": "x", "sort": {"field": "created_at", "direction": "desc"}})
+    assert r.status_code == 200 and r.json()["warnings"] == ["search"], r.text
+    r = raw.post("/v1/clusters/list", json={"sorts": [{"field": "cluster_name"}], "page_size": 1})
+    assert r.status_code == 200 and r.json()["warnings"] == ["sorts"], r.text
+    assert r.json()["pagination"]["page_size"] == 1 and len(r.json()["results"]) == 1
 
 
 def test_knobs_clusterflow_lacks_are_refused_unless_at_their_default(sdk, corpus):

@@ -194,7 +194,8 @@ async def _list(gw, ns: str, body: ListClustersRequest, page: Page) -> ClusterLi
         descending=sort.direction == "desc", limit=page.limit, offset=page.offset,
     )
     return ClusterList(results=[Cluster.model_validate(r) for r in rows],
-                       pagination=Pagination.of(page.limit, page.offset, total), total_count=total, stats=stats)
+                       pagination=Pagination.of(page.limit, page.offset, total), total_count=total, stats=stats,
+                       warnings=unknown_keys(body))
 
 
 @router.post("/list", response_model=ClusterList, responses=_ERRORS)

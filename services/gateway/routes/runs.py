@@ -49,10 +49,11 @@ from contracts.resources import (
     Pagination,
     Visualization,
     VisualizationPoint,
+    unknown_keys,
 )
 from contracts.topics import EXECUTION_REQUESTED, LAYOUT_COMPUTE
 from services.gateway.deps import CallerDep, GatewayDep, NamespaceDep, PageDep
-from services.gateway.errors import ApiError, bad_request, not_found
+from services.gateway.errors import bad_request, not_found
 from services.gateway.queueing import enqueue
 from services.gateway.validation import (
     check_filters,
@@ -331,7 +332,7 @@ async def list_executions(cluster_id: str, gw: GatewayDep, ns: NamespaceDep, pag
     stats = {**stats, "executions_by_status": by_status}
     return ExecutionList(results=[execution_result(r) for r in rows],
                          pagination=Pagination.of(page.limit, page.offset, total),
-                         total_count=total, stats=stats)
+                         total_count=total, stats=stats, warnings=unknown_keys(body))
 
 
 def _task_statuses(values: list[Any]) -> list[str]:
@@ -510,11 +511,17 @@ async def kill_task(task_id: str, gw: GatewayDep, ns: NamespaceDep) -> KillTaskR
 @tasks_router.post("/list", response_model=TaskList)
 async def list_tasks(gw: GatewayDep, ns: NamespaceDep, page: PageDep,
                      body: ListTasksRequest | None = None) -> TaskList:
-    """The namespace's tasks, newest first; by `status` and `task_type`."""
+    """The namespace's tasks (newest first unless `sort` says otherwise); by `status` and `task_type`."""
     body = body or ListTasksRequest()
+    if body.sort.field not in ("created_at", "updated_at"):
+        raise bad_request(f"cannot sort tasks by {body.sort.field!r}; use created_at or updated_at",
+                          code="invalid_sort")
     rows, total = await gw.repo.list_tasks(ns, statuses=[body.status.value] if body.status else None,
-                                           task_type=body.task_type, limit=page.limit, offset=page.offset)
-    return TaskList(results=[task_response(r) for r in rows], pagination=Pagination.of(page.limit, page.offset, total))
+                                           task_type=body.task_type, sort_field=body.sort.field,
+                                           descending=body.sort.direction == "desc", limit=page.limit,
+                                           offset=page.offset)
+    return TaskList(results=[task_response(r) for r in rows], pagination=Pagination.of(page.limit, page.offset, total),
+                    warnings=unknown_keys(body))
 
 
 async def _latest_completed(gw, ns: str, cluster_id: str, run_id: str | None) -> tuple[dict, dict | None]:
