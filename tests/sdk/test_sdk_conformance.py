@@ -94,6 +94,10 @@ def test_unknown_keys_are_ignored_and_named_in_warnings(raw, corpus):
     assert r.status_code == 200, r.text
     assert sorted(r.json()["warnings"]) == ["brand_new_option", "vector_config.future_knob"]
     assert M.ClusterMetadata.from_dict(r.json()).algorithm == "kmeans"
+    cluster_id = r.json()["cluster_id"]
+    r = raw.patch(f"/v1/clusters/{cluster_id}", json={"": [], "description": "kept", "brand_new_option": 2})
+    assert r.status_code == 200 and sorted(r.json()["warnings"]) == ["", "brand_new_option"], r.text
+    assert r.json()["description"] == "kept"
     # list bodies too: what they ignore is named, never dropped silently
     r = raw.post("/v1/tasks/list", json={"search": "x", "sort": {"field": "created_at", "direction": "desc"}})
     assert r.status_code == 200 and r.json()["warnings"] == ["search"], r.text

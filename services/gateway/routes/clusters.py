@@ -134,7 +134,8 @@ async def patch_cluster(cluster_id: str, body: PatchClusterRequest, gw: GatewayD
     cluster = await gw.repo.get_cluster(ns, cluster_id)
     if cluster is None:
         raise not_found("cluster", cluster_id)
-    values = body.model_dump(exclude_unset=True)
+    # declared fields only: the ignored keys (named in warnings) never reach the table
+    values = {k: v for k, v in body.model_dump(exclude_unset=True).items() if k in type(body).model_fields}
     check_supported({k: values.pop(k) for k in ("layout_stability", "face_cluster_merge", "source_cluster_ids")
                      if k in values} | llm_labeling_fields(body.llm_labeling))
     if "cluster_name" in values and values["cluster_name"] is None:
