@@ -654,6 +654,8 @@ def results(
     """A run's clusters: size, share, label, keywords, and the run's quality metrics."""
     with api(ctx) as client:
         execution = client.execution(cluster_id, run_id)
+    if execution is None:  # the latest run of a cluster never executed: 200 with null
+        raise fail(f"cluster {cluster_id} has no runs yet: clusterflow execute {cluster_id}")
     if as_json:
         return print_json(execution)
     status = execution["status"]

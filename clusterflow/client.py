@@ -112,7 +112,9 @@ class Client:
     def task(self, task_id: str) -> dict:
         return self._call("GET", f"/v1/tasks/{task_id}")
 
-    def execution(self, cluster_id: str, run_id: str | None = None) -> dict:
+    def execution(self, cluster_id: str, run_id: str | None = None) -> dict | None:
+        """A run (status in the hosted SDK's lowercase, `task_status` the task's); the
+        latest when run_id is None, and None for a cluster never executed."""
         suffix = f"/{run_id}" if run_id else ""
         return self._call("GET", f"/v1/clusters/{cluster_id}/executions{suffix}")
 

@@ -26,8 +26,9 @@ Logic
   model rewrites them while validating).
 * Nesting deeper than contracts.api.MAX_FILTER_DEPTH (LogicalOperator.depth()) is a
   FilterError.
-* `case_sensitive` (default false) is inherited by nested operators unless they set
-  it themselves (true or false; null means "inherit").
+* `case_sensitive` (default false) is inherited by nested operators and conditions
+  unless they set it themselves (true or false; null means "inherit"). The hosted
+  SDK sends `case_sensitive: false` on every operator and condition.
 * Every condition is two-valued: a missing field makes a condition false, never SQL
   NULL, so `ne`/`nin`/NOT are exact complements of `eq`/`in`/the plain condition.
 
@@ -689,6 +690,8 @@ _STRING_OPS = {FilterOperator.starts_with, FilterOperator.ends_with}
 
 
 def _prepare_condition(cond: FilterCondition, cs: bool, where: str) -> _Leaf:
+    if cond.case_sensitive is not None:  # a condition's own setting beats the operator's
+        cs = cond.case_sensitive
     path = _parse_path(cond.field, where)
     op = FilterOperator(cond.operator)
     value = cond.value

@@ -5,6 +5,7 @@ Per-run artifacts live under `<namespace>/<cluster_id>/<run_id>/<name>.parquet`.
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 import os
 import tempfile
 from typing import Protocol
@@ -35,6 +36,8 @@ class ObjectStore(Protocol):
     def upload(self, key: str, path: str) -> int: ...
     # The first and last 4 bytes (what says whether it is parquet); None when absent.
     def ends(self, key: str) -> tuple[bytes | None, bytes]: ...
+    # A time-limited GET URL of an object (execution exports).
+    def presigned_url(self, key: str, expires_s: int) -> str: ...
 
 
 class S3ObjectStore:
@@ -105,6 +108,10 @@ class S3ObjectStore:
                 response.close()
                 response.release_conn()
         return parts[0], parts[1]
+
+    def presigned_url(self, key: str, expires_s: int) -> str:
+        return self.client.presigned_get_object(bucket_name=self.bucket, object_name=key,
+                                                expires=timedelta(seconds=expires_s))
 
     def exists(self, key: str) -> bool:
         try:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from enum import Enum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -36,8 +36,10 @@ from pydantic import (
     Discriminator,
     Field,
     GetJsonSchemaHandler,
+    PrivateAttr,
     Tag,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -378,6 +380,38 @@ FilterValue = Annotated[
 ]
 
 
+def _bool_or_none(name: str, value: Any) -> Any:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true, false or null")
+    return value
+
+
+def _any(name: str, value: Any) -> Any:
+    return value
+
+
+def _accept_hosted_keys(cls, data: Any, handler: Any) -> Any:
+    """Take the keys the hosted SDK sends beyond the reference's schema (`_hosted_keys`:
+    name -> check) out of the body before validating, and keep them on the model: the
+    published schema stays the reference's."""
+    found: dict[str, Any] = {}
+    if isinstance(data, dict) and cls._hosted_keys.keys() & data.keys():
+        found = {k: check(k, data[k]) for k, check in cls._hosted_keys.items() if k in data}
+        data = {k: v for k, v in data.items() if k not in cls._hosted_keys}
+    model = handler(data)
+    if found:
+        model._hosted = {**model._hosted, **found}
+    return model
+
+
+def _dump_hosted_keys(self, handler: Any) -> Any:
+    """Dumps carry the hosted keys back (stored filters keep their case_sensitive)."""
+    dumped = handler(self)
+    if isinstance(dumped, dict):
+        dumped.update({k: v for k, v in self._hosted.items() if v is not None})
+    return dumped
+
+
 class FilterCondition(BaseModel):
     """A single filter condition: `field` `operator` `value`."""
 
@@ -388,6 +422,17 @@ class FilterCondition(BaseModel):
         default=FilterOperator.eq, description="Comparison operator"
     )
     value: FilterValue = Field(description="Value to compare against")
+
+    # The hosted SDK sends `case_sensitive` on every condition (not in the reference's
+    # schema); null inherits the enclosing operator's setting (clusterflow/filters.py).
+    _hosted_keys: ClassVar[dict[str, Any]] = {"case_sensitive": _bool_or_none}
+    _hosted: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _accept_hosted = model_validator(mode="wrap")(_accept_hosted_keys)
+    _dump_hosted = model_serializer(mode="wrap")(_dump_hosted_keys)
+
+    @property
+    def case_sensitive(self) -> bool | None:
+        return self._hosted.get("case_sensitive")
 
 
 # Keys of a LogicalOperator that are not shorthand equality conditions.
@@ -614,6 +659,17 @@ class LLMLabeling(BaseModel):
         description="Provider-specific parameters forwarded to the LLM service "
         "(temperature, max_tokens, ...).",
     )
+    # The hosted SDK's LLMLabelingInput sends these three (not in the reference's
+    # schema); clusterflow picks the members nearest the centroid and has no labeling
+    # context or candidate list, so the gateway answers 400 for any other value
+    # (services/gateway/validation.py). Read them with `hosted_key`.
+    _hosted_keys: ClassVar[dict[str, Any]] = {"sample_selection_strategy": _any, "labeling_context": _any, "candidate_labels": _any}
+    _hosted: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _accept_hosted = model_validator(mode="wrap")(_accept_hosted_keys)
+    _dump_hosted = model_serializer(mode="wrap")(_dump_hosted_keys)
+
+    def hosted_key(self, name: str, default: Any = None) -> Any:
+        return self._hosted.get(name, default)
 
     @field_validator("model_name", mode="before")
     @classmethod

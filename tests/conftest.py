@@ -74,3 +74,48 @@ def settings(server_env: dict[str, str], tmp_path_factory) -> Settings:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def llm():
+    """Our own HTTP server speaking the OpenAI, Gemini and Anthropic protocols."""
+    from tests.support.llm_servers import LLMServer
+
+    with LLMServer() as server:
+        yield server
+
+
+def start_stack(settings, log_dir, namespace: str, env: dict | None = None):
+    """The five services started (failing the test loudly if they cannot), with an API
+    key for `namespace` as `api_key` (authentication is on, the default)."""
+    from clusterflow.keys import create_key
+    from clusterflow.stack import Stack
+    from services.clusterer.app import WARM_UP_DONE
+
+    s = Stack(settings=settings, log_dir=log_dir, env=env or {})
+    try:
+        s.start()
+        if settings.clusterer_warm_up:
+            # The clusterer compiles UMAP's numba code at start; the tests begin once it has
+            # (a run meanwhile would wait for it, and time-bound tests would share the CPU).
+            # CLUSTERFLOW_TEST_WARM_UP_S: more than 300 s on a box shared past its cores.
+            s.wait_for_log("services.clusterer", WARM_UP_DONE,
+                           timeout=float(os.environ.get("CLUSTERFLOW_TEST_WARM_UP_S", "300")))
+    except RuntimeError as exc:
+        s.stop()
+        pytest.fail(str(exc), pytrace=False)
+    s.api_key = create_key(settings.database_url, [namespace], name=f"{namespace} tests")
+    return s
+
+
+@pytest.fixture(scope="session")
+def stack(settings, tmp_path_factory, llm):
+    """The five services as processes on the real servers (the e2e and SDK tiers), with
+    the tests' key for the namespace "e2e"."""
+    from tests.support.llm_servers import API_KEY
+
+    providers = {f"CLUSTERFLOW_{p}_{k}": v for p in ("OPENAI", "GOOGLE", "ANTHROPIC")
+                 for k, v in (("BASE_URL", llm.base_url), ("API_KEY", API_KEY))}
+    s = start_stack(settings, tmp_path_factory.mktemp("service-logs"), "e2e", providers)
+    yield s
+    s.stop()

@@ -248,6 +248,19 @@ layout_requests = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# What users write onto a run after it ran (the gateway owns it: the executions read
+# model stays the status projector's alone).
+run_annotations = Table(
+    "run_annotations",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("namespace", String(128), nullable=False),
+    Column("cluster_id", String(64), nullable=False),
+    Column("run_name", String(120), nullable=True),
+    Column("label_overrides", JSONB, nullable=False, server_default="{}"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 
 processed_events = Table(
     "processed_events",

@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(enrich.router)  # before runs: /v1/clusters/enrich is not a cluster id
     app.include_router(runs.router)
     app.include_router(runs.tasks_router)
+    app.include_router(collections.namespaces_router)
     app.include_router(web.router)
 
     @app.get("/health", tags=["Operations"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request, Security
+from fastapi import Depends, Header, Query, Request, Security
 from fastapi.security import HTTPBearer
 
 from clusterflow.keys import ApiKey, KeyStore, valid_namespace
@@ -104,3 +104,51 @@ def caller(request: Request, _ns: Annotated[str, Depends(namespace)]) -> str | N
 GatewayDep = Annotated[Gateway, Depends(gateway)]
 NamespaceDep = Annotated[str, Depends(namespace)]
 CallerDep = Annotated[str | None, Depends(caller)]
+
+
+@dataclass
+class Page:
+    """Where a list answer starts and how long it is."""
+
+    limit: int
+    offset: int
+
+    def over(self, body: object) -> Page:
+        """The body's paging (the SDK's list bodies carry limit/page_size/offset/page)
+        where the query string gave none."""
+        if self.given:
+            return self
+        size = getattr(body, "limit", None) or getattr(body, "page_size", None) or self.limit
+        offset = getattr(body, "offset", None)
+        page = getattr(body, "page", None)
+        return Page(size, offset if offset is not None else (page - 1) * size if page else self.offset)
+
+    given: bool = False
+
+
+def paging(
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="Page length (default 20).")] = None,
+    page_size: Annotated[int | None, Query(ge=1, le=1000, description="Same as limit.")] = None,
+    offset: Annotated[int | None, Query(ge=0, le=2_147_483_647)] = None,
+    page: Annotated[int | None, Query(ge=1, le=2_147_483_647, description="1-based page number.")] = None,
+    cursor: Annotated[str | None, Query(max_length=32, description="A pagination's next_cursor.")] = None,
+    next_cursor: Annotated[str | None, Query(max_length=32, description="Same as cursor.")] = None,
+    after: Annotated[str | None, Query(max_length=32, description="Same as cursor.")] = None,
+    include_total: Annotated[bool, Query(description="Totals are always counted.")] = True,
+) -> Page:
+    """The hosted API's paging parameters, all of them honoured: an explicit offset
+    wins, then a cursor, then a page number."""
+    size = limit or page_size or 20
+    token = cursor or next_cursor or after
+    if offset is None and token is not None:
+        if not token.isdigit():
+            raise ApiError(400, f"cursor {token!r} is not one this API issued (a pagination's next_cursor)",
+                           code="invalid_cursor")
+        offset = int(token)
+    if offset is None and page is not None:
+        offset = (page - 1) * size
+    given = any(v is not None for v in (limit, page_size, offset, page))
+    return Page(size, offset or 0, given)
+
+
+PageDep = Annotated[Page, Depends(paging)]

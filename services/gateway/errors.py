@@ -1,7 +1,9 @@
 """Errors in the reference's `ErrorResponse` shape, and the handlers that render them.
 
-422 stays FastAPI's `HTTPValidationError` (`{"detail": [{loc, msg, type}]}`), as the
-reference documents; everything else is `{success: false, status, error: {...}}`.
+422 is FastAPI's `HTTPValidationError` (`{"detail": [{loc, msg, type}]}`), as the
+reference documents, and carries `success`, `status` and `error` beside it, so that a
+client parsing every error as `ErrorResponse` (the hosted SDK does) reads it too;
+everything else is `{success: false, status, error: {...}}`.
 """
 from __future__ import annotations
 
@@ -85,7 +87,16 @@ def install(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "value_error")}
             for e in exc.errors()
         ]
-        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(detail)})
+        detail = jsonable_encoder(detail)
+        first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        message = f"{where}: {first['msg']}" if where else first["msg"]
+        if len(detail) > 1:
+            message += f" (and {len(detail) - 1} more)"
+        error = ErrorDetail(message=message, type="ValidationError", code="validation_error",
+                            details={"errors": detail})
+        return JSONResponse(status_code=422, content={"detail": detail, "success": False, "status": 422,
+                                                      "error": jsonable_encoder(error)})
 
     @app.exception_handler(DBAPIError)
     async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:

@@ -23,6 +23,7 @@ from clusterflow.db.schema import (
     document_vectors,
     documents,
     executions,
+    run_annotations,
     run_requests,
     segments,
     tasks,
@@ -182,13 +183,14 @@ class GatewayRepository:
 
     async def create_cluster(self, namespace: str, values: dict[str, Any]) -> dict[str, Any]:
         row = {"cluster_id": new_id("clust"), "namespace": namespace, **values}
+        row["cluster_name"] = row.get("cluster_name") or row["cluster_id"]  # the hosted API's name is optional
         async with self.engine.begin() as conn:
             result = await conn.execute(insert(clusters).values(**row).returning(*clusters.c))
             return dict(result.mappings().one())
 
     def _cluster_query(self):
         latest = (
-            select(executions.c.run_id, executions.c.status)
+            select(executions.c.run_id, executions.c.status, executions.c.task_id)
             .where(executions.c.cluster_id == clusters.c.cluster_id)
             .order_by(executions.c.created_at.desc())
             .limit(1)
@@ -198,6 +200,7 @@ class GatewayRepository:
             clusters,
             latest.c.run_id.label("last_run_id"),
             latest.c.status.label("last_execution_status"),
+            latest.c.task_id.label("last_execution_task_id"),
         ).outerjoin(latest, true())
 
     async def get_cluster(self, namespace: str, cluster_id: str) -> dict[str, Any] | None:
@@ -325,8 +328,14 @@ class GatewayRepository:
                     self._mean_run_time = (now + MEAN_RUN_TIME_TTL_S, pace_s)
         return (count or 0) + 1, pace_s
 
+    @staticmethod
+    def _executions_query():
+        """The executions read model with what users wrote onto each run."""
+        return select(executions, run_annotations.c.run_name, run_annotations.c.label_overrides).outerjoin(
+            run_annotations, run_annotations.c.run_id == executions.c.run_id)
+
     async def get_execution(self, namespace: str, cluster_id: str, run_id: str | None) -> dict[str, Any] | None:
-        query = select(executions).where(executions.c.namespace == namespace, executions.c.cluster_id == cluster_id)
+        query = self._executions_query().where(executions.c.namespace == namespace, executions.c.cluster_id == cluster_id)
         query = query.where(executions.c.run_id == run_id) if run_id else query.order_by(
             executions.c.created_at.desc()).limit(1)
         async with self.engine.connect() as conn:
@@ -351,7 +360,7 @@ class GatewayRepository:
         async with self.engine.connect() as conn:
             total = await conn.scalar(select(func.count()).select_from(executions).where(cond)) or 0
             rows = (await conn.execute(
-                select(executions).where(cond).order_by(order, executions.c.run_id).limit(limit).offset(offset)
+                self._executions_query().where(cond).order_by(order, executions.c.run_id).limit(limit).offset(offset)
             )).mappings().all()
             by_status = dict((await conn.execute(
                 select(executions.c.status, func.count()).where(cond).group_by(executions.c.status)
@@ -368,6 +377,35 @@ class GatewayRepository:
             "avg_num_clusters": float(agg[2]) if agg[2] is not None else None,
         }
         return [dict(r) for r in rows], total, stats
+
+    async def annotate_run(self, namespace: str, cluster_id: str, run_id: str, *, run_name: str | None = None,
+                           labels: dict[str, str] | None = None) -> dict[str, Any]:
+        """Set a run's name, or merge label overrides into its own (one upsert)."""
+        stmt = pg_insert(run_annotations).values(run_id=run_id, namespace=namespace, cluster_id=cluster_id,
+                                                 run_name=run_name, label_overrides=labels or {})
+        changes: dict[str, Any] = {"updated_at": func.now()}
+        if run_name is not None:
+            changes["run_name"] = stmt.excluded.run_name
+        if labels:
+            changes["label_overrides"] = run_annotations.c.label_overrides.op("||")(stmt.excluded.label_overrides)
+        stmt = stmt.on_conflict_do_update(index_elements=[run_annotations.c.run_id], set_=changes)
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(stmt.returning(*run_annotations.c))).mappings().one()
+        return dict(row)
+
+    async def list_tasks(self, namespace: str, *, statuses: list[str] | None, task_type: str | None,
+                         sort_field: str, descending: bool, limit: int, offset: int) -> tuple[list[dict], int]:
+        cond = [tasks.c.namespace == namespace]
+        if statuses:
+            cond.append(tasks.c.status.in_(statuses))
+        if task_type:
+            cond.append(tasks.c.task_type == task_type)
+        async with self.engine.connect() as conn:
+            total = await conn.scalar(select(func.count()).select_from(tasks).where(*cond)) or 0
+            order = tasks.c[sort_field].desc() if descending else tasks.c[sort_field].asc()
+            rows = (await conn.execute(select(tasks).where(*cond).order_by(
+                order, tasks.c.task_id).limit(limit).offset(offset))).mappings().all()
+        return [dict(r) for r in rows], total
 
     async def get_run(self, namespace: str, run_id: str) -> dict[str, Any] | None:
         """A run of any cluster of the namespace (composite sources, enrichment); one

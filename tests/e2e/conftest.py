@@ -6,45 +6,11 @@ import time
 import httpx
 import pytest
 
-from clusterflow.keys import create_key
-from clusterflow.stack import Stack
-from services.clusterer.app import WARM_UP_DONE
-from tests.support.llm_servers import API_KEY, LLMServer
+# `llm` and `stack` (the five services on the real servers) live in tests/conftest.py:
+# the SDK tier (tests/sdk) runs against the same stack in the same session.
+from tests.conftest import start_stack  # noqa: F401  (for modules that start a stack of their own)
 
 TERMINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELED"}
-
-
-@pytest.fixture(scope="session")
-def llm():
-    """Our own HTTP server speaking the OpenAI, Gemini and Anthropic protocols."""
-    with LLMServer() as server:
-        yield server
-
-
-def start_stack(settings, log_dir, namespace: str, env: dict | None = None) -> Stack:
-    """The five services started (failing the test loudly if they cannot), with an API
-    key for `namespace` as `api_key` (authentication is on, the default)."""
-    s = Stack(settings=settings, log_dir=log_dir, env=env or {})
-    try:
-        s.start()
-        if settings.clusterer_warm_up:
-            # The clusterer compiles UMAP's numba code at start; the tests begin once it has
-            # (a run meanwhile would wait for it, and time-bound tests would share the CPU).
-            s.wait_for_log("services.clusterer", WARM_UP_DONE, timeout=300)
-    except RuntimeError as exc:
-        s.stop()
-        pytest.fail(str(exc), pytrace=False)
-    s.api_key = create_key(settings.database_url, [namespace], name=f"{namespace} tests")
-    return s
-
-
-@pytest.fixture(scope="session")
-def stack(settings, tmp_path_factory, llm):
-    providers = {f"CLUSTERFLOW_{p}_{k}": v for p in ("OPENAI", "GOOGLE", "ANTHROPIC")
-                 for k, v in (("BASE_URL", llm.base_url), ("API_KEY", API_KEY))}
-    s = start_stack(settings, tmp_path_factory.mktemp("service-logs"), "e2e", providers)
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="session")

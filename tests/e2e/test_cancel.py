@@ -32,7 +32,7 @@ def test_cancel_a_run_in_flight(api, stack, small_corpus, how):  # noqa: F811
     # It stays canceled: no worker reopens it, and no results appear.
     time.sleep(5)
     execution = api.get(f"/v1/clusters/{cluster_id}/executions/{run_id}").json()
-    assert execution["status"] == "CANCELED"
+    assert execution["status"] == "canceled" and execution["task_status"] == "CANCELED"
     # Killing a canceled task again is idempotent.
     assert api.delete(f"/v1/tasks/{task['task_id']}").status_code == 200
 

@@ -23,19 +23,12 @@ import pytest
 
 from tests.e2e.cdp import Browser
 from tests.e2e.conftest import wait_for_task
+from tests.support.corpus import separated_groups
 
 pytestmark = pytest.mark.e2e
 
 GROUPS, PER_GROUP, DIM = 4, 150, 64  # 600 documents
 
-
-def separated_groups(groups: int, per_group: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(groups, dim))
-    truth = np.repeat(np.arange(groups), per_group)
-    X = centers[truth] + rng.normal(scale=0.3, size=(len(truth), dim))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    return X.astype(np.float32), truth
 
 
 # --- the viewer ---------------------------------------------------------------------------

@@ -223,6 +223,6 @@ def test_the_watchdog_fails_a_run_that_stopped_progressing(api, stack, settings,
     wait_consumed(settings, {PREPARER: ["clustering.execution.requested"]}, timeout=120)
     time.sleep(2)
     execution = api.get(f"/v1/clusters/{busy_cluster}/executions/{run_id}").json()
-    assert execution["status"] == "FAILED" and execution["num_points"] is None
+    assert execution["status"] == "failed" and execution["num_points"] == 0
     assert query(settings, select(run_requests.c.run_id).where(run_requests.c.run_id == lost_run))
     all_alive(stack)

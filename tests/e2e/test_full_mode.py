@@ -99,7 +99,7 @@ def test_recovers_known_groups(api, stack, corpus, method, params):
     assert done["error"] is None
 
     execution = api.get(f"/v1/clusters/{cluster_id}/executions/{run_id}").json()
-    assert execution["status"] == "COMPLETED" and execution["num_points"] == len(X)
+    assert execution["status"] == "completed" and execution["num_points"] == len(X)
     assert sum(c["num_members"] for c in execution["centroids"]) == len(X)
     assert execution["metrics"]["silhouette_score"] > 0.1
     assert execution["metrics"]["davies_bouldin_index"] is not None
@@ -162,7 +162,7 @@ def test_same_seed_gives_same_assignments_and_3d_layout(api, stack, corpus):
     assert all(m["z"] is not None for m in page["members"])
 
     listing = api.post(f"/v1/clusters/{cluster_id}/executions/list", json={"status": ["COMPLETED"]}).json()
-    assert listing["total_count"] == 2 and listing["stats"]["executions_by_status"] == {"COMPLETED": 2}
+    assert listing["total_count"] == 2 and listing["stats"]["executions_by_status"] == {"completed": 2}
     assert listing["stats"]["total_documents_clustered"] == 2 * len(X)
 
 
@@ -189,7 +189,7 @@ def test_impossible_parameters_end_failed_with_the_reason(api, stack, corpus):
     assert done["status"] == "FAILED"
     assert "5000" in done["error"] and done["additional_data"]["error"] == done["error"]
     execution = api.get(f"/v1/clusters/{cluster_id}/executions/{task['additional_data']['run_id']}").json()
-    assert execution["status"] == "FAILED" and execution["error_message"] == done["error"]
+    assert execution["status"] == "failed" and execution["error_message"] == done["error"]
     # A run without results is a bad state for its data: 400, not 404 or 500.
     r = api.post(f"/v1/clusters/{cluster_id}/executions/{task['additional_data']['run_id']}/data", json={})
     assert r.status_code == 400 and r.json()["error"]["code"] == "results_not_ready"

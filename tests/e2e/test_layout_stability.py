@@ -124,7 +124,7 @@ def test_runs_keep_the_maps_shape_and_report_what_they_applied(api, stack, grid)
         if deferred["layout_stability_applied"] is not None:
             break
         time.sleep(0.5)
-    assert deferred["status"] == "COMPLETED" and deferred["layout_stability_applied"] == "align"
+    assert deferred["status"] == "completed" and deferred["layout_stability_applied"] == "align"
     assert deferred["layout_stability_reason"] == f"aligned to run {placed['run_id']} on 495 shared documents"
     task = api.get(f"/v1/tasks/{task['task_id']}").json()
     assert task["status"] == "COMPLETED" and task["additional_data"]["layout_stability_applied"] == "align"

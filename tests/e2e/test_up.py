@@ -133,7 +133,7 @@ def test_up_serves_a_round_restarts_a_dead_service_and_leaves_nothing_after_sigi
         executed = up.cli(key, namespace, "execute", "topics", "--wait", "--wait-timeout", "240")
         assert "completed: 4 clusters" in executed, executed
         result = json.loads(up.cli(key, namespace, "results", "topics", "--json"))
-        assert result["status"] == "COMPLETED" and result["num_points"] == 200
+        assert result["status"] == "completed" and result["num_points"] == 200
         assert sorted(c["num_members"] for c in result["centroids"]) == [50, 50, 50, 50]
 
         # Ctrl-C: everything stops, nothing is left.

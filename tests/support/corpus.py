@@ -7,6 +7,17 @@ import httpx
 import numpy as np
 
 
+def separated_groups(groups: int, per_group: int, dim: int, seed: int,
+                     scale: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors around `groups` random directions, as sentence embeddings look."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(groups, dim))
+    truth = np.repeat(np.arange(groups), per_group)
+    X = centers[truth] + rng.normal(scale=scale, size=(len(truth), dim))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X.astype(np.float32), truth
+
+
 def grouped_vectors(groups: int, per_group: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The vectors `make_collection` uploads (document `doc_{i:05d}` is row i) and their groups."""
     rng = np.random.default_rng(seed)

@@ -1111,9 +1111,21 @@ def test_normalized_filters_round_trip():
 
 def test_condition_shaped_item_with_a_stray_key_is_an_error_not_shorthand():
     message = rejection(
-        LogicalOperator, {"AND": [{"field": "a", "value": 1, "case_sensitive": True}]}
+        LogicalOperator, {"AND": [{"field": "a", "value": 1, "casesensitive": True}]}
     )
-    assert "case_sensitive" in message and "Extra inputs are not permitted" in message
+    assert "casesensitive" in message and "Extra inputs are not permitted" in message
+
+
+def test_a_condition_keeps_the_case_sensitive_the_hosted_sdk_sends():
+    # The SDK sends it on every condition; it is kept through a dump (stored filters)
+    # and stays out of the published schema, which is the reference's.
+    raw = {"AND": [{"field": "a", "operator": "eq", "value": "X", "case_sensitive": True}], "case_sensitive": False}
+    logical = LogicalOperator.model_validate(raw)
+    assert logical.AND[0].case_sensitive is True
+    again = LogicalOperator.model_validate(logical.model_dump(mode="json"))
+    assert again.AND[0].case_sensitive is True
+    assert "case_sensitive" not in model_schema(FilterCondition)["properties"]
+    assert "case_sensitive" in rejection(FilterCondition, {"field": "a", "value": 1, "case_sensitive": "yes"})
 
 
 @pytest.mark.parametrize(

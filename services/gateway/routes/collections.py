@@ -17,14 +17,18 @@ from clusterflow.storage import artifact_key
 from contracts.api import ErrorResponse, TaskResponse, TaskStatusEnum, TaskType
 from contracts.events import IMPORT_MODE, ImportRequested, new_import_id, new_task_id
 from contracts.resources import (
+    BYOUpsertRequest,
+    BYOUpsertResponse,
     Collection,
     CreateCollectionRequest,
     Document,
+    DocumentIn,
     DocumentPage,
     ImportDocumentsRequest,
     Pagination,
     UpsertDocumentsRequest,
     UpsertDocumentsResponse,
+    unknown_keys,
 )
 from contracts.topics import IMPORT_REQUESTED
 from services.gateway.deps import CallerDep, GatewayDep, NamespaceDep
@@ -50,7 +54,7 @@ async def list_collections(gw: GatewayDep, ns: NamespaceDep, limit: int = Query(
                            offset: int = Query(0, ge=0)) -> dict:
     rows, total = await gw.repo.list_collections(ns, limit, offset)
     return {"results": [Collection.model_validate(r) for r in rows],
-            "pagination": Pagination(limit=limit, offset=offset, total=total)}
+            "pagination": Pagination.of(limit, offset, total)}
 
 
 @router.get("/{collection_id}", response_model=Collection)
@@ -88,7 +92,7 @@ async def list_documents(collection_id: str, gw: GatewayDep, ns: NamespaceDep,
         raise not_found("collection", collection_id)
     rows, total = await gw.repo.list_documents(collection["collection_id"], limit, offset)
     return DocumentPage(results=[Document.model_validate(r) for r in rows],
-                        pagination=Pagination(limit=limit, offset=offset, total=total))
+                        pagination=Pagination.of(limit, offset, total))
 
 
 @router.get("/{collection_id}/documents/{document_id}", response_model=Document)
@@ -236,3 +240,34 @@ def _check_upload(path: str, embeddings: dict[str, int], id_column: str, mapping
     except (pa.ArrowInvalid, OSError) as exc:
         raise ImportFileError(f"it is not a readable parquet file ({exc})") from exc
     plan_columns(schema, embeddings, id_column=id_column, embedding_columns=mapping, payload_columns=payload_columns)
+
+
+# --- the hosted SDK's bring-your-own documents ---------------------------------------------
+
+namespaces_router = APIRouter(prefix="/v1/namespaces", tags=["Collections"])
+
+
+@namespaces_router.post("/{namespace_id}/documents/upsert", response_model=BYOUpsertResponse,
+                        responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
+async def upsert_byo_documents(namespace_id: str, body: BYOUpsertRequest, gw: GatewayDep,
+                               ns: NamespaceDep) -> BYOUpsertResponse:
+    """The hosted SDK's `upsert_documents_byo_namespaces`: the same batch upsert as
+    `POST /v1/collections/{id}/documents`, with `vectors` for `embeddings`. The path's
+    namespace must be the request's (another one is a 404, as for any resource)."""
+    if namespace_id != ns:
+        raise not_found("namespace", namespace_id)
+    if body.collection_id is None:
+        found, total = await gw.repo.list_collections(ns, limit=2, offset=0)
+        if total != 1:
+            raise bad_request(f"collection_id is required: namespace {ns!r} has {total} collections",
+                              code="collection_id_required")
+        collection_id = found[0]["collection_id"]
+    else:
+        collection_id = body.collection_id
+    docs = UpsertDocumentsRequest(documents=[
+        DocumentIn(document_id=d.document_id, embeddings=d.vectors,
+                   payload={**d.payload, **({"metadata": d.metadata} if d.metadata is not None else {})})
+        for d in body.documents])
+    done = await upsert_documents(collection_id, docs, gw, ns)
+    return BYOUpsertResponse(inserted=done.upserted, document_ids=[d.document_id for d in body.documents],
+                             collection_id=done.collection_id, warnings=unknown_keys(body))

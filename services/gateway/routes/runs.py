@@ -1,6 +1,7 @@
 """Executing a cluster, and reading runs back: tasks, executions and their data."""
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import polars as pl
@@ -14,6 +15,7 @@ from clusterflow.storage import artifact_key
 from clusterflow.messaging import report_status
 from clusterflow.runs import source_problem
 from contracts.api import (
+    COMPLETED_STATUSES,
     MIN_COMPOSITE_SOURCES,
     TERMINAL_STATUSES,
     DynamicValue,
@@ -21,6 +23,7 @@ from contracts.api import (
     ExecuteClusterByIdRequest,
     ExecutionMode,
     FilterCondition,
+    FilterOperator,
     TaskResponse,
     TaskStatusEnum,
     TaskType,
@@ -34,8 +37,19 @@ from contracts.events import (
     new_task_id,
 )
 from contracts.resources import (
+    EXECUTION_STATUS,
     CentroidData,
     ClusterExecutionResult,
+    ClusterGroupsResponse,
+    ExecutionMetrics,
+    ExportFormat,
+    KillTaskResponse,
+    ListTasksRequest,
+    PatchExecutionLabelsResponse,
+    PatchExecutionLabelsRequest,
+    PatchExecutionRunNameRequest,
+    PatchExecutionRunNameResponse,
+    TaskList,
     ExecutionData,
     ExecutionDataRequest,
     ExecutionList,
@@ -44,12 +58,19 @@ from contracts.resources import (
     Pagination,
     Visualization,
     VisualizationPoint,
+    unknown_keys,
 )
 from contracts.topics import EXECUTION_REQUESTED, LAYOUT_COMPUTE
-from services.gateway.deps import CallerDep, GatewayDep, NamespaceDep
-from services.gateway.errors import ApiError, bad_request, not_found
+from services.gateway.deps import CallerDep, GatewayDep, NamespaceDep, PageDep
+from services.gateway.errors import bad_request, not_found
 from services.gateway.queueing import enqueue
-from services.gateway.validation import check_filters
+from services.gateway.validation import (
+    check_filters,
+    check_supported,
+    eq_matches,
+    llm_labeling_fields,
+    parse_filters,
+)
 
 router = APIRouter(tags=["Clusters"])
 tasks_router = APIRouter(prefix="/v1/tasks", tags=["Tasks"])
@@ -76,6 +97,7 @@ async def execute_clustering(
     caller's namespace, all of one embedding dimension. Otherwise: 400, naming the run.
     """
     options = body or ExecuteClusterByIdRequest()
+    check_supported(llm_labeling_fields(options.llm_labeling))
     cluster = await gw.repo.get_cluster(ns, cluster_id)
     if cluster is None:
         raise not_found("cluster", cluster_id)
@@ -211,21 +233,65 @@ async def _cluster_or_404(gw, ns: str, cluster_id: str) -> dict:
 
 
 def execution_result(row: dict[str, Any]) -> ClusterExecutionResult:
+    """A run as the hosted SDK reads it: lowercase status, integer counts, the label
+    overrides applied to the centroids, the partition's shape, and the input
+    reconciliation (how many documents the selection matched, how many vectors were
+    read, how many points were clustered, and why they differ)."""
     details = row.get("details") or {}
-    return ClusterExecutionResult.model_validate(
-        {**row, "centroids": row.get("centroids") or [], "llm_labeling_errors": row.get("llm_labeling_errors") or [],
-         **{k: details.get(k) for k in (LAYOUT_STABILITY_APPLIED, LAYOUT_STABILITY_REASON)}}
-    )
+    overrides = row.get("label_overrides") or {}
+    centroids = [{**c, "label": overrides.get(c["cluster_id"], c.get("label"))} for c in row.get("centroids") or []]
+    errors = row.get("llm_labeling_errors") or []
+    num_points = row.get("num_points") or 0
+    metrics = None
+    if row.get("metrics") is not None or centroids:
+        metrics = ExecutionMetrics.of(row.get("metrics") or {}, centroids, row.get("noise_count"), num_points)
+    return ClusterExecutionResult.model_validate({
+        **row,
+        "status": EXECUTION_STATUS.get(row["status"], "processing"),
+        "task_status": row["status"],
+        "num_clusters": row.get("num_clusters") or 0,
+        "num_points": num_points,
+        "centroids": centroids,
+        "metrics": metrics,
+        "llm_labeling_errors": [_error_line(e) for e in errors],
+        "llm_labeling_error_details": [e for e in errors if isinstance(e, dict)],
+        "label_overrides": overrides,
+        "error_traceback": details.get("error_traceback"),
+        **{k: details.get(k) for k in (LAYOUT_STABILITY_APPLIED, LAYOUT_STABILITY_REASON)},
+        **_reconciliation(row, num_points),
+    })
 
 
-@router.get("/v1/clusters/{cluster_id}/executions", response_model=ClusterExecutionResult)
-async def latest_execution(cluster_id: str, gw: GatewayDep, ns: NamespaceDep) -> ClusterExecutionResult:
+def _error_line(error: Any) -> str:
+    if not isinstance(error, dict):
+        return str(error)
+    where = error.get("cluster_id")
+    return f"{where}: {error.get('error')}" if where else str(error.get("error", error))
+
+
+def _reconciliation(row: dict[str, Any], clustered: int) -> dict[str, Any]:
+    sampling = row.get("sampling")
+    if not sampling or row.get("status") not in COMPLETED_STATUSES:
+        return {}
+    matched, read = sampling["matched"], sampling["sampled"]
+    reasons = []
+    if read < matched:
+        reasons.append(f"sampled {read} of the {matched} matching documents"
+                       + (f" ({sampling['reason']})" if sampling.get("reason") else ""))
+    if clustered != read:
+        reasons.append(f"{read - clustered} vectors read were not clustered")
+    return {"source_documents": matched, "vectors_retrieved": read, "vectors_clustered": clustered,
+            "index_gap": matched - read, "pipeline_drop": read - clustered,
+            # A gap a sample explains is what the run asked for; any other is not.
+            "input_reconciliation_ok": clustered == read, "input_reconciliation_reasons": reasons}
+
+
+@router.get("/v1/clusters/{cluster_id}/executions", response_model=ClusterExecutionResult | None)
+async def latest_execution(cluster_id: str, gw: GatewayDep, ns: NamespaceDep) -> ClusterExecutionResult | None:
+    """The cluster's latest run; null (200) for a cluster never executed, as the hosted API answers."""
     cluster = await _cluster_or_404(gw, ns, cluster_id)
     row = await gw.repo.get_execution(ns, cluster["cluster_id"], None)
-    if row is None:
-        raise ApiError(404, "This cluster has no executions yet; POST /v1/clusters/{id}/execute starts one",
-                       details={"resource": "execution", "cluster_id": cluster["cluster_id"]})
-    return execution_result(row)
+    return execution_result(row) if row is not None else None
 
 
 @router.get("/v1/clusters/{cluster_id}/executions/{run_id}", response_model=ClusterExecutionResult)
@@ -238,16 +304,20 @@ async def get_execution(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namesp
 
 
 @router.post("/v1/clusters/{cluster_id}/executions/list", response_model=ExecutionList)
-async def list_executions(cluster_id: str, gw: GatewayDep, ns: NamespaceDep,
-                          body: ListExecutionsRequest | None = None,
-                          limit: int = Query(20, ge=1, le=1000), offset: int = Query(0, ge=0)) -> ExecutionList:
+async def list_executions(cluster_id: str, gw: GatewayDep, ns: NamespaceDep, page: PageDep,
+                          body: ListExecutionsRequest | None = None) -> ExecutionList:
+    """Filter by `status` (either spelling), dates, counts and silhouette, or by the
+    SDK's `filters` (an AND of eq/in conditions on status or mode)."""
     cluster = await _cluster_or_404(gw, ns, cluster_id)
     body = body or ListExecutionsRequest()
     if body.sort.field not in {"created_at", "completed_at", "num_clusters", "num_points"}:
         raise bad_request(f"cannot sort executions by {body.sort.field!r}", code="invalid_sort")
     where = []
     if body.status:
-        where.append(executions.c.status.in_([s.value for s in body.status]))
+        where.append(executions.c.status.in_(_task_statuses(body.status)))
+    for field, values in _execution_filters(body.filters).items():
+        column = executions.c[field]
+        where.append(column.in_(_task_statuses(values) if field == "status" else values))
     if body.created_after:
         where.append(executions.c.created_at >= body.created_after)
     if body.created_before:
@@ -260,11 +330,30 @@ async def list_executions(cluster_id: str, gw: GatewayDep, ns: NamespaceDep,
         where.append(executions.c.metrics["silhouette_score"].as_float() >= body.min_silhouette_score)
     rows, total, stats = await gw.repo.list_executions(
         ns, cluster["cluster_id"], where=where, descending=body.sort.direction == "desc",
-        sort_field=body.sort.field, limit=limit, offset=offset,
+        sort_field=body.sort.field, limit=page.limit, offset=page.offset,
     )
+    by_status: dict[str, int] = {}
+    for status, n in stats["executions_by_status"].items():
+        key = EXECUTION_STATUS.get(status, status.lower())
+        by_status[key] = by_status.get(key, 0) + n
+    stats = {**stats, "executions_by_status": by_status}
     return ExecutionList(results=[execution_result(r) for r in rows],
-                         pagination=Pagination(limit=limit, offset=offset, total=total),
-                         total_count=total, stats=stats)
+                         pagination=Pagination.of(page.limit, page.offset, total),
+                         total_count=total, stats=stats, warnings=unknown_keys(body))
+
+
+def _task_statuses(values: list[Any]) -> list[str]:
+    """UPPERCASE task statuses for statuses given either way (lowercase ones stand for
+    every task status they cover)."""
+    wanted = {str(v) for v in values}
+    return sorted({s for s, lower in EXECUTION_STATUS.items() if s in wanted or lower in wanted})
+
+
+def _execution_filters(filters: dict[str, Any] | None) -> dict[str, list[str]]:
+    if not filters:
+        return {}
+    return eq_matches(parse_filters(filters), {"status", "mode"}, {FilterOperator.eq, FilterOperator.in_},
+                      "execution lists")
 
 
 async def run_with_results(gw, ns: str, cluster_id: str, run_id: str) -> tuple[dict, dict, dict]:
@@ -325,7 +414,7 @@ def _read_data(store, row: dict, artifacts: dict, body: ExecutionDataRequest) ->
         if artifacts.get("coords_key") or store.exists(coords_key):
             page = page.join(store.get_parquet(coords_key), on="document_id", how="left")
         result.members = [MemberData.model_validate(r) for r in page.iter_rows(named=True)]
-        result.pagination = Pagination(limit=body.limit, offset=body.offset, total=total)
+        result.pagination = Pagination.of(body.limit, body.offset, total)
     return result
 
 
@@ -387,7 +476,7 @@ async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namesp
                 response.headers["Retry-After"] = str(int(LAYOUT_POLL_S))
             return Visualization(
                 run_id=run_id, cluster_id=cluster["cluster_id"], n_components=n_components,
-                computed_now=state.claimed, points=[], pagination=Pagination(limit=limit, offset=offset, total=0),
+                computed_now=state.claimed, points=[], pagination=Pagination.of(limit, offset, 0),
                 status="failed" if failed else "computing", error=state.error,
                 retry_after_s=None if failed else LAYOUT_POLL_S)
     labels = {c["cluster_id"]: c.get("label") for c in row.get("centroids") or []}
@@ -397,7 +486,7 @@ async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namesp
         run_id=run_id, cluster_id=cluster["cluster_id"], n_components=3 if "z" in frame.columns else 2,
         computed_now=False,
         points=[VisualizationPoint(**r, label=labels.get(r["cluster_id"])) for r in frame.iter_rows(named=True)],
-        pagination=Pagination(limit=limit, offset=offset, total=total),
+        pagination=Pagination.of(limit, offset, total),
     )
 
 
@@ -447,10 +536,172 @@ async def cancel_execution(cluster_id: str, run_id: str, gw: GatewayDep, ns: Nam
     return await _cancel(gw, ns, {**row, "namespace": ns}, finished_ok=False)
 
 
-@tasks_router.delete("/{task_id}", response_model=TaskResponse)
-async def kill_task(task_id: str, gw: GatewayDep, ns: NamespaceDep) -> TaskResponse:
+@tasks_router.delete("/{task_id}", response_model=KillTaskResponse)
+async def kill_task(task_id: str, gw: GatewayDep, ns: NamespaceDep) -> KillTaskResponse:
     """Idempotent for a task already canceled; a task that completed or failed is a 400."""
     row = await gw.repo.get_task(ns, task_id)
     if row is None:
         raise not_found("task", task_id)
-    return await _cancel(gw, ns, row, finished_ok=True)
+    task = await _cancel(gw, ns, row, finished_ok=True)
+    return KillTaskResponse(**task.model_dump(), success=True, message=f"task {task_id} canceled")
+
+
+# --- the hosted SDK's other run routes --------------------------------------------------
+
+@tasks_router.post("/list", response_model=TaskList)
+async def list_tasks(gw: GatewayDep, ns: NamespaceDep, page: PageDep,
+                     body: ListTasksRequest | None = None) -> TaskList:
+    """The namespace's tasks (newest first unless `sort` says otherwise); by `status` and `task_type`."""
+    body = body or ListTasksRequest()
+    if body.sort.field not in ("created_at", "updated_at"):
+        raise bad_request(f"cannot sort tasks by {body.sort.field!r}; use created_at or updated_at",
+                          code="invalid_sort")
+    rows, total = await gw.repo.list_tasks(ns, statuses=[body.status.value] if body.status else None,
+                                           task_type=body.task_type, sort_field=body.sort.field,
+                                           descending=body.sort.direction == "desc", limit=page.limit,
+                                           offset=page.offset)
+    return TaskList(results=[task_response(r) for r in rows], pagination=Pagination.of(page.limit, page.offset, total),
+                    warnings=unknown_keys(body))
+
+
+async def _latest_completed(gw, ns: str, cluster_id: str, run_id: str | None) -> tuple[dict, dict | None]:
+    cluster = await _cluster_or_404(gw, ns, cluster_id)
+    if run_id is not None:
+        row = await gw.repo.get_execution(ns, cluster["cluster_id"], run_id)
+        if row is None:
+            raise not_found("execution", run_id)
+        return cluster, row
+    return cluster, await gw.repo.latest_completed_full_run(ns, cluster["cluster_id"])
+
+
+@router.get("/v1/clusters/{cluster_id}/groups", response_model=ClusterGroupsResponse)
+async def cluster_groups(cluster_id: str, gw: GatewayDep, ns: NamespaceDep) -> ClusterGroupsResponse:
+    """The groups (clusters, noise excluded) of the latest completed full run, with their labels."""
+    cluster, row = await _latest_completed(gw, ns, cluster_id, None)
+    if row is None:
+        return ClusterGroupsResponse(cluster_id=cluster["cluster_id"], total_groups=0, total_documents=0, groups=[])
+    result = execution_result(row)
+    groups = [{"cluster_id": c.cluster_id, "label": c.label, "summary": c.summary, "keywords": c.keywords,
+               "member_count": c.num_members} for c in result.centroids if c.cluster_id != "cl_-1"]
+    return ClusterGroupsResponse(cluster_id=cluster["cluster_id"], run_id=row["run_id"], total_groups=len(groups),
+                                 total_documents=result.num_points, groups=groups)
+
+
+@router.get("/v1/clusters/{cluster_id}/visualization", responses={202: {"model": Visualization}},
+            response_model=dict[str, Any])
+async def cluster_visualization(
+    cluster_id: str, gw: GatewayDep, ns: NamespaceDep, response: Response,
+    run_id: str | None = Query(None, max_length=64, description="A run of the cluster (default: the latest "
+                               "completed full run)."),
+    max_points: int = Query(10_000, ge=1, le=100_000),
+    compact: bool = Query(False, description="Points as [x, y(, z), cluster_id, document_id] arrays."),
+    centroids_only: bool = Query(False, description="Only the clusters: their mean position and size."),
+) -> dict[str, Any]:
+    """The layout of a cluster's run, as the hosted API's cluster-level visualization:
+    the points (up to `max_points`), or only the clusters' centres. A deferred layout
+    not computed yet is answered 202 as `.../executions/{run_id}/visualization` does."""
+    cluster, row = await _latest_completed(gw, ns, cluster_id, run_id)
+    if row is None:
+        raise bad_request(f"cluster {cluster['cluster_id']} has no completed run to show yet",
+                          code="results_not_ready")
+    view = await visualization(cluster["cluster_id"], row["run_id"], gw, ns, response, offset=0,
+                               limit=max_points)
+    body = view.model_dump(mode="json")
+    labels = {c["cluster_id"]: c for c in execution_result(row).model_dump(mode="json")["centroids"]}
+    if view.status == "ready" and centroids_only:
+        body["centroids"] = await run_in_threadpool(_centroid_positions, gw.store, row, labels)
+        body["points"] = []
+    elif compact:
+        axes = ["x", "y", "z"][: view.n_components]
+        body["points"] = [[p[a] for a in axes] + [p["cluster_id"], p["document_id"]] for p in body["points"]]
+        body["point_fields"] = [*axes, "cluster_id", "document_id"]
+    return body
+
+
+def _centroid_positions(store, row: dict, labels: dict[str, dict]) -> list[dict[str, Any]]:
+    """Each cluster's mean layout position over all its members (a group-by of the
+    stored coordinates; the layout itself is the clusterer's)."""
+    artifacts = row["artifacts"]
+    members = store.get_parquet(artifacts["members_key"], columns=["document_id", "cluster_id"])
+    coords = store.get_parquet(_coords_key(row, artifacts))
+    axes = [a for a in ("x", "y", "z") if a in coords.columns]
+    frame = members.join(coords, on="document_id").group_by("cluster_id").agg(
+        pl.len().alias("num_members"), *[pl.col(a).mean() for a in axes]).sort("cluster_id")
+    return [{**r, "label": labels.get(r["cluster_id"], {}).get("label")} for r in frame.iter_rows(named=True)]
+
+
+EXPORT_URL_SECONDS = 3600
+
+
+@router.get("/v1/clusters/{cluster_id}/executions/{run_id}/export", response_model=None,
+            responses={200: {"content": {"text/csv": {}, "application/json": {}}}})
+async def export_execution(cluster_id: str, run_id: str, gw: GatewayDep, ns: NamespaceDep,
+                           format: ExportFormat = Query("parquet"),
+                           cluster_label: str | None = Query(None, max_length=256,
+                                                             description="Only the members of clusters with this label."),
+                           ) -> Any:
+    """A run's members with their cluster, label and layout position: `csv` in the
+    answer, or `parquet` written once to the run's S3 prefix and answered as a
+    presigned URL (valid EXPORT_URL_SECONDS)."""
+    _, row, artifacts = await run_with_results(gw, ns, cluster_id, run_id)
+    labels = {c.cluster_id: c.label for c in execution_result(row).centroids}
+    if cluster_label is not None and cluster_label not in labels.values():
+        raise bad_request(f"no cluster of run {run_id} has the label {cluster_label!r}", code="unknown_label")
+    frame = await run_in_threadpool(_export_frame, gw.store, row, artifacts, labels, cluster_label)
+    if format == "csv":
+        text = await run_in_threadpool(frame.write_csv)
+        return Response(content=text, media_type="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="{row["run_id"]}.csv"'})
+    key = artifact_key(ns, row["cluster_id"], row["run_id"], "export" if cluster_label is None else
+                       f"export-{hashlib.sha256(cluster_label.encode()).hexdigest()[:16]}")
+    await run_in_threadpool(gw.store.put_parquet, key, frame)
+    url = await run_in_threadpool(gw.store.presigned_url, key, EXPORT_URL_SECONDS)
+    return {"run_id": row["run_id"], "cluster_id": row["cluster_id"], "format": "parquet", "url": url,
+            "download_url": url, "s3_key": key, "expires_in_seconds": EXPORT_URL_SECONDS, "rows": frame.height}
+
+
+def _export_frame(store, row: dict, artifacts: dict, labels: dict[str, str | None],
+                  cluster_label: str | None) -> pl.DataFrame:
+    members = store.get_parquet(artifacts["members_key"])
+    keep = [c for c in ("document_id", "cluster_id", "distance_to_centroid") if c in members.columns]
+    frame = members.select(keep).with_columns(
+        pl.col("cluster_id").replace_strict(labels, default=None, return_dtype=pl.String).alias("label"))
+    coords_key = _coords_key(row, artifacts)
+    if artifacts.get("coords_key") or store.exists(coords_key):
+        frame = frame.join(store.get_parquet(coords_key), on="document_id", how="left")
+    if cluster_label is not None:
+        frame = frame.filter(pl.col("label") == cluster_label)
+    return frame
+
+
+async def _run_of(gw, ns: str, cluster_id: str, run_id: str) -> tuple[dict, dict]:
+    cluster = await _cluster_or_404(gw, ns, cluster_id)
+    row = await gw.repo.get_execution(ns, cluster["cluster_id"], run_id)
+    if row is None:
+        raise not_found("execution", run_id)
+    return cluster, row
+
+
+@router.patch("/v1/clusters/{cluster_id}/executions/{run_id}/labels", response_model=PatchExecutionLabelsResponse)
+async def patch_execution_labels(cluster_id: str, run_id: str, body: PatchExecutionLabelsRequest, gw: GatewayDep,
+                                 ns: NamespaceDep) -> PatchExecutionLabelsResponse:
+    """Override clusters' labels of one run (merged into earlier overrides); reads of
+    the run show them in place of the labeler's."""
+    cluster, row = await _run_of(gw, ns, cluster_id, run_id)
+    known = {c["cluster_id"] for c in row.get("centroids") or []}
+    unknown = sorted(set(body.labels) - known)
+    if unknown:
+        raise bad_request(f"run {run_id} has no cluster {unknown[0]} (its clusters: {sorted(known)})",
+                          code="unknown_cluster", cluster_ids=unknown)
+    saved = await gw.repo.annotate_run(ns, cluster["cluster_id"], row["run_id"], labels=body.labels)
+    return PatchExecutionLabelsResponse(cluster_id=cluster["cluster_id"], run_id=row["run_id"],
+                                        label_overrides=saved["label_overrides"])
+
+
+@router.patch("/v1/clusters/{cluster_id}/executions/{run_id}/name", response_model=PatchExecutionRunNameResponse)
+async def patch_execution_run_name(cluster_id: str, run_id: str, body: PatchExecutionRunNameRequest,
+                                   gw: GatewayDep, ns: NamespaceDep) -> PatchExecutionRunNameResponse:
+    cluster, row = await _run_of(gw, ns, cluster_id, run_id)
+    saved = await gw.repo.annotate_run(ns, cluster["cluster_id"], row["run_id"], run_name=body.run_name)
+    return PatchExecutionRunNameResponse(cluster_id=cluster["cluster_id"], run_id=row["run_id"],
+                                         run_name=saved["run_name"])
