@@ -658,7 +658,9 @@ def results(
         raise fail(f"cluster {cluster_id} has no runs yet: clusterflow execute {cluster_id}")
     if as_json:
         return print_json(execution)
-    status = execution["status"]
+    # The task's status (UPPERCASE, as `task` and `execute` print it); `status` is the
+    # hosted SDK's lowercase execution status.
+    status = execution.get("task_status") or execution["status"].upper()
     points = execution.get("num_points")
     out.print(f"[bold]run {execution['run_id']}[/] of {execution['cluster_id']}: {status}"
               + (f", {execution.get('clustering_method')}" if execution.get("clustering_method") else "")

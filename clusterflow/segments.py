@@ -340,12 +340,15 @@ def _is_not_found(exc: Exception) -> bool:
 def _decode_into_cache(ref: SegmentRef, dimension: int, parquet_path: str, stem: Path) -> None:
     """A downloaded segment file -> `<stem>.f32` + `<stem>.ids`, checked against what the
     manifest says of it; written under temporary names and renamed, so a reader never
-    sees half an entry."""
+    sees half an entry. The temporary names are this process's and thread's own: the
+    cache directory may be shared by processes on one host (two Ray nodes on one
+    machine), and two of them decoding one segment must not rename each other's files."""
+    tag = f"{os.getpid()}.{threading.get_ident()}"
+    f32_tmp, ids_tmp = stem.parent / f"{stem.name}.f32.{tag}.tmp", stem.parent / f"{stem.name}.ids.{tag}.tmp"
     try:
         source = pq.ParquetFile(parquet_path)
         if source.metadata.num_rows != ref.num_rows:
             raise ValueError(f"it has {source.metadata.num_rows} rows, the manifest says {ref.num_rows}")
-        f32_tmp, ids_tmp = stem.with_suffix(".f32.tmp"), stem.with_suffix(".ids.tmp")
         ids = []
         with open(f32_tmp, "wb") as out:
             for group in range(source.num_row_groups):
@@ -365,9 +368,9 @@ def _decode_into_cache(ref: SegmentRef, dimension: int, parquet_path: str, stem:
         # Arrow's allocator keeps what the row groups used unless told (datasets.read_dataset).
         pa.default_memory_pool().release_unused()
     except (OSError, ValueError, pa.ArrowException) as exc:
-        for suffix in (".f32.tmp", ".ids.tmp"):
+        for path in (f32_tmp, ids_tmp):
             try:
-                stem.with_suffix(suffix).unlink()
+                path.unlink()
             except FileNotFoundError:
                 pass
         raise SegmentUnavailable(ref.key, f"it is corrupt or not a segment ({exc})") from exc

@@ -48,8 +48,10 @@ __all__ = [
     "COMPLETED_STATUSES",
     "DEFAULT_HIERARCHY_DEPTH",
     "HierarchyDepth",
+    "LayoutStabilityApplied",
     "NOISE_CLUSTER_ID",
     "NOISE_LABEL",
+    "applied_as",
     "cluster_key",
     "parse_cluster_key",
     "MAX_FILTER_DEPTH",
@@ -130,6 +132,21 @@ class LayoutStability(_StrEnum):
     align = "align"  # the new layout registered onto the previous run's (similarity transform)
     transform = "transform"  # the previous run's fitted projection reused when compatible
     none = "none"  # a fresh layout every run
+
+
+class LayoutStabilityApplied(_StrEnum):
+    """What a run reports it did (`layout_stability_applied`): the hosted SDK's names,
+    which say "aligned" where the setting says "align"."""
+
+    aligned = "aligned"
+    transform = "transform"
+    none = "none"
+
+
+def applied_as(setting: LayoutStability | str) -> LayoutStabilityApplied:
+    """The reported name of an applied setting."""
+    setting = LayoutStability(setting)
+    return LayoutStabilityApplied.aligned if setting is LayoutStability.align else LayoutStabilityApplied(setting.value)
 
 
 class TaskType(_StrEnum):

@@ -12,6 +12,7 @@ from contracts.api import (
     DEFAULT_HIERARCHY_DEPTH,
     HierarchyDepth,
     LayoutStability,
+    LayoutStabilityApplied,
     LLMLabeling,
     LogicalOperator,
     TaskResponse,
@@ -491,8 +492,8 @@ class ClusterExecutionResult(BaseModel):
     lineage: Lineage | None = Field(
         default=None, description="mode=full: this run's clusters matched to the previous completed full run's "
         "(continued, split, merged, new, dissolved); centroids carry the stable ids.")
-    layout_stability_applied: LayoutStability | None = Field(
-        default=None, description="What kept this run's map in the previous run's shape: align, transform, or "
+    layout_stability_applied: LayoutStabilityApplied | None = Field(
+        default=None, description="What kept this run's map in the previous run's shape: aligned, transform, or "
         "none (a fresh layout); null while the run has no layout (deferred and not yet computed).")
     layout_stability_reason: str | None = Field(
         default=None, description="Why: the run aligned to and on how many shared documents, or why the asked "

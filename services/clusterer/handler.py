@@ -44,7 +44,7 @@ from clusterflow.runs import real_centroids
 from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.segments import RunVectors, SegmentCache, SegmentLedger, SegmentUnavailable, load_manifest
 from clusterflow.storage import ObjectStore, artifact_key, run_file_key
-from contracts.api import NOISE_CLUSTER_ID, ExecutionMode, LayoutStability, TaskStatusEnum
+from contracts.api import NOISE_CLUSTER_ID, ExecutionMode, LayoutStability, TaskStatusEnum, applied_as
 from contracts.events import (
     DEFERRED_LAYOUT_STAGE,
     LAYOUT_STABILITY_APPLIED,
@@ -455,7 +455,7 @@ class Clusterer:
         into the completed run, see DEFERRED_LAYOUT_STAGE)."""
         await report_status(self.publisher, command, service=SERVICE, status=TaskStatusEnum.COMPLETED,
                             stage=DEFERRED_LAYOUT_STAGE, message=f"layout: {stabilized.reason}",
-                            details={LAYOUT_STABILITY_APPLIED: stabilized.applied.value,
+                            details={LAYOUT_STABILITY_APPLIED: applied_as(stabilized.applied).value,
                                      LAYOUT_STABILITY_REASON: stabilized.reason})
 
     # ------------------------------------------------------------------ layout stability

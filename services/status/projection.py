@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from contracts.api import COMPLETED_STATUSES, TERMINAL_STATUSES, TaskStatusEnum
+from contracts.api import COMPLETED_STATUSES, TERMINAL_STATUSES, TaskStatusEnum, applied_as
 from contracts.events import (
     DEFERRED_LAYOUT_STAGE,
     LAYOUT_STABILITY_APPLIED,
@@ -168,7 +168,7 @@ def _clustered(run: Run, event: ExecutionClustered) -> Run:
                       "defer_visualization": event.config.defer_visualization, "seed": event.config.seed,
                       "layout_stability": event.config.layout_stability.value}
     if event.layout_stability_applied is not None:
-        run["details"].update({LAYOUT_STABILITY_APPLIED: event.layout_stability_applied.value,
+        run["details"].update({LAYOUT_STABILITY_APPLIED: applied_as(event.layout_stability_applied).value,
                                LAYOUT_STABILITY_REASON: event.layout_stability_reason})
     return _maybe_complete(run, event.occurred_at)
 

@@ -86,7 +86,7 @@ def test_runs_keep_the_maps_shape_and_report_what_they_applied(api, stack, grid)
     assert api.post(f"/v1/collections/{collection_id}/documents", json={"documents": more}).status_code == 200
     aligned, task = run(api, stack, cluster_id)
     assert aligned["num_points"] == 495
-    assert aligned["layout_stability_applied"] == "align"
+    assert aligned["layout_stability_applied"] == "aligned"
     assert aligned["layout_stability_reason"] == f"aligned to run {first['run_id']} on 450 shared documents"
     assert task["additional_data"]["layout_stability_reason"] == aligned["layout_stability_reason"]
     # ... and a run over the same documents that asks for none is laid out fresh.
@@ -104,7 +104,7 @@ def test_runs_keep_the_maps_shape_and_report_what_they_applied(api, stack, grid)
     # transform after a run that kept no projection: it aligns and says why, and keeps
     # the projection it fitted, which the next transform run reuses.
     fitted, _ = run(api, stack, cluster_id, {"layout_stability": "transform"})
-    assert fitted["layout_stability_applied"] == "align"
+    assert fitted["layout_stability_applied"] == "aligned"
     assert fitted["layout_stability_reason"].startswith(
         f"cannot transform: run {fresh['run_id']} stored no fitted projection")
     placed, _ = run(api, stack, cluster_id, {"layout_stability": "transform"})
@@ -124,7 +124,7 @@ def test_runs_keep_the_maps_shape_and_report_what_they_applied(api, stack, grid)
         if deferred["layout_stability_applied"] is not None:
             break
         time.sleep(0.5)
-    assert deferred["status"] == "completed" and deferred["layout_stability_applied"] == "align"
+    assert deferred["status"] == "completed" and deferred["layout_stability_applied"] == "aligned"
     assert deferred["layout_stability_reason"] == f"aligned to run {placed['run_id']} on 495 shared documents"
     task = api.get(f"/v1/tasks/{task['task_id']}").json()
-    assert task["status"] == "COMPLETED" and task["additional_data"]["layout_stability_applied"] == "align"
+    assert task["status"] == "COMPLETED" and task["additional_data"]["layout_stability_applied"] == "aligned"

@@ -74,7 +74,7 @@ def test_a_deferred_ray_layout_keeps_the_previous_runs_shape(ray_settings, store
     assert reports[first] == {"layout_stability_applied": "none",
                               "layout_stability_reason": "layout_stability 'none': a fresh layout"}
     assert reports[second] == {
-        "layout_stability_applied": "align",
+        "layout_stability_applied": "aligned",
         "layout_stability_reason": "cannot transform: the Ray engine lays out without keeping a projection; "
                                    f"aligned to run {first} on 3000 shared documents"}
     assert reports[third]["layout_stability_applied"] == "none"

@@ -129,10 +129,10 @@ def test_an_inline_layouts_stability_outcome_reaches_the_run_and_its_task():
     run = fold([requested(), clustered().model_copy(update={
         "layout_stability_applied": LayoutStability.align,
         "layout_stability_reason": "aligned to run run_0 on 10 shared documents"})])
-    assert run["details"]["layout_stability_applied"] == "align"
+    assert run["details"]["layout_stability_applied"] == "aligned"
     assert run["details"]["layout_stability"] == "align"  # what was asked
     extra = task_row(run)["additional_data"]
-    assert extra["layout_stability_applied"] == "align"
+    assert extra["layout_stability_applied"] == "aligned"
     assert extra["layout_stability_reason"] == "aligned to run run_0 on 10 shared documents"
     # no layout in the run (deferred): nothing applied yet
     assert "layout_stability_applied" not in task_row(fold([requested(), clustered()]))["additional_data"]
