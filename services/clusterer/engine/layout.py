@@ -62,8 +62,7 @@ def project(
     ``on_progress`` (optional) is called with the fraction done (0..1) after the fit and
     after each transformed chunk, for the run's progress events.
     """
-    if n_components not in (2, 3):
-        raise ValueError(f"vis_n_components must be 2 or 3 (got {n_components})")
+    _check_components(n_components)
     if fit_sample <= N_NEIGHBORS:
         raise ValueError(f"fit_sample must exceed {N_NEIGHBORS} (got {fit_sample})")
     X = np.ascontiguousarray(X, dtype=np.float32)
@@ -98,11 +97,15 @@ def fit_projection(
     next run. Up to `fit_sample` rows `project` fits without keeping a model (exact
     neighbours when small), so the two layouts of one input differ."""
     X = np.ascontiguousarray(X, dtype=np.float32)
-    if n_components not in (2, 3):
-        raise ValueError(f"vis_n_components must be 2 or 3 (got {n_components})")
+    _check_components(n_components)
     if X.ndim != 2 or len(X) <= N_NEIGHBORS:
         raise ValueError(f"a fitted projection needs a 2-D array of more than {N_NEIGHBORS} rows, got shape {X.shape}")
     return _landmark_layout(X, n_components, seed, min(fit_sample, len(X)), chunk_size, on_progress)
+
+
+def _check_components(n_components: int) -> None:
+    if n_components not in (2, 3):
+        raise ValueError(f"vis_n_components must be 2 or 3 (got {n_components})")
 
 
 def _landmark_layout(X: np.ndarray, n_components: int, seed: int, fit_sample: int, chunk_size: int,
