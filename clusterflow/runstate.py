@@ -1,4 +1,6 @@
-"""Workers ask the read model whether a run was canceled, at each stage boundary."""
+"""Workers ask whether a run was stopped, at each stage boundary: the read model's
+status (a cancel or the watchdog's FAILED, once projected) or the gateway's own record
+of a cancel request (at once, however far the projector lags behind)."""
 from __future__ import annotations
 
 from typing import Protocol
@@ -6,8 +8,10 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from clusterflow.db.schema import executions
-from contracts.api import TaskStatusEnum
+from clusterflow.db.schema import executions, run_requests
+from contracts.api import TERMINAL_STATUSES, TaskStatusEnum
+
+_ENDED = {s.value for s in TERMINAL_STATUSES}
 
 
 class RunCanceled(Exception):
@@ -24,7 +28,16 @@ class PostgresRunState:
 
     async def status(self, run_id: str) -> str | None:
         async with self.engine.connect() as conn:
-            return await conn.scalar(select(executions.c.status).where(executions.c.run_id == run_id))
+            row = (await conn.execute(
+                select(executions.c.status, run_requests.c.canceled_at)
+                .select_from(run_requests.outerjoin(executions, executions.c.run_id == run_requests.c.run_id))
+                .where(run_requests.c.run_id == run_id)
+            )).first()
+            if row is None:  # a run not recorded by a gateway (published on Kafka directly)
+                return await conn.scalar(select(executions.c.status).where(executions.c.run_id == run_id))
+        if row.canceled_at is not None and row.status not in _ENDED:
+            return TaskStatusEnum.CANCELED.value
+        return row.status
 
 
 # A run ended by a request (CANCELED) or by the watchdog (FAILED: no progress for too

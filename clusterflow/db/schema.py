@@ -150,6 +150,8 @@ clusters = Table(
 
 # Written by the gateway when it accepts an execute call, before it publishes the
 # event: `GET /v1/tasks/{id}` answers PENDING from here until the projector catches up.
+# `canceled_at` is the gateway's record of a cancel request: workers read it at their
+# stage boundaries, so a cancel stops the work even while the projector lags behind.
 run_requests = Table(
     "run_requests",
     metadata,
@@ -159,6 +161,7 @@ run_requests = Table(
     Column("cluster_id", String(64), nullable=False),
     Column("options", JSONB, nullable=False, server_default="{}"),
     _created(),
+    Column("canceled_at", DateTime(timezone=True), nullable=True),
 )
 
 tasks = Table(

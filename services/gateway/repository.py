@@ -265,6 +265,13 @@ class GatewayRepository:
                 ).returning(run_requests.c.created_at)
             )
 
+    async def record_cancel_request(self, run_id: str) -> None:
+        """Idempotent: the first request's time stands."""
+        async with self.engine.begin() as conn:
+            await conn.execute(update(run_requests).where(run_requests.c.run_id == run_id,
+                                                          run_requests.c.canceled_at.is_(None))
+                               .values(canceled_at=func.now()))
+
     async def forget_run_request(self, run_id: str) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(delete(run_requests).where(run_requests.c.run_id == run_id))

@@ -6,8 +6,8 @@ the task row from it (`task_row`). Events arrive from several topics, so their o
 across topics is not guaranteed; the rules make the result independent of it:
 - a terminal status (COMPLETED, COMPLETED_WITH_ERRORS, FAILED, CANCELED) is final;
 - progress never goes back;
-- a run completes when its results are in and, if LLM labeling was asked for, its
-  labels too, whichever of the two events arrives last;
+- a run completes when its request, its results and, if LLM labeling was asked for,
+  its labels are in, whichever arrives last (a completed task always shows its inputs);
 - labels that arrive after completion (the labeler's offline labels, for runs without
   LLM labeling) are merged into the finished run without changing its status;
 - a cluster that came with a label (inherited through its stable id from the previous
@@ -90,7 +90,8 @@ def _requested(run: Run, event: ExecutionRequested) -> Run:
         "overrides": event.options.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
         "requested_by": event.requested_by,
     }]
-    return run
+    # Results projected before their request completed then: they say when (`completed_at`).
+    return _maybe_complete(run, run.get("completed_at") or event.occurred_at)
 
 
 def _import_requested(run: Run, event: ImportRequested) -> Run:
@@ -197,6 +198,11 @@ def _maybe_complete(run: Run, at: datetime) -> Run:
         return run
     if run["labeling_enabled"] and run.get("labels") is None:
         run.update(stage="labeling", progress=max(run["progress"], 0.9))
+        if run["status"] == TaskStatusEnum.PENDING.value:
+            run["status"] = TaskStatusEnum.PROCESSING.value
+        return run
+    if run.get("inputs") is None:  # the request is still on its way to the projector
+        run.update(stage="finishing", progress=max(run["progress"], 0.95), completed_at=at)
         if run["status"] == TaskStatusEnum.PENDING.value:
             run["status"] = TaskStatusEnum.PROCESSING.value
         return run

@@ -71,6 +71,15 @@ def test_completion_does_not_depend_on_event_order(order):
     assert run["status"] == "COMPLETED"
     assert run["progress"] == 1.0 and run["num_clusters"] == 2
     assert run["inputs"] is not None  # the request's inputs, even when it arrived last
+    assert run["completed_at"] == at(10)  # when the results came, not when the request was projected
+
+
+def test_results_before_their_request_do_not_complete_the_task():
+    """A task is never COMPLETED without its inputs: a client that reads it at once sees them."""
+    run = fold([status(TaskStatusEnum.PROCESSING, 0.6, 5), clustered()])
+    assert run["status"] == "PROCESSING" and run["stage"] == "finishing" and task_row(run)["inputs"] is None
+    run = apply(run, requested())
+    assert run["status"] == "COMPLETED" and task_row(run)["inputs"][0]["cluster_id"] == "clust_1"
 
 
 def test_labeling_run_waits_for_labels_then_merges_them():

@@ -62,7 +62,7 @@ from contracts.resources import (
 )
 from contracts.topics import EXECUTION_REQUESTED, LAYOUT_COMPUTE
 from services.gateway.deps import CallerDep, GatewayDep, NamespaceDep, PageDep
-from services.gateway.errors import bad_request, not_found
+from services.gateway.errors import ApiError, bad_request, not_found
 from services.gateway.queueing import enqueue
 from services.gateway.validation import (
     check_filters,
@@ -518,10 +518,19 @@ async def _cancel(gw, ns: str, row: dict[str, Any], *, finished_ok: bool) -> Tas
             return task_response({**row, "task_type": TaskType.engine_cluster_build.value})
         raise bad_request(f"run {row['run_id']} already ended {status.value}; only pending or running runs "
                           "can be canceled", code="run_finished", status=status.value)
+    # Recorded first: workers read it at their next stage boundary, even while the
+    # projector has not applied the CANCELED event yet.
+    await gw.repo.record_cancel_request(row["run_id"])
     event = ExecutionRequested(namespace=ns, run_id=row["run_id"], cluster_id=row["cluster_id"],
                                task_id=row["task_id"])
-    await report_status(gw.publisher, event, service="gateway", status=TaskStatusEnum.CANCELED,
-                        stage="canceled", message="canceled by request", error="canceled by request")
+    try:
+        await report_status(gw.publisher, event, service="gateway", status=TaskStatusEnum.CANCELED,
+                            stage="canceled", message="canceled by request", error="canceled by request")
+    except Exception as exc:
+        # The work stops anyway (the record above); the task shows CANCELED once a retry publishes.
+        raise ApiError(503, "The cancel was recorded but could not be published: the event bus is "
+                       "unavailable; retry shortly", code="event_bus_unavailable",
+                       details={"error": str(exc)}) from exc
     return TaskResponse(task_id=row["task_id"], task_type=TaskType.engine_cluster_build,
                         status=TaskStatusEnum.CANCELED,
                         additional_data={"cluster_id": row["cluster_id"], "run_id": row["run_id"]})
