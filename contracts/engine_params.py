@@ -418,29 +418,11 @@ def validate_preprocessing(steps: list[Any] | None) -> list[PreprocessingStep]:
 # --- sampling caps -------------------------------------------------------------------
 #
 # The most points one run may cluster; the service samples down to this before calling
-# the engine, and run_clustering refuses more. Figures are for 384-d float32 embeddings on
-# a 2-core box (one thread, shared with other work, so idle is ~2x faster).
-#  - kmeans: MiniBatchKMeans is linear in N and streams mini-batches: 1M x 384 took 15 s;
-#    the input alone is 1.5 GB. The reference's ceiling.
-#  - gaussian_mixture: linear in N too, but one EM step costs N*k*d^2 with full
-#    covariances (1.2e12 flops at 1M x 384, k=8: tens of seconds) and a hard run takes
-#    ~100 steps, so it is held to 200K.
-#  - hdbscan, agglomerative, spectral, dbscan: the reference's O(N^2) cap, 50K. HDBSCAN
-#    (after its reduction) took 32 s at 50K; DBSCAN and spectral's neighbour graph are
-#    one 50K x 50K distance pass (~1e12 flops); agglomerative holds scipy's condensed
-#    distance matrix, 1.25e9 float64 = 10 GB at 50K.
-#  - optics: one neighbour query per point from Python: 2K took 30 s, 5K 138 s
-#    (quadratic), so 10K is ~10 min and 50K would be hours.
-#  - mean_shift: a neighbour query per seed per iteration, every point a seed: 1K took
-#    15 s, 2K 92 s, 4K 300 s, so 5K (~8 min) is the most that finishes in minutes.
-#    (bin_seeding does not cut the seeds in 384-d, where every point has its own bin.)
-#  - leiden: its kNN graph is pynndescent's above 8K points, 3.8 s at 50K x 384 (exact
-#    brute force took 68 s), and Leiden on the 50K-node graph takes seconds; held to the
-#    reference's 50K with the other graph and density methods.
-#  - evoc: a kNN graph and a node embedding like UMAP's (0.2-3 s on 2-3K points here);
-#    held to 50K like hdbscan, whose pipeline it resembles (not measured at 50K yet).
-#  - auto: clusters at most AUTO_CLUSTER_SAMPLE (20K) points and assigns the rest to the
-#    nearest centroid in chunks (linear in N), so its cap is kmeans' 1M.
+# the engine, and run_clustering refuses more. Linear methods (kmeans, auto) get the
+# reference's 1M ceiling; gaussian_mixture's full-covariance EM steps hold it to 200K;
+# the quadratic density and graph methods get the reference's 50K; optics and mean_shift,
+# one Python-level neighbour query per point or seed, get what finishes in minutes. The
+# measurements behind each: docs/engine-measurements.md.
 MAX_POINTS: dict[ClusteringMethod, int] = {
     ClusteringMethod.KMEANS: 1_000_000,
     ClusteringMethod.GAUSSIAN_MIXTURE: 200_000,

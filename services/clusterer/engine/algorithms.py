@@ -74,45 +74,23 @@ __all__ = [
 
 
 # --- KMeans vs MiniBatchKMeans ---------------------------------------------------------
-# Exact KMeans up to this many points, MiniBatchKMeans above. Measured with run_clustering
-# on this 2-core box, 384-d float32 blobs, one BLAS/OpenMP thread (see below), n_init 10,
-# min-max of 2 runs, ARI against the true blobs:
-#                  8 centres                              32 centres
-#       n     KMeans          MiniBatch (seeded)     KMeans           MiniBatch
-#      5k     0.2 s           0.2 s        1.00      -                -
-#     10k     0.5-0.7 s       0.6 s        1.00      2.6 s   0.961    2.4-2.6 s  0.962
-#     20k     2.8-3.5 s       1.2-1.8 s    1.00      5.2-5.5 s 0.961  2.5-2.6 s  0.969
-#     50k     4.1-6.0 s       0.7-0.8 s    1.00      21-22 s 0.961    2.8-2.9 s  0.964
-#    100k     12-16 s         1.0 s        1.00      39-51 s 0.961    3.6-4.6 s  0.961
-#      1M     -               15 s *       1.00      -                5.8 s *    0.969
-#   (* 1M: two threads, on the loaded box)
-# (KMeans time follows its Lloyd iteration counts, which vary by start.) Up to 20k exact
-# KMeans costs a few seconds and is the reference answer; above it MiniBatch is 4-15x
-# faster at the same ARI, and 1M points stay well under a minute.
-# Threads: with the box shared (load ~4 from other processes), sklearn's two OpenMP
-# threads made KMeans 12x slower than one thread (5k: 2.9 s vs 0.24 s; 20k: 13.1 s vs
-# 1.4 s; OMP_WAIT_POLICY=PASSIVE did not help), so a worker on a shared box should call
-# the engine under threadpoolctl.threadpool_limits(1).
+# Exact KMeans up to this many points, MiniBatchKMeans above: up to 20k exact KMeans costs
+# a few seconds and is the reference answer; above it MiniBatch is 4-15x faster at the
+# same ARI, and 1M points stay well under a minute. Figures and how to re-measure them:
+# docs/engine-measurements.md.
 KMEANS_EXACT_MAX_POINTS = 20_000
-# Plain MiniBatchKMeans (sklearn n_init=3 or 10, batch 4096) merged two of 8 blobs for most
-# seeds (ARI 0.835-0.84 at 20k-100k): its n_init only re-draws the starting centres, then a
-# single noisy descent runs. Starting it from the centres of an exact KMeans(n_init) on a
-# seeded sample fixed that (the table above) for ~0.5 s.
+# Plain MiniBatchKMeans merged two of 8 blobs for most seeds: its n_init only re-draws the
+# starting centres, then a single noisy descent runs. Starting it from the centres of an
+# exact KMeans(n_init) on a seeded sample fixes that for ~0.5 s.
 MINIBATCH_SEED_SAMPLE = 10_000
 MINIBATCH_BATCH_SIZE = 4096
 
 # --- HDBSCAN in high dimensions ---------------------------------------------------------
-# HDBSCAN's trees stop pruning in high dimensions: raw 384-d took 7 s at 5k and 32 s at 10k
-# points (quadratic: ~2 min at 20k, ~13 min at the 50k cap). Measured on 20k x 384 blobs
-# (10 centres), reduction + HDBSCAN, ARI vs truth:
-#   PCA->32               4-6 s   ARI 0.997 (min_cluster_size 5), 0.894 (25: two blobs merged)
-#   PCA->50               8-10 s  ARI 0.990 / 0.968, 1-3 % of points noise
-#   UMAP->10              12-32 s ARI 1.000 / 1.000 (the first call in a process also
-#                                 pays numba JIT, ~35 s without a warm numba cache)
-#   PCA->50 then UMAP->10 8.6 s + HDBSCAN 0.9 s, ARI 1.000; 50k: 28 s + 4 s, ARI 1.000
-# So: PCA to 50 (cheap, deterministic, drops the noise dimensions UMAP would otherwise
-# pay for in its neighbour search), then UMAP to 10 with min_dist=0 (packs clusters
-# tightly, the usual set-up for density clustering), then HDBSCAN.
+# HDBSCAN's trees stop pruning in high dimensions (raw 384-d is quadratic: minutes at
+# 20k). So: PCA to 50 (cheap, deterministic, drops the noise dimensions UMAP would
+# otherwise pay for in its neighbour search), then UMAP to 10 with min_dist=0 (packs
+# clusters tightly, the usual set-up for density clustering), then HDBSCAN. The
+# alternatives measured: docs/engine-measurements.md.
 HDBSCAN_REDUCE_ABOVE_DIMS = 50
 HDBSCAN_PCA_DIMS = 50
 HDBSCAN_UMAP_DIMS = 10
@@ -123,18 +101,12 @@ HDBSCAN_UMAP_NEIGHBORS = 15
 HDBSCAN_UMAP_EPOCHS = 200
 # Below this many points UMAP's neighbour graph means little; PCA alone is used.
 HDBSCAN_UMAP_MIN_POINTS = 100
-# From this many points the reduction takes a faster route (issue 14: hdbscan at the 50k
-# cap took ~31 s, almost all of it UMAP): the kNN graph of the PCA(50) points is built
+# From this many points the reduction takes a faster route (issue 14: at the 50k cap
+# UMAP's spectral initialisation dominated): the kNN graph of the PCA(50) points is built
 # once (pynndescent, as UMAP would) and handed to UMAP, which starts from PCA coordinates
-# instead of a spectral embedding of that graph (the spectral eigensolve dominated at 50k)
-# and runs 50 epochs (umap-learn lowers its own default with n too, 500 -> 200 at 10k).
-# Measured at 50k x 384 on the shared box (load 3-4, one thread): old route UMAP alone
-# 100 s, new route 15.8 s in all. On the quality sets (2-3K points), forced through this
-# route, ARI against the classes old / new: min_cluster_size 25: wiki7 0.088 / 0.088,
-# wiki11 0.176 / 0.169, debian 0.423 / 0.368, digits 0.909 / 0.898; min_cluster_size 5:
-# 0.079 / 0.060, 0.067 / 0.065, 0.105 / 0.194, 0.779 / 0.710. Close, not identical (debian
-# at 25 loses 0.055), which is why the old route stays below this size, where nothing
-# changes.
+# and runs 50 epochs. Its ARI on the quality sets is close to the old route's, not
+# identical, which is why the old route stays below this size, where nothing changes
+# (figures: docs/engine-measurements.md).
 HDBSCAN_FAST_MIN_POINTS = 10_000
 HDBSCAN_FAST_UMAP_EPOCHS = 50
 
@@ -158,11 +130,11 @@ MEAN_SHIFT_BANDWIDTH_SAMPLE = 2_000
 # labelled set it matched or beat KMeans given the true k, BERTopic's UMAP + HDBSCAN and
 # EVoC, with no k and no noise, in about a second on 3K documents. Above
 # AUTO_CLUSTER_SAMPLE points it clusters a seeded sample and assigns the rest to the
-# nearest centroid (cosine), which keeps 1M points within minutes. The sample was 50K;
-# kNN + three Leiden restarts on 50K points took ~58 s on the shared box (bench/speed.py),
-# so the sample is 20K (every labelled set in bench/quality.py is far below it, so their
-# results do not change); 20K points still give each of auto's clusters (>= 0.5 % of the
-# sample) at least 100 members to place the rest by. bench/speed.py measures it.
+# nearest centroid (cosine), which keeps 1M points within minutes. The sample is 20K, not
+# 50K, because kNN + three Leiden restarts at 50K took about a minute
+# (docs/engine-measurements.md); every labelled set in bench/quality.py is far below it,
+# and 20K points still give each of auto's clusters (>= 0.5 % of the sample) at least
+# 100 members to place the rest by. bench/speed.py measures it.
 AUTO_NEIGHBORS = 15
 AUTO_RESOLUTION = 1.0
 AUTO_RESTARTS = 3

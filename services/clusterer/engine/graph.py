@@ -5,12 +5,9 @@ distances; ``knn_graph_weights`` turns distances into similarities; ``leiden`` r
 leidenalg on the symmetrised graph and returns one community per point.
 
 Exact (brute force) neighbours up to ``EXACT_KNN_MAX_POINTS``, pynndescent's approximate
-ones above. Measured on this 2-core box (one thread, shared), 384-d float32, k=16:
-    n       brute (sklearn)   NNDescent           recall of NNDescent
-    20k     18.7 s            68 s (first call: numba JIT, ~60 s; warm ~2 s)
-    50k     68 s              3.8 s               0.86
-Brute force is quadratic (50k: 2.5e9 distances); NNDescent is about linear and its
-recall is plenty for a community graph, whose communities are what count, not each edge.
+ones above: brute force is quadratic (50k: 2.5e9 distances, about a minute), NNDescent is
+about linear and its recall (0.86 at 50k) is plenty for a community graph, whose
+communities are what count, not each edge (figures: docs/engine-measurements.md).
 The clusterer compiles pynndescent's numba code at start-up (``layout.warm_up`` runs
 UMAP, which uses it), so a user's run does not pay the JIT.
 """

@@ -2,21 +2,13 @@
 
 UMAP (n_neighbors 15, min_dist 0.1, cosine, fixed random_state) is fitted on all points up
 to ``UMAP_FIT_MAX_POINTS``; above that it is fitted on a seeded sample (the landmarks) and
-the other points are placed with ``UMAP.transform`` in chunks. Measured on this 2-core box,
-384-d float32 blobs, after numba's JIT warm-up:
-    fit  20k: 6.7 s      fit 50k: 22.8 s
-    transform: 5,600 points/s against a 20k fit (4,300/s against a 50k fit)
-so a direct fit of 50k (23 s) costs more than fit-20k + transform-30k (~12 s), and
-1,000,000 points take ~7 s + 980k / 5.6k/s = ~3 min, where a direct fit (growing faster
-than linearly, see above) would take many times that. End to end, ``project`` placed
-200,000 points in 56 s with the box loaded by other work.
+the other points are placed with ``UMAP.transform`` in chunks: a direct fit grows faster
+than linearly, while fit-on-landmarks plus transform is linear in the rest (1M points in
+about 3 minutes on a 2-core box; docs/engine-measurements.md has the figures).
 
-numba JIT: each code path compiles on its first use in a process. CPU seconds measured
-here (wall time was ~2x that on the shared box): exact-neighbour fit (< 4,096 points)
-7 s, neighbour-descent fit + transform with the cosine metric 24 s, neighbour descent with
-euclidean (HDBSCAN's reduction at >= 4,096 points) 8 s; afterwards the same calls take
-0.2 s. Compiled code is not cached across processes for the neighbour descent, so a
-worker should call ``warm_up()`` once at start (~40 s of CPU), not on a user's run.
+numba JIT: each code path compiles on its first use in a process, and the neighbour
+descent's compiled code is not cached across processes, so a worker should call
+``warm_up()`` once at start (tens of CPU seconds), not on a user's run.
 
 Fewer points than a UMAP neighbourhood (n <= 15) get PCA coordinates (zero-padded when
 there are fewer directions than components), so tiny inputs never crash.
