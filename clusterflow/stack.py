@@ -11,7 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,3 +130,24 @@ class Stack:
             text = path.read_text(errors="replace").splitlines()[-lines:]
             out.append(f"--- {path.name} ---\n" + "\n".join(text))
         return "\n".join(out)
+
+
+@contextmanager
+def local_services(log_dir: Path, namespace: str) -> Iterator[tuple[str, str | None]]:
+    """The five services over the running servers (the environment's settings), on a
+    migrated database, with an API key for `namespace` made straight in the database
+    (what `python -m clusterflow.keys create` does) when the gateway requires one.
+    Yields (the gateway's URL, the key); stops the services on exit."""
+    from clusterflow.db import migrate
+    from clusterflow.keys import create_key
+    from clusterflow.settings import get_settings
+
+    settings = get_settings()
+    migrate(settings.database_url)
+    stack = Stack(settings=settings, log_dir=log_dir)
+    stack.start()
+    try:
+        api_key = create_key(settings.database_url, [namespace], name=namespace) if settings.auth_required else None
+        yield stack.url, api_key
+    finally:
+        stack.stop()

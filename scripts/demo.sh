@@ -10,4 +10,4 @@ ensure_venv
 bash deploy/local/servers.sh start
 eval "$(bash deploy/local/servers.sh env)"
 bash deploy/local/servers.sh health
-exec "$PY" -m clusterflow.demo "$@"
+exec "$PY" -m clusterflow.client.demo "$@"

@@ -225,7 +225,7 @@ def test_view_search_highlights_the_matching_points_and_the_panel_shows_represen
 
 def cli(stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     entry = Path(sys.executable).with_name("clusterflow")
-    argv = [str(entry)] if entry.exists() else [sys.executable, "-m", "clusterflow.cli"]
+    argv = [str(entry)] if entry.exists() else [sys.executable, "-m", "clusterflow.client.cli"]
     env = {**os.environ, "CLUSTERFLOW_URL": stack.url, "CLUSTERFLOW_NAMESPACE": "e2e", "COLUMNS": "200",
            "CLUSTERFLOW_API_KEY": stack.api_key}
     done = subprocess.run([*argv, *args], capture_output=True, text=True, env=env, timeout=300)

@@ -41,7 +41,7 @@ class Up:
     def __init__(self, settings, state_dir: Path, namespace: str, *extra: str):
         self.port, self.state_dir = free_port(), state_dir
         self.url = f"http://127.0.0.1:{self.port}"
-        self.argv = [sys.executable, "-m", "clusterflow.cli", "--namespace", namespace, "up", "--port",
+        self.argv = [sys.executable, "-m", "clusterflow.client.cli", "--namespace", namespace, "up", "--port",
                      str(self.port), "--metrics-port-base", str(free_port_run(4)), "--state-dir", str(state_dir),
                      *extra]
         # The session's database and topic prefix; no numba warm-up (the runs here draw no layout).
@@ -87,7 +87,7 @@ class Up:
         return next(p for p in self.supervisord().children() if module in p.cmdline())
 
     def cli(self, key: str, namespace: str, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "clusterflow.cli", "--url", self.url, "--api-key", key,
+        done = subprocess.run([sys.executable, "-m", "clusterflow.client.cli", "--url", self.url, "--api-key", key,
                                "--namespace", namespace, *args], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"clusterflow {' '.join(args)}: {done.stdout}\n{done.stderr}"
         return done.stdout
@@ -162,11 +162,11 @@ def test_up_detach_returns_and_down_stops_it(settings, tmp_path, unique):
         assert httpx.get(f"{up.url}/ready", timeout=5).status_code == 200
         tree = up.tree()
         assert len(tree) >= 1 + 5
-        down = subprocess.run([sys.executable, "-m", "clusterflow.cli", "down", "--state-dir", str(up.state_dir)],
+        down = subprocess.run([sys.executable, "-m", "clusterflow.client.cli", "down", "--state-dir", str(up.state_dir)],
                               env=up.env, capture_output=True, text=True, timeout=120)
         assert down.returncode == 0 and "stopped the services" in down.stdout, down.stdout + down.stderr
         assert gone(tree) == []
-        again = subprocess.run([sys.executable, "-m", "clusterflow.cli", "down", "--state-dir", str(up.state_dir)],
+        again = subprocess.run([sys.executable, "-m", "clusterflow.client.cli", "down", "--state-dir", str(up.state_dir)],
                                env=up.env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 0 and "not up" in again.stdout
     finally:

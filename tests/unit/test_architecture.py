@@ -65,3 +65,48 @@ def test_the_checks_see_a_violation(tmp_path):
     sample.write_text("import os\n\ndef f():\n    from services.clusterer.engine import params\n"
                       "    import services.preparer.handler as h\n")
     assert list(imports(sample)) == [(1, "os"), (4, "services.clusterer.engine"), (5, "services.preparer.handler")]
+
+
+# What the client may import: the standard library, its own pinned dependencies
+# (pyproject's `dependencies`, what `pip install clusterflow` brings) and contracts/.
+CLIENT_MAY_IMPORT = {"contracts", "clusterflow", "pydantic", "pydantic_core", "polars", "pyarrow", "httpx", "typer",
+                     "rich", "__future__"} | set(sys.stdlib_module_names)
+# The client's few ways into the server side, each inside the function that needs it
+# (so the rest of the CLI works without the `server` extra): `up`/`down`, and the demo's
+# own services and scoring when it is not given a running gateway.
+CLIENT_LAZY_SERVER_IMPORTS = {("cli.py", "clusterflow"), ("demo.py", "clusterflow.stack"),
+                              ("demo.py", "sklearn.cluster"), ("demo.py", "sklearn.metrics")}
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_the_client_imports_nothing_of_the_server():
+    client = ROOT / "clusterflow" / "client"
+    wrong = []
+    for path in sorted(client.rglob("*.py")):
+        top = _module_level_imports(path)
+        for line, module in imports(path):
+            lazy = (path.name, module) in CLIENT_LAZY_SERVER_IMPORTS and module not in top
+            ours = module.split(".")[0] != "clusterflow" or module.startswith("clusterflow.client")
+            if not lazy and (module.split(".")[0] not in CLIENT_MAY_IMPORT or not ours):
+                wrong.append(f"{_where(path, line)} imports {module}")
+    assert not wrong, ("clusterflow/client/ is installed without the server (pyproject's `dependencies`):\n"
+                       + "\n".join(wrong))
+
+
+def test_the_clients_dependencies_are_what_it_may_import():
+    import tomllib
+
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {p.split("==")[0].split("[")[0] for p in pins}
+    assert names == {"pydantic", "polars", "pyarrow", "httpx", "typer", "rich"}
+    assert names <= CLIENT_MAY_IMPORT

@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from clusterflow import cli, client
+from clusterflow import client
+from clusterflow.client import cli
 
 DIM = 3
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from clusterflow import demo
+from clusterflow.client import demo
 
 
 class RecordingClient:

@@ -77,7 +77,7 @@ def test_local_ray_ports_stay_outside_the_other_servers_ranges() -> None:
 
 
 def _ray_pin() -> str:
-    pins = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["server"]
             if d.startswith("ray[")]
     assert len(pins) == 1
     return pins[0].split("==")[1]

@@ -1,4 +1,4 @@
-"""`clusterflow`: the command line over the REST API (`clusterflow.client`).
+"""`clusterflow`: the command line over the REST API (`clusterflow.client.Client`).
 
     clusterflow collections create docs --embedding text=384
     clusterflow ingest docs documents.parquet            # parquet, CSV or JSONL
@@ -808,8 +808,7 @@ def up(
     Prints the gateway URL, the namespace (--namespace, "default") with a new API key
     (or the --api-key given) and the next commands, then streams the services' logs.
     """
-    from clusterflow import up as local
-
+    local = _server_side()
     opts: Options = ctx.obj
     namespace = opts.namespace or "default"
     layout = local.Layout(state_dir=state_dir or local.default_state_dir())
@@ -825,6 +824,17 @@ def up(
     raise typer.Exit(code)
 
 
+def _server_side():
+    """`up` and `down` run the server; the other commands need only the client's packages."""
+    try:
+        from clusterflow import up
+    except ImportError as exc:
+        typer.echo(f"`clusterflow up` needs the server's packages ({exc.name} is missing): "
+                   "pip install 'clusterflow[server]'", err=True)
+        raise typer.Exit(2) from None
+    return up
+
+
 @command(app)
 def down(
     servers: Annotated[bool, typer.Option("--servers", help="Also stop Kafka, PostgreSQL and S3.")] = False,
@@ -832,7 +842,7 @@ def down(
                                                    help="The state directory `up` used.")] = None,
 ) -> None:
     """Stop what `clusterflow up` started (the services; with --servers the servers too)."""
-    from clusterflow import up as local
+    local = _server_side()
 
     try:
         local.down(layout=local.Layout(state_dir=state_dir or local.default_state_dir()), servers=servers,
@@ -841,6 +851,6 @@ def down(
         raise fail(str(exc)) from None
 
 
-# Handy for `python -m clusterflow.cli`.
+# Handy for `python -m clusterflow.client.cli`.
 if __name__ == "__main__":
     app()

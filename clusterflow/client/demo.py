@@ -8,28 +8,29 @@ category, and is never sent. By default the cluster is created with no method an
 k (the server's default, which picks k itself); for comparison the demo prints the ARI
 of scikit-learn's KMeans given the true number of categories, on the same vectors.
 
-Run through `scripts/demo.sh` (which starts the servers first).
+Run through `scripts/demo.sh` (which starts the servers first): the demo then starts the
+five services itself (`clusterflow.stack.local_services`, imported only then). With
+`--url` (and `--api-key`) it is a plain client of a gateway that is already running, and
+needs only the client's dependencies.
 """
 from __future__ import annotations
 
 import argparse
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sklearn.metrics import adjusted_rand_score
 
 from clusterflow.client import Client
-from clusterflow.db import migrate
-from clusterflow.keys import create_key
-from clusterflow.settings import get_settings
-from clusterflow.stack import Stack
 
-SAMPLE = Path(__file__).resolve().parent / "data" / "sample_documents.parquet"
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample_documents.parquet"
+NAMESPACE = "demo"
 console = Console(width=max(Console().width, 120))
 
 
@@ -57,49 +58,57 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=console)
 
 
-def run(method: str | None, n_clusters: int | None) -> int:
-    settings = get_settings()
-    migrate(settings.database_url)
-    frame = pl.read_parquet(SAMPLE)
+@contextmanager
+def _gateway(url: str | None, api_key: str | None) -> Iterator[tuple[str, str | None]]:
+    """(the gateway's URL, an API key): the one given, or services started here."""
+    if url:
+        yield url, api_key
+        return
+    from clusterflow.stack import local_services  # the server side: only when starting it
+
     log_dir = Path.home() / ".clusterflow" / "logs" / "services"
-    stack = Stack(settings=settings, log_dir=log_dir)
     console.print(f"[bold]starting the services[/] (logs in {log_dir})")
-    stack.start()
-    # The gateway requires an API key (CLUSTERFLOW_AUTH_REQUIRED): the demo makes its own,
-    # for the namespace "demo", straight in the database (what `python -m clusterflow.keys
-    # create --namespace demo` does).
-    api_key = create_key(settings.database_url, ["demo"], name="demo") if settings.auth_required else None
-    client = Client(stack.url, namespace="demo", api_key=api_key)
-    try:
-        name = f"sample-{time.strftime('%Y%m%d-%H%M%S')}"
-        collection_id = load_sample(client, frame, name)
-        # Only what was asked for: no method and no k is the server's default configuration.
-        chosen = {"clustering_method": method} if method else {}
-        if n_clusters:
-            chosen["algorithm_params"] = {"n_clusters": n_clusters}
-        cluster = client.create_cluster(collection_ids=[collection_id], cluster_name=name, embedding_name="text",
-                                        **chosen)
-        method = cluster["clustering_method"]
-        task = client.execute(cluster["cluster_id"])
-        console.print(f"executing [bold]{method}[/] on {frame.height} documents: task {task['task_id']}")
-        with _progress() as progress:
-            bar = progress.add_task("clustering", total=1.0)
+    with local_services(log_dir, namespace=NAMESPACE) as started:
+        yield started
 
-            def update(t: dict) -> None:
-                extra = t.get("additional_data") or {}
-                progress.update(bar, completed=extra.get("progress", 0.0),
-                                description=f"{t['status'].lower()}: {extra.get('stage') or ''}"[:22])
 
-            done = client.wait(task["task_id"], on_update=update)
-        if done["status"] != "COMPLETED":
-            console.print(f"[red]run ended {done['status']}: {done.get('error')}[/]")
-            return 1
-        print_summary(client, cluster["cluster_id"], done["additional_data"]["run_id"], frame,
-                      given=f"k={n_clusters} given" if n_clusters else "no k given")
-        return 0
-    finally:
-        client.close()
-        stack.stop()
+def run(method: str | None, n_clusters: int | None, url: str | None = None, api_key: str | None = None) -> int:
+    frame = pl.read_parquet(SAMPLE)
+    with _gateway(url, api_key) as (base_url, key):
+        client = Client(base_url, namespace=NAMESPACE, api_key=key)
+        try:
+            return _run(client, frame, method, n_clusters)
+        finally:
+            client.close()
+
+
+def _run(client: Client, frame: pl.DataFrame, method: str | None, n_clusters: int | None) -> int:
+    name = f"sample-{time.strftime('%Y%m%d-%H%M%S')}"
+    collection_id = load_sample(client, frame, name)
+    # Only what was asked for: no method and no k is the server's default configuration.
+    chosen = {"clustering_method": method} if method else {}
+    if n_clusters:
+        chosen["algorithm_params"] = {"n_clusters": n_clusters}
+    cluster = client.create_cluster(collection_ids=[collection_id], cluster_name=name, embedding_name="text",
+                                    **chosen)
+    method = cluster["clustering_method"]
+    task = client.execute(cluster["cluster_id"])
+    console.print(f"executing [bold]{method}[/] on {frame.height} documents: task {task['task_id']}")
+    with _progress() as progress:
+        bar = progress.add_task("clustering", total=1.0)
+
+        def update(t: dict) -> None:
+            extra = t.get("additional_data") or {}
+            progress.update(bar, completed=extra.get("progress", 0.0),
+                            description=f"{t['status'].lower()}: {extra.get('stage') or ''}"[:22])
+
+        done = client.wait(task["task_id"], on_update=update)
+    if done["status"] != "COMPLETED":
+        console.print(f"[red]run ended {done['status']}: {done.get('error')}[/]")
+        return 1
+    print_summary(client, cluster["cluster_id"], done["additional_data"]["run_id"], frame,
+                  given=f"k={n_clusters} given" if n_clusters else "no k given")
+    return 0
 
 
 def labeled_execution(client: Client, cluster_id: str, run_id: str, wait_s: float = 20.0) -> dict:
@@ -116,6 +125,7 @@ def kmeans_true_k_ari(frame: pl.DataFrame, seed: int = 0) -> tuple[int, float]:
     """The yardstick: scikit-learn's KMeans told the true number of categories, on the
     same vectors; its ARI against the categories."""
     from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
 
     k = frame["category"].n_unique()
     X = frame["embedding"].to_numpy()
@@ -124,6 +134,8 @@ def kmeans_true_k_ari(frame: pl.DataFrame, seed: int = 0) -> tuple[int, float]:
 
 
 def print_summary(client: Client, cluster_id: str, run_id: str, frame: pl.DataFrame, given: str) -> None:
+    from sklearn.metrics import adjusted_rand_score  # scoring only; scikit-learn comes with the server
+
     execution = labeled_execution(client, cluster_id, run_id)
     members = pl.DataFrame(list(client.members(cluster_id, run_id)))
     joined = members.join(frame.select("document_id", "title", "text", "category"), on="document_id")
@@ -161,8 +173,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--method", default=None, help="default: the server's (no k needed)")
     parser.add_argument("--n-clusters", type=int, default=None, help="default: none given")
+    parser.add_argument("--url", default=None, help="a running gateway (default: start the services here)")
+    parser.add_argument("--api-key", default=None, help="with --url: the key for the namespace 'demo'")
     args = parser.parse_args()
-    raise SystemExit(run(args.method, args.n_clusters))
+    raise SystemExit(run(args.method, args.n_clusters, args.url, args.api_key))
 
 
 if __name__ == "__main__":
