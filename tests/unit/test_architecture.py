@@ -65,3 +65,36 @@ def test_the_checks_see_a_violation(tmp_path):
     sample.write_text("import os\n\ndef f():\n    from services.clusterer.engine import params\n"
                       "    import services.preparer.handler as h\n")
     assert list(imports(sample)) == [(1, "os"), (4, "services.clusterer.engine"), (5, "services.preparer.handler")]
+
+
+GATEWAY_ROUTES = sorted([*(ROOT / "services" / "gateway" / "routes").rglob("*.py"),
+                         *(ROOT / "services" / "gateway" / "web").rglob("*.py")])
+ROUTES_MAY_NOT_IMPORT = ("sqlalchemy", "clusterflow.db", "clusterflow.layouts")
+
+
+def route_sql(paths: list[Path]) -> list[str]:
+    """Where route modules import a SQL toolkit, a table or a SQL helper, or take the
+    repository's engine to run a query themselves."""
+    wrong = [f"{path.name}:{line} imports {module}"
+             for path in paths
+             for line, module in imports(path)
+             if any(module == m or module.startswith(m + ".") for m in ROUTES_MAY_NOT_IMPORT)]
+    return wrong + [f"{path.name}:{node.lineno} uses {ast.unparse(node)}"
+                    for path in paths
+                    for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                    if isinstance(node, ast.Attribute) and node.attr == "engine"]
+
+
+def test_the_gateway_routes_build_no_sql():
+    """Queries live in services/gateway/repository.py as named methods; routes call them."""
+    assert len(GATEWAY_ROUTES) >= 5, "the route modules moved: point this test at them"
+    wrong = route_sql(GATEWAY_ROUTES)
+    assert not wrong, "move the query into GatewayRepository and call it by name:\n" + "\n".join(wrong)
+
+
+def test_the_route_check_sees_a_query_in_a_route(tmp_path):
+    route = tmp_path / "bad.py"
+    route.write_text("from sqlalchemy import select\nfrom clusterflow.db.schema import tasks\n"
+                     "async def f(gw):\n    async with gw.repo.engine.connect():\n        pass\n")
+    assert route_sql([route]) == ["bad.py:1 imports sqlalchemy", "bad.py:2 imports clusterflow.db.schema",
+                                  "bad.py:4 uses gw.repo.engine"]
