@@ -8,10 +8,13 @@ integration or e2e tests, which use the real servers):
 - `RecordingPublisher`: the `Publisher` port, recording what was published (and
   refusing, like the bus, when told to be away);
 - `MemoryProcessed`: the `ProcessedLog` port; `MemorySegmentLedger`: the `SegmentLedger`;
+- `FakeJobs`: the Ray Jobs API of the clusterer's Ray engine;
 - `FakeGatewayRepository`: the gateway's repository (services/gateway/repository.py),
   as far as the run routes need it, over dicts of rows shaped like the read models;
 - `MemoryResults`, `MemoryDocuments`, `MemoryCache`: the labeler's read ports and its
   label cache (tests/support/labeler_fakes.py wires a labeler over them).
+
+The user's side (the REST API as the CLI and the demo see it): tests/fakes/client.py.
 """
 from __future__ import annotations
 
@@ -158,8 +161,10 @@ class RecordingPublisher:
 
     published: list[tuple[Topic, BaseModel]] = field(default_factory=list)
     away: Exception | None = None
+    attempts: int = 0  # calls of publish, refused ones included
 
     async def publish(self, topic: Topic, event: BaseModel, key: str | None = None) -> None:
+        self.attempts += 1
         if self.away is not None:
             raise self.away
         assert isinstance(event, topic.event), f"{type(event).__name__} does not belong on {topic.name}"
@@ -195,6 +200,30 @@ class MemorySegmentLedger:
 
     async def mark_lost(self, key: str, reason: str) -> None:
         self.lost.append((key, reason))
+
+
+class FakeJobs:
+    """The Ray Jobs API the clusterer's RayEngine talks to (services/clusterer/ray_engine.py):
+    job statuses in turn (the last one repeats), what was submitted and stopped."""
+
+    address = "http://ray.test:8265"
+
+    def __init__(self, statuses: list[dict | None]) -> None:
+        self.statuses = statuses
+        self.submitted: list[str] = []
+        self.stopped: list[str] = []
+
+    async def info(self, sid):
+        return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+
+    async def submit(self, sid, entrypoint, runtime_env):
+        self.submitted.append(entrypoint)
+
+    async def stop(self, sid):
+        self.stopped.append(sid)
+
+    async def logs_tail(self, sid, chars=1500):
+        return "Traceback...\nValueError: algorithm_params.n_clusters (30) exceeds the number of points (20)\n"
 
 
 def _now() -> datetime:

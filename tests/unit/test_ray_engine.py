@@ -11,7 +11,7 @@ from clusterflow.messaging import RunFailed
 from clusterflow.runstate import RunCanceled
 from services.clusterer.ray_engine import RayEngine, choose_engine, submission_id
 from services.clusterer.ray_job import EngineJob, EngineResult
-from tests.fakes import MemoryObjectStore
+from tests.fakes import FakeJobs, MemoryObjectStore
 
 
 def test_choose_engine() -> None:
@@ -20,27 +20,6 @@ def test_choose_engine() -> None:
     assert choose_engine("auto", "http://ray:8265", 99, 100) == "local"
     assert choose_engine("auto", "http://ray:8265", 100, 100) == "ray"
     assert choose_engine("auto", "", 10**7, 100) == "local"  # no cluster named: nothing to try
-
-
-class FakeJobs:
-    address = "http://ray.test:8265"
-
-    def __init__(self, statuses: list[dict | None]) -> None:
-        self.statuses = statuses
-        self.submitted: list[str] = []
-        self.stopped: list[str] = []
-
-    async def info(self, sid):
-        return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-
-    async def submit(self, sid, entrypoint, runtime_env):
-        self.submitted.append(entrypoint)
-
-    async def stop(self, sid):
-        self.stopped.append(sid)
-
-    async def logs_tail(self, sid, chars=1500):
-        return "Traceback...\nValueError: algorithm_params.n_clusters (30) exceeds the number of points (20)\n"
 
 
 @pytest.fixture
