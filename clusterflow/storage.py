@@ -38,6 +38,10 @@ class ObjectStore(Protocol):
     def ends(self, key: str) -> tuple[bytes | None, bytes]: ...
     # A time-limited GET URL of an object (execution exports).
     def presigned_url(self, key: str, expires_s: int) -> str: ...
+    # Small objects whole (a Ray job's spec and result, JSON); get_bytes of a missing key
+    # raises FileNotFoundError.
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int: ...
+    def get_bytes(self, key: str) -> bytes: ...
 
 
 class S3ObjectStore:
@@ -94,7 +98,7 @@ class S3ObjectStore:
         try:
             size = self.client.stat_object(bucket_name=self.bucket, object_name=key).size
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+            if _not_found(exc):
                 return None, b""
             raise
         if size < 8:
@@ -113,12 +117,30 @@ class S3ObjectStore:
         return self.client.presigned_get_object(bucket_name=self.bucket, object_name=key,
                                                 expires=timedelta(seconds=expires_s))
 
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int:
+        self.client.put_object(bucket_name=self.bucket, object_name=key, data=io.BytesIO(data), length=len(data),
+                               content_type=content_type)
+        return len(data)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(bucket_name=self.bucket, object_name=key)
+        except S3Error as exc:
+            if _not_found(exc):
+                raise FileNotFoundError(key) from exc
+            raise
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
     def exists(self, key: str) -> bool:
         try:
             self.client.stat_object(bucket_name=self.bucket, object_name=key)
             return True
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+            if _not_found(exc):
                 return False
             raise
 
@@ -130,3 +152,7 @@ class S3ObjectStore:
         for name in names:
             self.client.remove_object(bucket_name=self.bucket, object_name=name)
         return len(names)
+
+
+def _not_found(exc: S3Error) -> bool:
+    return exc.code in ("NoSuchKey", "NoSuchObject", "NotFound")

@@ -21,7 +21,6 @@ same centroids artifact and `ExecutionClustered` event as an in-process run.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -29,12 +28,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from clusterflow.storage import ObjectStore
 
 log = logging.getLogger("clusterflow.ray_job")
 
@@ -92,19 +94,12 @@ def _store():
     return S3ObjectStore.from_settings(Settings())
 
 
-def put_json(store, key: str, value: BaseModel) -> None:
-    data = value.model_dump_json().encode()
-    store.client.put_object(bucket_name=store.bucket, object_name=key, data=io.BytesIO(data), length=len(data),
-                            content_type="application/json")
+def put_json(store: ObjectStore, key: str, value: BaseModel) -> None:
+    store.put_bytes(key, value.model_dump_json().encode(), content_type="application/json")
 
 
-def get_json(store, key: str, model: type[BaseModel]) -> BaseModel:
-    resp = store.client.get_object(bucket_name=store.bucket, object_name=key)
-    try:
-        return model.model_validate_json(resp.read())
-    finally:
-        resp.close()
-        resp.release_conn()
+def get_json(store: ObjectStore, key: str, model: type[BaseModel]) -> BaseModel:
+    return model.model_validate_json(store.get_bytes(key))
 
 
 # Each Ray worker process keeps one segment cache; the processes of a node share its

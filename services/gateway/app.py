@@ -11,7 +11,7 @@ from fastapi import FastAPI, Response
 
 from clusterflow.db import make_engine
 from clusterflow.keys import KeyStore
-from clusterflow.observability import HttpMetricsMiddleware, metrics_payload, standard_checks
+from clusterflow.observability import HttpMetricsMiddleware, Readiness, metrics_payload, standard_checks
 from clusterflow.messaging import KafkaPublisher, ensure_topics, make_broker
 from clusterflow.settings import Settings, get_settings
 from clusterflow.storage import S3ObjectStore
@@ -24,11 +24,18 @@ from services.gateway import web
 from services.gateway.routes import clusters, collections, enrich, runs
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
+    """The gateway's app. Given a `gateway` (its ports already built: fakes in unit
+    tests), the lifespan serves over it and connects to nothing."""
+    settings = settings or (gateway.settings if gateway is not None else get_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if gateway is not None:
+            app.state.gateway = gateway
+            app.state.readiness = Readiness()
+            yield
+            return
         # Enough connections for the request concurrency of one process: a smaller pool
         # opens and closes overflow connections under load (milliseconds each).
         engine = make_engine(settings.database_url, pool_size=20)

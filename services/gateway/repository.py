@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,9 +29,10 @@ from clusterflow.db.schema import (
     segments,
     tasks,
 )
+from clusterflow.layouts import LayoutState, claim_layout
+from clusterflow.readmodel import run_from_request, task_row
 from clusterflow.runs import latest_full_run_query
 from contracts.api import TERMINAL_STATUSES, TaskStatusEnum
-from contracts.events import task_type_for
 from contracts.resources import DocumentIn
 
 
@@ -289,12 +291,8 @@ class GatewayRepository:
             )).mappings().first()
         if req is None:
             return None
-        return {
-            "task_id": req["task_id"], "namespace": namespace, "task_type": task_type_for(req["options"].get("mode")),
-            "status": TaskStatusEnum.PENDING.value, "run_id": req["run_id"], "cluster_id": req["cluster_id"],
-            "inputs": None, "outputs": None, "additional_data": {}, "error": None, "progress": 0.0,
-            "created_at": req["created_at"], "updated_at": req["created_at"],
-        }
+        return {**task_row(run_from_request(dict(req))), "created_at": req["created_at"],
+                "updated_at": req["created_at"]}
 
     async def queue_position(self, created_at: datetime) -> tuple[int, float | None]:
         """1-based position among runs not yet started, and the seconds one run takes at
@@ -353,15 +351,12 @@ class GatewayRepository:
                 select(run_requests).where(run_requests.c.namespace == namespace,
                                            run_requests.c.cluster_id == cluster_id, run_requests.c.run_id == run_id)
             )).mappings().first()
-        if req is None:
-            return None
-        return {"run_id": run_id, "task_id": req["task_id"], "cluster_id": cluster_id,
-                "status": TaskStatusEnum.PENDING.value, "mode": req["options"].get("mode", "full"),
-                "created_at": req["created_at"], "progress": 0.0}
+        return run_from_request(dict(req)) if req is not None else None
 
-    async def list_executions(self, namespace: str, cluster_id: str, *, where: list, descending: bool,
+    async def list_executions(self, namespace: str, cluster_id: str, *, where: ExecutionFilter, descending: bool,
                               sort_field: str, limit: int, offset: int) -> tuple[list[dict], int, dict[str, Any]]:
-        cond = and_(executions.c.namespace == namespace, executions.c.cluster_id == cluster_id, *where)
+        cond = and_(executions.c.namespace == namespace, executions.c.cluster_id == cluster_id,
+                    *_execution_conditions(where))
         order = executions.c[sort_field].desc() if descending else executions.c[sort_field].asc()
         duration_ms = func.extract("epoch", executions.c.completed_at - executions.c.started_at) * 1000
         async with self.engine.connect() as conn:
@@ -426,11 +421,7 @@ class GatewayRepository:
             req = (await conn.execute(
                 select(run_requests).where(run_requests.c.namespace == namespace, run_requests.c.run_id == run_id)
             )).mappings().first()
-        if req is None:
-            return None
-        return {"run_id": run_id, "task_id": req["task_id"], "cluster_id": req["cluster_id"], "namespace": namespace,
-                "status": TaskStatusEnum.PENDING.value, "mode": req["options"].get("mode", "full"),
-                "created_at": req["created_at"], "artifacts": None, "num_clusters": None}
+        return run_from_request(dict(req)) if req is not None else None
 
     async def latest_completed_full_run(self, namespace: str, cluster_id: str) -> dict[str, Any] | None:
         """The cluster's latest completed full run with centroids: what mode=assign uses."""
@@ -501,6 +492,24 @@ class GatewayRepository:
                  "document_id": rows["document_id"], "names": embedding_names})
             return result.rowcount
 
+    # --- the viewer's search and deferred layouts -----------------------------------------
+
+    async def documents_matching(self, collection_ids: list[str], pattern: str, cap: int) -> list[str]:
+        """Ids (in order, at most `cap`) of the collections' documents with a top-level
+        payload value ILIKE `pattern`."""
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(_SEARCH_SQL, {"collections": collection_ids, "pattern": pattern,
+                                                          "cap": cap})).scalars().all())
+
+    async def payloads(self, collection_ids: list[str], document_ids: list[str]) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(_PAYLOADS_SQL, {"collections": collection_ids, "ids": document_ids})
+            return {r.document_id: r.payload for r in rows}
+
+    async def claim_layout(self, namespace: str, run_id: str) -> LayoutState:
+        """Claim a run's deferred layout (clusterflow/layouts.py: one caller of any replica wins)."""
+        return await claim_layout(self.engine, namespace, run_id)
+
     async def active_runs(self, cluster_id: str) -> list[str]:
         active = [s.value for s in TaskStatusEnum if s not in TERMINAL_STATUSES]
         async with self.engine.connect() as conn:
@@ -508,6 +517,48 @@ class GatewayRepository:
                 select(executions.c.run_id).where(executions.c.cluster_id == cluster_id,
                                                   executions.c.status.in_(active))
             )).all())
+
+
+@dataclass(frozen=True)
+class ExecutionFilter:
+    """What an executions list keeps: every condition given holds (AND). `statuses` are
+    lists of task statuses (UPPERCASE), each one the run's status must be in; `modes`
+    the execution modes it may have."""
+
+    statuses: tuple[tuple[str, ...], ...] = ()
+    modes: tuple[str, ...] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    min_num_clusters: int | None = None
+    max_num_clusters: int | None = None
+    min_silhouette_score: float | None = None
+
+
+def _execution_conditions(f: ExecutionFilter) -> list:
+    cond = [executions.c.status.in_(list(statuses)) for statuses in f.statuses]
+    if f.modes is not None:
+        cond.append(executions.c.mode.in_(list(f.modes)))
+    if f.created_after:
+        cond.append(executions.c.created_at >= f.created_after)
+    if f.created_before:
+        cond.append(executions.c.created_at < f.created_before)
+    if f.min_num_clusters is not None:
+        cond.append(executions.c.num_clusters >= f.min_num_clusters)
+    if f.max_num_clusters is not None:
+        cond.append(executions.c.num_clusters <= f.max_num_clusters)
+    if f.min_silhouette_score is not None:
+        cond.append(executions.c.metrics["silhouette_score"].as_float() >= f.min_silhouette_score)
+    return cond
+
+
+_SEARCH_SQL = text("""
+    SELECT d.document_id FROM documents d
+    WHERE d.collection_id = ANY(:collections)
+      AND EXISTS (SELECT 1 FROM jsonb_each_text(d.payload) kv WHERE kv.value ILIKE :pattern)
+    ORDER BY d.document_id LIMIT :cap
+""")
+_PAYLOADS_SQL = text("SELECT document_id, payload FROM documents "
+                     "WHERE collection_id = ANY(:collections) AND document_id = ANY(:ids)")
 
 
 def _escape_like(text: str) -> str:

@@ -2,8 +2,9 @@
 
 `apply(run, event)` takes the run's current row (the `executions` columns, or None
 for a run not seen yet) and returns the new one. The projector persists it and derives
-the task row from it (`task_row`). Events arrive from several topics, so their order
-across topics is not guaranteed; the rules make the result independent of it:
+the task row from it (`task_row`; both in clusterflow/readmodel.py, which the gateway
+shares). Events arrive from several topics, so their order across topics is not
+guaranteed; the rules make the result independent of it:
 - a terminal status (COMPLETED, COMPLETED_WITH_ERRORS, FAILED, CANCELED) is final;
 - progress never goes back;
 - a run completes when its request, its results and, if LLM labeling was asked for,
@@ -17,9 +18,10 @@ across topics is not guaranteed; the rules make the result independent of it:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from contracts.api import COMPLETED_STATUSES, TERMINAL_STATUSES, TaskStatusEnum, applied_as
+from clusterflow import readmodel
+from clusterflow.readmodel import Run, task_row  # noqa: F401 - the projector's store persists task_row(run)
+from contracts.api import TERMINAL_STATUSES, TaskStatusEnum, applied_as
 from contracts.events import (
     DEFERRED_LAYOUT_STAGE,
     LAYOUT_STABILITY_APPLIED,
@@ -31,30 +33,15 @@ from contracts.events import (
     ExecutionRequested,
     ImportRequested,
     RunStatusChanged,
-    task_type_for,
 )
 
-Run = dict[str, Any]
 _ACTIVE = {TaskStatusEnum.PROCESSING.value, TaskStatusEnum.IN_PROGRESS.value}
 _LAYOUT_DETAILS = (LAYOUT_STABILITY_APPLIED, LAYOUT_STABILITY_REASON)
 
 
 def new_run(event: Event) -> Run:
-    return {
-        "run_id": event.run_id,
-        "task_id": event.task_id,
-        "namespace": event.namespace,
-        "cluster_id": event.cluster_id,
-        "status": TaskStatusEnum.PENDING.value,
-        "mode": "full",
-        "progress": 0.0,
-        "stage": "queued",
-        "created_at": event.occurred_at,
-        "labels": None,
-        "labeling_enabled": False,
-        "inputs": None,
-        "details": {},
-    }
+    return readmodel.new_run(run_id=event.run_id, task_id=event.task_id, namespace=event.namespace,
+                             cluster_id=event.cluster_id, created_at=event.occurred_at)
 
 
 def is_terminal(run: Run) -> bool:
@@ -211,57 +198,3 @@ def _maybe_complete(run: Run, at: datetime) -> Run:
     run.update(stage="completed", progress=1.0, completed_at=at)
     run.setdefault("started_at", None)
     return run
-
-
-def task_row(run: Run) -> dict[str, Any]:
-    """The `tasks` read model, derived from the run: what `GET /v1/tasks/{id}` shows."""
-    metrics = run.get("metrics") or {}
-    outputs = None
-    done = run["status"] in COMPLETED_STATUSES
-    if run.get("mode") == IMPORT_MODE:
-        result = (run.get("details") or {}).get("import") or {}
-        outputs = [{"collection_id": run["cluster_id"], "import_id": run["run_id"],
-                    **{k: result.get(k) for k in ("rows", "imported", "bad_row_count")}}] if done else None
-    elif done:
-        outputs = [{
-            "cluster_id": run["cluster_id"],
-            "run_id": run["run_id"],
-            "num_clusters": run.get("num_clusters"),
-            "num_points": run.get("num_points"),
-            "silhouette_score": metrics.get("silhouette_score"),
-        }]
-    additional = {
-        "cluster_id": run["cluster_id"],
-        "run_id": run["run_id"],
-        "namespace_id": run["namespace"],
-        "stage": run.get("stage"),
-        **{k: v for k, v in (run.get("details") or {}).items() if v is not None},
-    }
-    if run.get("sampling"):
-        additional["sampling"] = run["sampling"]
-    additional["mode"] = run.get("mode") or "full"
-    for key in ("source_run_id", "source_execution_ids"):
-        if run.get(key):
-            additional[key] = run[key]
-    if run.get("lineage"):
-        events = run["lineage"].get("events") or []
-        additional["lineage"] = {
-            "previous_run_id": run["lineage"].get("previous_run_id"),
-            **{kind: sum(e["kind"] == kind for e in events)
-               for kind in ("continued", "split", "merged", "new", "dissolved")},
-        }
-    if run.get("error_message"):
-        additional["error"] = run["error_message"]
-    return {
-        "task_id": run["task_id"],
-        "namespace": run["namespace"],
-        "task_type": task_type_for(run.get("mode")),
-        "status": run["status"],
-        "run_id": run["run_id"],
-        "cluster_id": run["cluster_id"],
-        "inputs": run.get("inputs"),
-        "outputs": outputs,
-        "additional_data": additional,
-        "error": run.get("error_message") if run["status"] == TaskStatusEnum.FAILED.value else None,
-        "progress": run["progress"],
-    }

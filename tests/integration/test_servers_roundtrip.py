@@ -116,3 +116,17 @@ def test_polars_parquet_round_trip_through_s3(settings, unique):
     assert_frame_equal(store.get_parquet(key), frame)
     assert store.delete_prefix(f"tests/{unique}/") == 1
     assert not store.exists(key)
+
+
+def test_small_objects_round_trip_through_s3_whole(settings, unique):
+    """put_bytes/get_bytes (the Ray job's JSON spec and result): the bytes come back
+    equal, and a missing key is FileNotFoundError, as from the in-memory fake."""
+    store = S3ObjectStore.from_settings(settings)
+    store.ensure_bucket()
+    key = f"tests/{unique}/engine-spec.json"
+    data = '{"run_id": "run_1", "ünicode": true}'.encode()
+    assert store.put_bytes(key, data, content_type="application/json") == len(data)
+    assert store.get_bytes(key) == data
+    assert store.delete_prefix(f"tests/{unique}/") == 1
+    with pytest.raises(FileNotFoundError):
+        store.get_bytes(key)

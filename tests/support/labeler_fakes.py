@@ -1,4 +1,4 @@
-"""In-memory ports for the labeler, and a small topical corpus to label.
+"""A labeler over the in-memory ports of tests/fakes, and a small topical corpus to label.
 
 `corpus()` builds documents on four topics (space, cooking, football, finance) with
 vectors grouped by topic, and the members / dataset tables the clusterer would write.
@@ -6,16 +6,21 @@ vectors grouped by topic, and the members / dataset tables the clusterer would w
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel
 
 from contracts.events import ClusteringConfig, ExecutionClustered, ResultArtifacts, derived_event_id
-from contracts.topics import Topic
+from tests.fakes import (  # noqa: F401 - the labeler's ports, shared with tests/fakes
+    MemoryCache,
+    MemoryDocuments,
+    MemoryProcessed,
+    MemoryResults,
+    RecordingPublisher,
+)
 
 TOPICS: dict[str, dict[str, list[str]]] = {
     "space": {
@@ -107,81 +112,12 @@ def corpus(per_topic: int = 40, topics: Sequence[str] = ("space", "cooking", "fo
     return Corpus(payloads, members, dataset, topic_of)
 
 
-class MemoryResults:
-    def __init__(self, members: pl.DataFrame, dataset: pl.DataFrame | None) -> None:
-        self._members = members
-        self._dataset = dataset
-        self.vector_reads: list[int] = []
-
-    def members(self, key: str) -> pl.DataFrame:
-        return self._members
-
-    def vectors(self, key: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
-        if self._dataset is None:
-            return {}
-        wanted = set(ids)
-        self.vector_reads.append(len(wanted))
-        frame = self._dataset.filter(pl.col("document_id").is_in(list(wanted)))
-        return dict(zip(frame["document_id"].to_list(), frame["vector"].to_numpy()))
-
-
-class MemoryDocuments:
-    def __init__(self, payloads: dict[str, dict[str, Any]], collections: Sequence[str] = ("col_1",)) -> None:
-        self._payloads = payloads
-        self._collections = list(collections)
-        self.requested: list[int] = []
-
-    async def collection_ids(self, namespace: str, cluster_id: str) -> list[str]:
-        return self._collections
-
-    async def payloads(self, collection_ids: Sequence[str], document_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        self.requested.append(len(document_ids))
-        return {i: self._payloads[i] for i in document_ids if i in self._payloads}
-
-
-class MemoryCache:
-    def __init__(self) -> None:
-        self.entries: dict[str, dict[str, Any]] = {}
-        self.ttls: dict[str, int] = {}
-
-    async def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return {k: self.entries[k] for k in keys if k in self.entries}
-
-    async def put_many(self, entries: dict[str, dict[str, Any]], *, model: str, ttl_seconds: int) -> None:
-        for k, v in entries.items():
-            self.entries[k] = v
-            self.ttls[k] = ttl_seconds
-
-
-class MemoryProcessed:
-    def __init__(self) -> None:
-        self.done: set[tuple[str, str]] = set()
-
-    async def seen(self, consumer: str, event_id: str) -> bool:
-        return (consumer, event_id) in self.done
-
-    async def mark(self, consumer: str, event_id: str) -> None:
-        self.done.add((consumer, event_id))
-
-
 def labeling_stats(publisher: "RecordingPublisher") -> dict[str, Any]:
     from contracts.topics import STATUS_CHANGED
 
     reports = [e for e in publisher.on(STATUS_CHANGED) if e.stage == "labeled"]
     assert reports, "the labeler reported no 'labeled' status"
     return reports[-1].details["labeling_stats"]
-
-
-@dataclass
-class RecordingPublisher:
-    published: list[tuple[Topic, BaseModel]] = field(default_factory=list)
-
-    async def publish(self, topic: Topic, event: BaseModel, key: str | None = None) -> None:
-        assert isinstance(event, topic.event), f"{type(event).__name__} does not belong on {topic.name}"
-        self.published.append((topic, event))
-
-    def on(self, topic: Topic) -> list[Any]:
-        return [e for t, e in self.published if t.name == topic.name]
 
 
 def clustered_event(members: pl.DataFrame, *, llm_labeling: Any = None, run_id: str = "run_test1",

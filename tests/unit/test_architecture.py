@@ -110,3 +110,84 @@ def test_the_clients_dependencies_are_what_it_may_import():
     names = {p.split("==")[0].split("[")[0] for p in pins}
     assert names == {"pydantic", "polars", "pyarrow", "httpx", "typer", "rich"}
     assert names <= CLIENT_MAY_IMPORT
+
+
+GATEWAY_ROUTES = sorted([*(ROOT / "services" / "gateway" / "routes").rglob("*.py"),
+                         *(ROOT / "services" / "gateway" / "web").rglob("*.py")])
+ROUTES_MAY_NOT_IMPORT = ("sqlalchemy", "clusterflow.db", "clusterflow.layouts")
+
+
+def route_sql(paths: list[Path]) -> list[str]:
+    """Where route modules import a SQL toolkit, a table or a SQL helper, or take the
+    repository's engine to run a query themselves."""
+    wrong = [f"{path.name}:{line} imports {module}"
+             for path in paths
+             for line, module in imports(path)
+             if any(module == m or module.startswith(m + ".") for m in ROUTES_MAY_NOT_IMPORT)]
+    return wrong + [f"{path.name}:{node.lineno} uses {ast.unparse(node)}"
+                    for path in paths
+                    for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                    if isinstance(node, ast.Attribute) and node.attr == "engine"]
+
+
+def test_the_gateway_routes_build_no_sql():
+    """Queries live in services/gateway/repository.py as named methods; routes call them."""
+    assert len(GATEWAY_ROUTES) >= 5, "the route modules moved: point this test at them"
+    wrong = route_sql(GATEWAY_ROUTES)
+    assert not wrong, "move the query into GatewayRepository and call it by name:\n" + "\n".join(wrong)
+
+
+def test_the_route_check_sees_a_query_in_a_route(tmp_path):
+    route = tmp_path / "bad.py"
+    route.write_text("from sqlalchemy import select\nfrom clusterflow.db.schema import tasks\n"
+                     "async def f(gw):\n    async with gw.repo.engine.connect():\n        pass\n")
+    assert route_sql([route]) == ["bad.py:1 imports sqlalchemy", "bad.py:2 imports clusterflow.db.schema",
+                                  "bad.py:4 uses gw.repo.engine"]
+
+
+# The ObjectStore port's methods (clusterflow/storage.py) and the helpers that call
+# them: blocking S3 round trips, never made on the event loop.
+STORE_METHODS = {"put_parquet", "get_parquet", "exists", "delete_prefix", "download", "upload", "ends",
+                 "presigned_url", "put_bytes", "get_bytes", "ensure_bucket"}
+STORE_HELPERS = {"load_manifest", "put_json", "get_json"}
+
+
+def _own_calls(fn: ast.AsyncFunctionDef) -> Iterator[ast.Call]:
+    """The calls in an async function's own body (not in functions defined inside it)."""
+    todo = list(fn.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.Call):
+            yield node
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def blocking_store_calls(paths: list[Path]) -> list[str]:
+    found = []
+    for path in paths:
+        for fn in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(fn, ast.AsyncFunctionDef):
+                continue
+            for call in _own_calls(fn):
+                if (isinstance(call.func, ast.Attribute) and call.func.attr in STORE_METHODS) or \
+                        (isinstance(call.func, ast.Name) and call.func.id in STORE_HELPERS):
+                    found.append(f"{path.name}:{call.lineno} {fn.name} calls {ast.unparse(call.func)}")
+    return found
+
+
+def test_no_async_function_calls_s3_on_the_event_loop():
+    """Object store calls from `async def` go through asyncio.to_thread or
+    run_in_threadpool (passed as a function, not called); tests/fakes'
+    OffLoopObjectStore checks the same at run time."""
+    wrong = blocking_store_calls(sorted((ROOT / "services").rglob("*.py")))
+    assert not wrong, "run these in a thread (asyncio.to_thread / run_in_threadpool):\n" + "\n".join(wrong)
+
+
+def test_the_blocking_call_check_sees_one(tmp_path):
+    code = tmp_path / "bad.py"
+    code.write_text("import asyncio\nasync def f(gw):\n    def inner():\n        return gw.store.exists('k')\n"
+                    "    await asyncio.to_thread(gw.store.get_parquet, 'k')\n    await asyncio.to_thread(inner)\n"
+                    "    return gw.store.delete_prefix('p/')\n")
+    assert blocking_store_calls([code]) == ["bad.py:7 f calls gw.store.delete_prefix"]

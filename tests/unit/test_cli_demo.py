@@ -6,18 +6,7 @@ import numpy as np
 import polars as pl
 
 from clusterflow.client import demo
-
-
-class RecordingClient:
-    def __init__(self) -> None:
-        self.documents: list[dict] = []
-
-    def create_collection(self, name: str, embeddings: dict, **extra) -> dict:
-        return {"collection_id": "col_1"}
-
-    def upsert_documents(self, collection_id: str, documents: list[dict]) -> dict:
-        self.documents += documents
-        return {"upserted": len(documents)}
+from tests.fakes.client import RecordingClient
 
 
 def sample(n_per: int = 20) -> pl.DataFrame:

@@ -13,6 +13,7 @@ from clusterflow.settings import Settings
 from services.gateway import errors
 from services.gateway.web import router
 from services.gateway.web.routes import STATIC, build_points, cluster_sort_key, like_pattern, snippet
+from tests.fakes import FakeGatewayRepository, MemoryObjectStore
 
 
 def members(n: int = 12) -> pl.DataFrame:
@@ -86,40 +87,22 @@ def test_search_pieces():
     assert snippet({"n": 3}, "zzz") == (None, "")
 
 
-class FakeRepo:
-    def __init__(self) -> None:
-        self.namespaces: list[str] = []
-
-    async def get_cluster(self, ns, cluster_id):
-        self.namespaces.append(ns)
-        if cluster_id not in ("clust_1", "first"):
-            return None
-        return {"cluster_id": "clust_1", "cluster_name": "first", "collection_ids": ["col_1"],
-                "clustering_method": "kmeans"}
-
-    async def get_execution(self, ns, cluster_id, run_id):
-        if run_id == "run_pending":
-            return {"run_id": run_id, "cluster_id": cluster_id, "status": "PENDING"}
-        if run_id == "run_deferred":
-            return {"run_id": run_id, "cluster_id": cluster_id, "status": "COMPLETED", "centroids": CENTROIDS,
-                    "artifacts": {"members_key": "m", "centroids_key": "c", "coords_key": None}}
-        if run_id != "run_1":
-            return None
-        return {"run_id": "run_1", "cluster_id": cluster_id, "status": "COMPLETED", "centroids": CENTROIDS,
-                "metrics": {"silhouette_score": 0.5}, "clustering_method": "kmeans",
-                "artifacts": {"members_key": "m", "centroids_key": "c", "coords_key": "xy"}}
-
-
-class FakeStore:
-    def __init__(self, n: int) -> None:
-        self.frames = {"m": members(n), "xy": coords(n)}
-
-    def get_parquet(self, key, columns=None):
-        frame = self.frames[key]
-        return frame.select(columns) if columns else frame
-
-    def exists(self, key):
-        return key in self.frames
+def fake_gateway(n: int) -> SimpleNamespace:
+    """A gateway over the shared fakes: cluster clust_1 ("first") in both namespaces the
+    tests use, with a completed run (run_1), a deferred-layout one and a pending one."""
+    repo, store = FakeGatewayRepository(), MemoryObjectStore()
+    store.put_parquet("m", members(n))
+    store.put_parquet("xy", coords(n))
+    for ns in ("team-a", "default"):
+        repo.add_cluster(ns, "clust_1", cluster_name="first")
+        repo.add_execution(ns, "clust_1", "run_pending", "PENDING")
+        repo.add_execution(ns, "clust_1", "run_deferred", "COMPLETED", centroids=CENTROIDS,
+                           artifacts={"members_key": "m", "centroids_key": "c", "coords_key": None})
+        repo.add_execution(ns, "clust_1", "run_1", "COMPLETED", centroids=CENTROIDS,
+                           metrics={"silhouette_score": 0.5}, clustering_method="kmeans",
+                           artifacts={"members_key": "m", "centroids_key": "c", "coords_key": "xy"})
+    repo.namespaces.clear()
+    return SimpleNamespace(repo=repo, store=store)
 
 
 @pytest.fixture
@@ -127,8 +110,8 @@ def web():
     app = FastAPI()
     errors.install(app)
     app.include_router(router)
-    app.state.gateway = SimpleNamespace(repo=FakeRepo(), store=FakeStore(5000),
-                                        settings=Settings(auth_required=False))
+    app.state.gateway = fake_gateway(5000)
+    app.state.gateway.settings = Settings(auth_required=False)
     with TestClient(app) as client:
         yield client, app.state.gateway
 
@@ -150,7 +133,7 @@ def test_points_of_a_deferred_layout(web):
     body = client.get("/v1/clusters/clust_1/executions/run_deferred/points").json()
     assert body["dimensions"] == 0 and body["x"] is None and len(body["document_id"]) == 5000
     # Once /visualization has stored the layout at the run's own key, the points carry it.
-    gw.store.frames["default/clust_1/run_deferred/coords.parquet"] = coords(5000, z=True)
+    gw.store.put_parquet("default/clust_1/run_deferred/coords.parquet", coords(5000, z=True))
     body = client.get("/v1/clusters/clust_1/executions/run_deferred/points").json()
     assert body["dimensions"] == 3 and len(body["z"]) == 5000
 
@@ -185,7 +168,7 @@ def test_a_gateway_without_settings_fails_closed():
     app = FastAPI()
     errors.install(app)
     app.include_router(router)
-    app.state.gateway = SimpleNamespace(repo=FakeRepo(), store=FakeStore(5000))
+    app.state.gateway = fake_gateway(5000)
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get("/v1/clusters/first/executions/run_1/points", headers={"X-Namespace": "team-a"})
     assert response.status_code == 500

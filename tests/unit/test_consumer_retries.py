@@ -13,17 +13,7 @@ from clusterflow.settings import Settings
 from contracts.api import TaskStatusEnum
 from contracts.events import DeadLetter, ExecutionRequested, RunStatusChanged
 from contracts.topics import EXECUTION_REQUESTED
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.published: list[tuple[str, object]] = []
-
-    async def publish(self, topic, event, key=None) -> None:
-        self.published.append((topic.name, event))
-
-    def of(self, kind):
-        return [e for _, e in self.published if isinstance(e, kind)]
+from tests.fakes import RecordingPublisher
 
 
 @pytest.fixture
@@ -54,7 +44,7 @@ async def test_a_transient_failure_is_retried_with_backoff_until_it_passes(sleep
         if len(calls) < 4:
             raise ConnectionRefusedError("S3 is away")
 
-    out = Recorder()
+    out = RecordingPublisher()
     await consumer(flaky, out, max_attempts=8, retry_backoff_s=0.5).process(BODY, partition=0, offset=7)
     assert len(calls) == 4 and calls[0] == EVENT
     assert sleeps == [0.5, 1.0, 2.0]
@@ -68,7 +58,7 @@ async def test_retries_are_bounded_then_dead_lettered_and_the_run_failed(sleeps)
         calls.append(event)
         raise OSError("Postgres is away")
 
-    out = Recorder()
+    out = RecordingPublisher()
     await consumer(broken, out, max_attempts=5, retry_backoff_s=1.0, retry_backoff_max_s=3.0).process(
         BODY, partition=2, offset=11)
     assert len(calls) == 5
@@ -85,7 +75,7 @@ async def test_a_run_failure_is_not_retried(sleeps):
     async def refuses(event) -> None:
         raise RunFailed("no documents match")
 
-    out = Recorder()
+    out = RecordingPublisher()
     await consumer(refuses, out).process(BODY)
     assert sleeps == [] and out.of(DeadLetter) == []
     assert out.of(RunStatusChanged)[0].error == "no documents match"

@@ -10,6 +10,7 @@ from clusterflow.messaging import Consumer
 from clusterflow.observability import MetricsServer, Readiness, ready_body
 from clusterflow.settings import Settings
 from contracts.topics import DATASET_PREPARED
+from tests.fakes import RecordingPublisher
 from tests.unit.test_events import EXAMPLES
 
 
@@ -76,14 +77,6 @@ async def test_metrics_server_serves_health_ready_and_metrics() -> None:
         await server.stop()
 
 
-class _Publisher:
-    def __init__(self) -> None:
-        self.sent = []
-
-    async def publish(self, topic, event, key=None) -> None:
-        self.sent.append((topic.name, event))
-
-
 def _count(outcome: str) -> float:
     return REGISTRY.get_sample_value("clusterflow_events_total", {
         "topic": DATASET_PREPARED.name, "service": "unit-metrics", "outcome": outcome}) or 0.0
@@ -99,7 +92,7 @@ async def test_consumer_counts_outcomes_and_times_handlers() -> None:
 
     settings = Settings(max_attempts=3, retry_backoff_s=0.01)
     consumer = Consumer(topic=DATASET_PREPARED, group_id="g", service="unit-metrics", handler=flaky,
-                        publisher=_Publisher(), settings=settings)
+                        publisher=RecordingPublisher(), settings=settings)
     before = {o: _count(o) for o in ("ok", "retried", "dead_lettered")}
     await consumer.process(b"not json")
     assert _count("dead_lettered") == before["dead_lettered"] + 1

@@ -10,7 +10,8 @@ import pytest
 from clusterflow.messaging import RunFailed
 from clusterflow.runstate import RunCanceled
 from services.clusterer.ray_engine import RayEngine, choose_engine, submission_id
-from services.clusterer.ray_job import EngineResult
+from services.clusterer.ray_job import EngineJob, EngineResult
+from tests.fakes import FakeJobs, MemoryObjectStore
 
 
 def test_choose_engine() -> None:
@@ -21,39 +22,9 @@ def test_choose_engine() -> None:
     assert choose_engine("auto", "", 10**7, 100) == "local"  # no cluster named: nothing to try
 
 
-class FakeJobs:
-    address = "http://ray.test:8265"
-
-    def __init__(self, statuses: list[dict | None]) -> None:
-        self.statuses = statuses
-        self.submitted: list[str] = []
-        self.stopped: list[str] = []
-
-    async def info(self, sid):
-        return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-
-    async def submit(self, sid, entrypoint, runtime_env):
-        self.submitted.append(entrypoint)
-
-    async def stop(self, sid):
-        self.stopped.append(sid)
-
-    async def logs_tail(self, sid, chars=1500):
-        return "Traceback...\nValueError: algorithm_params.n_clusters (30) exceeds the number of points (20)\n"
-
-
-class FakeStore:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-
 @pytest.fixture
-def engine(monkeypatch):
-    store = FakeStore()
-    monkeypatch.setattr("services.clusterer.ray_engine.put_json",
-                        lambda s, key, value: s.objects.__setitem__(key, value.model_dump_json().encode()))
-    monkeypatch.setattr("services.clusterer.ray_engine.get_json",
-                        lambda s, key, model: model.model_validate_json(s.objects[key]))
+def engine():
+    store = MemoryObjectStore()  # the job's spec and result go through the port's put_bytes/get_bytes
 
     def make(statuses):
         return RayEngine(jobs=FakeJobs(statuses), store=store, setting="ray", poll_s=0.001)
@@ -77,6 +48,9 @@ def test_a_new_run_is_submitted_once_and_its_result_read(engine) -> None:
     assert result.n_clusters == 3
     assert len(ray.jobs.submitted) == 1 and "services.clusterer.ray_job" in ray.jobs.submitted[0]
     assert submission_id("run_1", "full") == "clusterflow-full-run_1"
+    # the job reads its spec from the key named on its command line, written through the port
+    spec_key = ray.jobs.submitted[0].split()[-1]
+    assert EngineJob.model_validate_json(store.get_bytes(spec_key)) == job
 
 
 def test_an_existing_job_is_reattached_not_submitted_again(engine) -> None:

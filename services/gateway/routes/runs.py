@@ -8,8 +8,6 @@ import polars as pl
 from fastapi import APIRouter, Body, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
-from clusterflow.layouts import claim_layout
-from clusterflow.db.schema import executions
 from clusterflow.storage import artifact_key
 
 from clusterflow.messaging import report_status
@@ -64,6 +62,7 @@ from contracts.topics import EXECUTION_REQUESTED, LAYOUT_COMPUTE
 from services.gateway.deps import CallerDep, GatewayDep, NamespaceDep, PageDep
 from services.gateway.errors import ApiError, bad_request, not_found
 from services.gateway.queueing import enqueue
+from services.gateway.repository import ExecutionFilter
 from services.gateway.validation import (
     check_filters,
     check_supported,
@@ -312,22 +311,17 @@ async def list_executions(cluster_id: str, gw: GatewayDep, ns: NamespaceDep, pag
     body = body or ListExecutionsRequest()
     if body.sort.field not in {"created_at", "completed_at", "num_clusters", "num_points"}:
         raise bad_request(f"cannot sort executions by {body.sort.field!r}", code="invalid_sort")
-    where = []
-    if body.status:
-        where.append(executions.c.status.in_(_task_statuses(body.status)))
+    statuses = [_task_statuses(body.status)] if body.status else []
+    modes = None
     for field, values in _execution_filters(body.filters).items():
-        column = executions.c[field]
-        where.append(column.in_(_task_statuses(values) if field == "status" else values))
-    if body.created_after:
-        where.append(executions.c.created_at >= body.created_after)
-    if body.created_before:
-        where.append(executions.c.created_at < body.created_before)
-    if body.min_num_clusters is not None:
-        where.append(executions.c.num_clusters >= body.min_num_clusters)
-    if body.max_num_clusters is not None:
-        where.append(executions.c.num_clusters <= body.max_num_clusters)
-    if body.min_silhouette_score is not None:
-        where.append(executions.c.metrics["silhouette_score"].as_float() >= body.min_silhouette_score)
+        if field == "status":
+            statuses.append(_task_statuses(values))
+        else:
+            modes = tuple(values)
+    where = ExecutionFilter(
+        statuses=tuple(tuple(s) for s in statuses), modes=modes, created_after=body.created_after,
+        created_before=body.created_before, min_num_clusters=body.min_num_clusters,
+        max_num_clusters=body.max_num_clusters, min_silhouette_score=body.min_silhouette_score)
     rows, total, stats = await gw.repo.list_executions(
         ns, cluster["cluster_id"], where=where, descending=body.sort.direction == "desc",
         sort_field=body.sort.field, limit=page.limit, offset=page.offset,
@@ -459,7 +453,7 @@ async def visualization(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namesp
     n_components = details.get("vis_n_components") or cluster["vis_n_components"]
     key = _coords_key(row, artifacts)
     if not await run_in_threadpool(gw.store.exists, key):
-        state = await claim_layout(gw.repo.engine, ns, run_id)
+        state = await gw.repo.claim_layout(ns, run_id)
         if state.claimed:
             await gw.publisher.publish(LAYOUT_COMPUTE, ComputeLayout(
                 namespace=ns, run_id=run_id, cluster_id=cluster["cluster_id"], task_id=row["task_id"],

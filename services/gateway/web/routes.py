@@ -19,7 +19,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 
 from clusterflow.storage import artifact_key
 from contracts.api import ErrorResponse
@@ -232,16 +231,6 @@ def snippet(payload: Any, query: str, width: int = SNIPPET_CHARS) -> tuple[str |
     return None, ""
 
 
-_SEARCH_SQL = text("""
-    SELECT d.document_id FROM documents d
-    WHERE d.collection_id = ANY(:collections)
-      AND EXISTS (SELECT 1 FROM jsonb_each_text(d.payload) kv WHERE kv.value ILIKE :pattern)
-    ORDER BY d.document_id LIMIT :cap
-""")
-_PAYLOADS_SQL = text("SELECT document_id, payload FROM documents "
-                     "WHERE collection_id = ANY(:collections) AND document_id = ANY(:ids)")
-
-
 @router.get("/v1/clusters/{cluster_id}/executions/{run_id}/search", response_model=SearchResult,
             responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
 async def run_search(cluster_id: str, run_id: str, gw: GatewayDep, ns: NamespaceDep,
@@ -252,9 +241,7 @@ async def run_search(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namespace
     id (to highlight on the map, up to a cap) and the first ones with a snippet."""
     cluster, _, artifacts = await run_with_results(gw, ns, cluster_id, run_id)
     collections = list(cluster.get("collection_ids") or [])
-    async with gw.repo.engine.connect() as conn:
-        matched = (await conn.execute(_SEARCH_SQL, {"collections": collections, "pattern": like_pattern(q),
-                                                     "cap": SEARCH_CAP + 1})).scalars().all()
+    matched = await gw.repo.documents_matching(collections, like_pattern(q), SEARCH_CAP + 1)
     members = await run_in_threadpool(gw.store.get_parquet, artifacts["members_key"],
                                       ["document_id", "cluster_id"])
     found = members.filter(pl.col("document_id").cast(pl.String).is_in(list(matched)))
@@ -264,10 +251,7 @@ async def run_search(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namespace
     listed = found.head(SEARCH_LISTED)
     payloads: dict[str, Any] = {}
     if listed.height:
-        async with gw.repo.engine.connect() as conn:
-            rows = await conn.execute(_PAYLOADS_SQL, {"collections": collections,
-                                                      "ids": listed["document_id"].cast(pl.String).to_list()})
-            payloads = {r.document_id: r.payload for r in rows}
+        payloads = await gw.repo.payloads(collections, listed["document_id"].cast(pl.String).to_list())
     hits = []
     for did, cid in listed.select(pl.col("document_id").cast(pl.String), "cluster_id").iter_rows():
         field, text_ = snippet(payloads.get(did), q)
