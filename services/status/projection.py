@@ -22,6 +22,7 @@ from typing import Any
 from contracts.api import COMPLETED_STATUSES, TERMINAL_STATUSES, TaskStatusEnum, applied_as
 from contracts.events import (
     DEFERRED_LAYOUT_STAGE,
+    ERROR_TRACEBACK,
     LAYOUT_STABILITY_APPLIED,
     LAYOUT_STABILITY_REASON,
     ClustersLabeled,
@@ -37,6 +38,9 @@ from contracts.events import (
 Run = dict[str, Any]
 _ACTIVE = {TaskStatusEnum.PROCESSING.value, TaskStatusEnum.IN_PROGRESS.value}
 _LAYOUT_DETAILS = (LAYOUT_STABILITY_APPLIED, LAYOUT_STABILITY_REASON)
+# Run details the execution read serves but the task's additional_data does not repeat
+# (the task has `error`; the traceback is for whoever debugs the execution).
+_EXECUTION_ONLY = frozenset({ERROR_TRACEBACK})
 
 
 def new_run(event: Event) -> Run:
@@ -106,11 +110,11 @@ def _import_requested(run: Run, event: ImportRequested) -> Run:
 
 
 def _status(run: Run, event: RunStatusChanged) -> Run:
+    facts = event.facts()  # typed fields, or a version 1 event's `details` keys
     if event.stage == DEFERRED_LAYOUT_STAGE:
         # A completed run's deferred layout: what it applied joins the run's details;
         # the run's status, stage and progress are not the layout's to change.
-        run["details"] = {**run.get("details", {}), **{k: event.details[k] for k in _LAYOUT_DETAILS
-                                                      if k in event.details}}
+        run["details"] = {**run.get("details", {}), **{k: facts[k] for k in _LAYOUT_DETAILS if k in facts}}
         return run
     if is_terminal(run):
         # The result (another topic) may be projected before the progress reports: a
@@ -125,14 +129,14 @@ def _status(run: Run, event: RunStatusChanged) -> Run:
         run["stage"] = event.stage
     if status in _ACTIVE and run.get("started_at") is None:
         run["started_at"] = event.occurred_at
-    if event.details:
-        run["details"] = {**run.get("details", {}), **event.details}
-        if "sampling" in event.details:
-            run["sampling"] = event.details["sampling"]
-        if "clustering_method" in event.details:
-            run["clustering_method"] = event.details["clustering_method"]
-        if "labeling_enabled" in event.details:
-            run["labeling_enabled"] = bool(event.details["labeling_enabled"])
+    if event.details or facts:
+        run["details"] = {**run.get("details", {}), **event.extra_details(), **facts}
+        if "sampling" in facts:
+            run["sampling"] = facts["sampling"]
+        if "clustering_method" in facts:
+            run["clustering_method"] = facts["clustering_method"]
+        if "labeling_enabled" in facts:
+            run["labeling_enabled"] = bool(facts["labeling_enabled"])
     if event.status in TERMINAL_STATUSES:
         run["completed_at"] = event.occurred_at
         if event.error:
@@ -235,7 +239,7 @@ def task_row(run: Run) -> dict[str, Any]:
         "run_id": run["run_id"],
         "namespace_id": run["namespace"],
         "stage": run.get("stage"),
-        **{k: v for k, v in (run.get("details") or {}).items() if v is not None},
+        **{k: v for k, v in (run.get("details") or {}).items() if v is not None and k not in _EXECUTION_ONLY},
     }
     if run.get("sampling"):
         additional["sampling"] = run["sampling"]
