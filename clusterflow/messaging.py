@@ -9,6 +9,8 @@ The wrapper's rules, the same for every consumer:
 - any other exception is treated as transient and retried with exponential backoff;
   past `max_attempts` the event is dead-lettered and its run marked FAILED, so nothing
   stays PENDING forever;
+- a run failed either way carries the exception's traceback (its last frames,
+  `short_traceback`) on the FAILED report, for the execution's `error_traceback`;
 - the offset is committed only after the handler (and what it published) finished.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import base64
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
@@ -33,7 +36,7 @@ from clusterflow.observability import EVENTS, HANDLER_SECONDS, PUBLISHED
 from clusterflow.runstate import RunCanceled
 from clusterflow.settings import Settings
 from contracts.api import TaskStatusEnum
-from contracts.events import DeadLetter, Event, RunStatusChanged, derived_event_id
+from contracts.events import TRACEBACK_MAX_CHARS, DeadLetter, Event, RunStatusChanged, derived_event_id
 from contracts.topics import ALL_TOPICS, DEAD_LETTERS, STATUS_CHANGED, Topic
 
 log = logging.getLogger("clusterflow.messaging")
@@ -99,6 +102,20 @@ async def ensure_topics(bootstrap: str, topics: tuple[Topic, ...] = ALL_TOPICS, 
         await admin.close()
 
 
+_CUT = "... (earlier frames cut)\n"
+
+
+def short_traceback(exc: BaseException, limit: int = TRACEBACK_MAX_CHARS) -> str:
+    """The exception's traceback (its causes included) in at most `limit` characters:
+    the end of it, where the failing frames and the message are, cut at a line."""
+    text = "".join(traceback.format_exception(exc))
+    if len(text) <= limit:
+        return text
+    tail = text[len(text) - (limit - len(_CUT)):]
+    newline = tail.find("\n")
+    return _CUT + (tail[newline + 1:] if 0 <= newline < len(tail) - 1 else tail)
+
+
 async def report_status(
     publisher: Publisher,
     source: Event,
@@ -110,7 +127,10 @@ async def report_status(
     message: str | None = None,
     error: str | None = None,
     details: dict[str, Any] | None = None,
+    **facts: Any,
 ) -> None:
+    """Publish a transition of the source event's run; `facts` are RunStatusChanged's
+    typed fields (sampling, clustering_method, error_traceback...)."""
     await publisher.publish(
         STATUS_CHANGED,
         RunStatusChanged(
@@ -127,6 +147,7 @@ async def report_status(
             message=message,
             error=error,
             details=details or {},
+            **facts,
         ),
     )
 
@@ -248,7 +269,7 @@ class Consumer:
                 await self.handler(event)
                 return "ok"
             except RunFailed as exc:
-                await self._fail_run(event, str(exc))
+                await self._fail_run(event, str(exc), exc)
                 return "failed"
             except RunCanceled:
                 log.info("%s: run %s was canceled; stopping its work", self.service, event.run_id)
@@ -258,7 +279,7 @@ class Consumer:
                     log.exception("%s gave up on %s after %d attempts", self.service, self.topic.name, attempt)
                     await self.dead_letter(body, f"failed after {attempt} attempts: {exc!r}", exc,
                                            partition=partition, offset=offset)
-                    await self._fail_run(event, f"{self.service} failed: {exc}")
+                    await self._fail_run(event, f"{self.service} failed: {exc}", exc)
                     return "dead_lettered"
                 EVENTS.labels(self.topic.name, self.service, "retried").inc()
                 log.warning("%s: attempt %d on %s failed (%r); retrying in %.1fs",
@@ -266,11 +287,11 @@ class Consumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_backoff_max_s)
 
-    async def _fail_run(self, event: Any, error: str) -> None:
+    async def _fail_run(self, event: Any, error: str, exc: BaseException) -> None:
         if self.report_failures and isinstance(event, Event):
             await report_status(
                 self.publisher, event, service=self.service, status=TaskStatusEnum.FAILED,
-                stage="failed", error=error,
+                stage="failed", error=error, error_traceback=short_traceback(exc),
             )
 
     async def dead_letter(self, body: bytes, reason: str, exc: BaseException, *,

@@ -13,7 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from contracts.api import COMPLETED_STATUSES, TaskStatusEnum
-from contracts.events import IMPORT_MODE, task_type_for
+from contracts.events import ERROR_TRACEBACK, IMPORT_MODE, task_type_for
+
+# Run details the execution read serves but the task's additional_data does not repeat
+# (the task has `error`; the traceback is for whoever debugs the execution).
+_EXECUTION_ONLY = frozenset({ERROR_TRACEBACK})
 
 Run = dict[str, Any]
 
@@ -67,7 +71,7 @@ def task_row(run: Run) -> dict[str, Any]:
         "run_id": run["run_id"],
         "namespace_id": run["namespace"],
         "stage": run.get("stage"),
-        **{k: v for k, v in (run.get("details") or {}).items() if v is not None},
+        **{k: v for k, v in (run.get("details") or {}).items() if v is not None and k not in _EXECUTION_ONLY},
     }
     if run.get("sampling"):
         additional["sampling"] = run["sampling"]

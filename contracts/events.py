@@ -17,16 +17,24 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.api import (
     DEFAULT_HIERARCHY_DEPTH,
-    ExecuteClusterByIdRequest,
     HierarchyDepth,
     ExecutionMode,
     LayoutStability,
+    LayoutStabilityApplied,
     LLMLabeling,
+    LogicalOperator,
     TaskStatusEnum,
     TaskType,
 )
 
 SCHEMA_VERSION = 1
+# RunStatusChanged's version: 2 carries the run's facts in typed fields (sampling,
+# clustering_method, labeling_enabled, layout_stability_*, error_traceback) instead of
+# `details` keys. The projector reads both versions (version 1's facts from `details`).
+STATUS_SCHEMA_VERSION = 2
+# A failed run's traceback rides on its FAILED status event, cut to its last part
+# (clusterflow.messaging.short_traceback); the field refuses anything much longer.
+TRACEBACK_MAX_CHARS = 4096
 
 # Events derive their ids from the run and what they report, never from the clock.
 _EVENT_NAMESPACE = uuid.UUID("6f1c1d2e-6a36-4c36-9a7e-2f1f0c7d9b11")
@@ -52,11 +60,21 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class Event(BaseModel):
-    """The envelope. Unknown fields are refused: a producer with a newer schema must
-    bump `schema_version`, and an old consumer dead-letters what it cannot read."""
+class _Wire(BaseModel):
+    """What travels inside events. Unknown keys are ignored, not refused: a producer one
+    release ahead (a new REST field mapped into RunOptions, a new optional fact) must
+    not make every older consumer dead-letter every event it sends during a rolling
+    upgrade. A change an older consumer cannot safely ignore (a field renamed, removed,
+    or whose meaning changes) bumps the event's `schema_version` instead, and the older
+    consumer dead-letters the versions it does not know. (The REST models stay strict:
+    a client's typo must be a 422, not silently dropped.)"""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
+
+
+class Event(_Wire):
+    """The envelope. Unknown fields are ignored (see `_Wire`); an unknown
+    `schema_version` is refused, so an old consumer dead-letters what it cannot read."""
 
     event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -67,13 +85,37 @@ class Event(BaseModel):
     occurred_at: datetime = Field(default_factory=utcnow)
 
 
+class RunOptions(_Wire):
+    """A run's per-execution overrides, as the workers read them: the event's own model,
+    not the REST body (`ExecuteClusterByIdRequest`), so the REST surface can grow a field
+    without changing what is on the wire. The gateway maps the body into it
+    (services/gateway/routes/runs.py `run_options`); anyone else publishing
+    `ExecutionRequested` fills it directly. None (or absent): the cluster's own setting.
+
+    Field names, defaults and bounds are the REST body's, so version 1 events (whose
+    `options` were that body, serialized) read unchanged: the bytes are the same, and
+    `ExecutionRequested` keeps schema_version 1."""
+
+    mode: ExecutionMode = ExecutionMode.full
+    source_execution_ids: list[str] | None = None  # composite: the runs whose centroids are grouped
+    assignment_threshold: float | None = Field(default=0.5, ge=0, le=1)  # assign only
+    filters: LogicalOperator | None = None  # instead of the cluster's stored filters
+    sample_size: int | None = Field(default=None, ge=1, le=1_000_000)
+    vis_n_components: Literal[2, 3] | None = None
+    defer_visualization: bool | None = None
+    llm_labeling: LLMLabeling | None = None
+    hierarchical: bool | None = None
+    max_hierarchy_depth: HierarchyDepth | None = None
+    layout_stability: LayoutStability | None = None
+
+
 class ExecutionRequested(Event):
     """A client asked for a run. Anyone may publish it (not only the gateway): the
     preparer reads the cluster definition itself, so `cluster_id` and `run_id` are
     all a publisher must know."""
 
     event_type: Literal["execution.requested"] = "execution.requested"
-    options: ExecuteClusterByIdRequest = Field(default_factory=ExecuteClusterByIdRequest)
+    options: RunOptions = Field(default_factory=RunOptions)
     requested_by: str | None = None
     # mode=assign: the run whose centroids are used, pinned by the gateway when it
     # accepted the request. None: the preparer takes the cluster's latest completed
@@ -111,11 +153,9 @@ class ImportRequested(Event):
     requested_by: str | None = None
 
 
-class ClusteringConfig(BaseModel):
+class ClusteringConfig(_Wire):
     """What the clusterer and labeler need, resolved once by the preparer from the
     cluster definition and the run's overrides."""
-
-    model_config = ConfigDict(extra="forbid")
 
     mode: ExecutionMode = ExecutionMode.full
     clustering_method: str
@@ -147,9 +187,7 @@ class ClusteringConfig(BaseModel):
         return self.mode is ExecutionMode.full and (self.hierarchical or self.clustering_method == "auto")
 
 
-class SamplingInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SamplingInfo(_Wire):
     matched: int = Field(ge=0, description="documents that matched the filters")
     sampled: int = Field(ge=0, description="documents in the dataset")
     requested_sample_size: int | None = None
@@ -184,12 +222,10 @@ class CentroidSummary(BaseModel):
     hierarchy_level: int | None = None
 
 
-class SourceRun(BaseModel):
+class SourceRun(_Wire):
     """A completed run that another run builds on: the previous full run (stable ids),
     the run an assign run uses the centroids of, or one source of a composite run.
     Resolved by the preparer from the executions read model."""
-
-    model_config = ConfigDict(extra="forbid")
 
     run_id: str
     cluster_id: str
@@ -290,6 +326,8 @@ class ComputeLayout(Event):
 # layout reports it so) and in the executions read model's details.
 LAYOUT_STABILITY_APPLIED = "layout_stability_applied"
 LAYOUT_STABILITY_REASON = "layout_stability_reason"
+# A failed run's traceback, in the executions read model's details.
+ERROR_TRACEBACK = "error_traceback"
 # The stage of the clusterer's report of a completed run's deferred layout: the projector
 # merges its details into the run, and changes nothing else (the run may have ended).
 DEFERRED_LAYOUT_STAGE = "deferred_layout"
@@ -340,16 +378,50 @@ class RunStatusChanged(Event):
 
     `progress` is 0..1 over the whole run; the projector never lets it go back.
     Terminal statuses are final: a late PROCESSING report cannot reopen a run.
+
+    The facts a report establishes about the run have typed fields (None: not reported
+    by this transition); `details` carries the rest (an import's result, labeling
+    statistics, a stall), merged into the run's details by the projector. Version 1
+    events carried the typed facts as `details` keys of the same names; the projector
+    still reads them there.
     """
 
     event_type: Literal["status.changed"] = "status.changed"
+    schema_version: Literal[1, 2] = STATUS_SCHEMA_VERSION
     status: TaskStatusEnum
     service: str
     stage: str | None = None
     progress: float | None = Field(default=None, ge=0, le=1)
     message: str | None = None
     error: str | None = None
+    # A FAILED run's traceback, its last frames (clusterflow.messaging.short_traceback).
+    error_traceback: str | None = Field(default=None, max_length=2 * TRACEBACK_MAX_CHARS)
+    # The preparer's, once the dataset is ready.
+    sampling: SamplingInfo | None = None
+    clustering_method: str | None = None
+    labeling_enabled: bool | None = None
+    # A deferred layout's layout_stability outcome (stage DEFERRED_LAYOUT_STAGE).
+    layout_stability_applied: LayoutStabilityApplied | None = None
+    layout_stability_reason: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+    def facts(self) -> dict[str, Any]:
+        """The typed facts this report carries (JSON values), over the `details` keys
+        of a version 1 event that carried them there."""
+        typed = {name: getattr(self, name) for name in STATUS_FACTS if getattr(self, name) is not None}
+        return {**{k: v for k, v in self.details.items() if k in STATUS_FACTS},
+                **{k: v.model_dump() if isinstance(v, BaseModel) else getattr(v, "value", v)
+                   for k, v in typed.items()}}
+
+    def extra_details(self) -> dict[str, Any]:
+        """`details` without the typed facts a version 1 event carried there."""
+        return {k: v for k, v in self.details.items() if k not in STATUS_FACTS}
+
+
+# RunStatusChanged's typed facts: their field names, also their keys in the run's
+# details (and so in the task's additional_data).
+STATUS_FACTS = ("sampling", "clustering_method", "labeling_enabled", "layout_stability_applied",
+                "layout_stability_reason", "error_traceback")
 
 
 class DeadLetter(BaseModel):

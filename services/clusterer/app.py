@@ -36,7 +36,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
         store=store, cache=cache_from_settings(settings, SERVICE, store), ledger=PostgresSegmentLedger(engine),
         publisher=publisher, processed=PostgresProcessedLog(engine),
         runs=PostgresRunState(engine), heartbeat_s=settings.heartbeat_seconds, ray=ray_engine(settings, store),
-        layouts=PostgresLayoutLedger(engine),
+        layouts=PostgresLayoutLedger(engine), threads=settings.clusterer_threads,
     )
     app = worker_app(service=SERVICE, group=CLUSTERER, settings=settings, broker=broker, engine=engine,
                      publisher=publisher, handlers={DATASET_PREPARED: clusterer.handle,

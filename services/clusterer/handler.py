@@ -47,8 +47,6 @@ from clusterflow.storage import ObjectStore, artifact_key, run_file_key
 from contracts.api import NOISE_CLUSTER_ID, ExecutionMode, LayoutStability, TaskStatusEnum, applied_as
 from contracts.events import (
     DEFERRED_LAYOUT_STAGE,
-    LAYOUT_STABILITY_APPLIED,
-    LAYOUT_STABILITY_REASON,
     CentroidSummary,
     ClusterMetrics,
     ComputeLayout,
@@ -130,6 +128,7 @@ class Clusterer:
     heartbeat_s: float = 30.0
     ray: RayEngine | None = None  # large runs as Ray jobs (ray_engine.py); None: all in-process
     layouts: "LayoutLedger | None" = None  # deferred layouts' request rows (clusterflow/layouts.py)
+    threads: int = pipeline.DEFAULT_THREADS  # BLAS/OpenMP threads of the numeric stages (the settings')
 
     async def handle(self, event: DatasetPrepared) -> None:
         if await self.processed.seen(SERVICE, event.event_id):
@@ -258,14 +257,16 @@ class Clusterer:
             async with self._beating(event, "clustering", 0.3, 0.3):
                 clustering = await asyncio.to_thread(
                     algorithm_timer(config.clustering_method)(pipeline.cluster),
-                    X, config.clustering_method, config.algorithm_params, config.seed, config.preprocessing_steps)
+                    X, config.clustering_method, config.algorithm_params, config.seed, config.preprocessing_steps,
+                    threads=self.threads)
         except ValueError as exc:  # the engine's message says what to change
             raise RunFailed(f"clustering failed: {exc}") from exc
 
         timings.lap("cluster")
         await progress("metrics", 0.6, "computing metrics and centroids")
         async with self._beating(event, "metrics", 0.6, 0.6):
-            summary = await asyncio.to_thread(pipeline.summarize, X, clustering.labels, config.seed)
+            summary = await asyncio.to_thread(pipeline.summarize, X, clustering.labels, config.seed,
+                                              threads=self.threads)
         timings.lap("summarize")
 
         stabilized = None
@@ -455,8 +456,8 @@ class Clusterer:
         into the completed run, see DEFERRED_LAYOUT_STAGE)."""
         await report_status(self.publisher, command, service=SERVICE, status=TaskStatusEnum.COMPLETED,
                             stage=DEFERRED_LAYOUT_STAGE, message=f"layout: {stabilized.reason}",
-                            details={LAYOUT_STABILITY_APPLIED: applied_as(stabilized.applied).value,
-                                     LAYOUT_STABILITY_REASON: stabilized.reason})
+                            layout_stability_applied=applied_as(stabilized.applied),
+                            layout_stability_reason=stabilized.reason)
 
     # ------------------------------------------------------------------ layout stability
 
@@ -469,7 +470,7 @@ class Clusterer:
             self._previous_layout, run.namespace, run.cluster_id, previous_run_id, setting)
         stabilized = await asyncio.to_thread(
             pipeline.stable_layout, X, ids, setting, previous, n_components=n_components, seed=seed,
-            embedding_name=embedding_name or "", run_id=run.run_id, on_progress=on_progress)
+            embedding_name=embedding_name or "", run_id=run.run_id, on_progress=on_progress, threads=self.threads)
         if stabilized.projection is not None:
             reused = previous is not None and stabilized.projection is previous.projection
             await asyncio.to_thread(self._put_projection, run, model_bytes if reused else None, stabilized)

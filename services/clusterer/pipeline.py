@@ -1,6 +1,10 @@
 """The clusterer's numeric stages over arrays (no I/O), composed from the engine:
 cluster, summarize (metrics, centroids, distances), layout (kept in the previous run's
-shape: stable_layout)."""
+shape: stable_layout).
+
+Each stage runs under `threads` BLAS/OpenMP threads, the caller's to choose: the
+clusterer's composition root passes CLUSTERFLOW_CLUSTERER_THREADS down (services/
+clusterer/app.py -> Clusterer.threads), a Ray task passes 1. No settings are read here."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -11,8 +15,6 @@ from typing import Any
 import numpy as np
 import sklearn
 from threadpoolctl import threadpool_limits
-
-from clusterflow.settings import get_settings
 
 from services.clusterer.engine import (
     ClusteringOutcome,
@@ -41,24 +43,27 @@ class Summary:
 WORKING_MEMORY_MB = 128
 
 
+# BLAS/OpenMP threads per run unless the caller says otherwise (the default of
+# CLUSTERFLOW_CLUSTERER_THREADS): on a shared 2-core box two OpenMP threads made KMeans
+# up to 12x slower than one (see engine/algorithms.py); scale out with replicas instead.
+DEFAULT_THREADS = 1
+
+
 @contextmanager
-def _numeric_context() -> Iterator[None]:
-    # BLAS/OpenMP threads per run (CLUSTERFLOW_CLUSTERER_THREADS, default 1): on a shared
-    # 2-core box two OpenMP threads made KMeans up to 12x slower than one (see
-    # engine/algorithms.py); scale out with clusterer replicas instead.
-    with threadpool_limits(limits=get_settings().clusterer_threads), \
-            sklearn.config_context(working_memory=WORKING_MEMORY_MB):
+def _numeric_context(threads: int) -> Iterator[None]:
+    with threadpool_limits(limits=threads), sklearn.config_context(working_memory=WORKING_MEMORY_MB):
         yield
 
 
 def cluster(X: np.ndarray, method: str, params: dict[str, Any], seed: int,
-            preprocessing: list[dict[str, Any]] | None = None) -> ClusteringOutcome:
-    with _numeric_context():
+            preprocessing: list[dict[str, Any]] | None = None, *, threads: int = DEFAULT_THREADS
+            ) -> ClusteringOutcome:
+    with _numeric_context(threads):
         return run_clustering(X, method, params, seed, preprocessing=preprocessing)
 
 
-def summarize(X: np.ndarray, labels: np.ndarray, seed: int) -> Summary:
-    with _numeric_context():
+def summarize(X: np.ndarray, labels: np.ndarray, seed: int, *, threads: int = DEFAULT_THREADS) -> Summary:
+    with _numeric_context(threads):
         return _summarize(X, labels, seed)
 
 
@@ -75,14 +80,15 @@ def _summarize(X: np.ndarray, labels: np.ndarray, seed: int) -> Summary:
 
 
 def layout(X: np.ndarray, n_components: int, seed: int,
-           on_progress: Callable[[float], None] | None = None) -> np.ndarray:
-    with _numeric_context():
+           on_progress: Callable[[float], None] | None = None, *, threads: int = DEFAULT_THREADS) -> np.ndarray:
+    with _numeric_context(threads):
         return project(X, n_components, seed, on_progress=on_progress)
 
 
 def stable_layout(X: np.ndarray, ids: np.ndarray, setting, previous: stability.PreviousLayout | None, *,
                   n_components: int, seed: int, embedding_name: str, run_id: str,
-                  on_progress: Callable[[float], None] | None = None) -> stability.Stabilized:
-    with _numeric_context():
+                  on_progress: Callable[[float], None] | None = None,
+                  threads: int = DEFAULT_THREADS) -> stability.Stabilized:
+    with _numeric_context(threads):
         return stability.lay_out(X, ids, setting, previous, n_components=n_components, seed=seed,
                                  embedding_name=embedding_name, run_id=run_id, on_progress=on_progress)

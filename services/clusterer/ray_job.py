@@ -151,11 +151,14 @@ def _node() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
+# One BLAS thread per task: a task has one CPU (two threads were 3-12x slower here).
+TASK_THREADS = 1
+
+
 def _threads():
-    # One BLAS thread per task: a task has one CPU (two threads were 3-12x slower here).
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=1)
+    return threadpool_limits(limits=TASK_THREADS)
 
 
 def task_sample(block: dict, positions: np.ndarray) -> np.ndarray:
@@ -238,9 +241,10 @@ def task_whole(spec: dict, blocks: list[dict]) -> dict:
         ids = pa.chunked_array([p[0] for p in parts], pa.string())
         X = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 1), np.float32)
         del parts
-        clustering = pipeline.cluster(X, spec["method"], spec["params"], spec["seed"])
-        summary = pipeline.summarize(X, clustering.labels, spec["seed"])
-        coords = pipeline.layout(X, spec["vis_n_components"], spec["seed"]) if spec["layout"] else None
+        clustering = pipeline.cluster(X, spec["method"], spec["params"], spec["seed"], threads=TASK_THREADS)
+        summary = pipeline.summarize(X, clustering.labels, spec["seed"], threads=TASK_THREADS)
+        coords = pipeline.layout(X, spec["vis_n_components"], spec["seed"],
+                                 threads=TASK_THREADS) if spec["layout"] else None
         return {"ids": ids, "labels": clustering.labels, "distances": summary.distances, "coords": coords,
                 "sizes": summary.sizes, "centroids": summary.centroids, "noise_count": summary.noise_count,
                 "metrics": summary.metrics, "n_clusters": clustering.n_clusters,

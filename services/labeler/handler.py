@@ -131,7 +131,7 @@ class Labeler:
     processed: ProcessedLog
     cache: LabelCache
     llm: LLMFactory
-    settings: LabelerSettings = field(default_factory=LabelerSettings)
+    settings: LabelerSettings  # the composition root's (app.py); never read from the environment here
     embedder: Embedder | None = None
 
     async def handle(self, event: ExecutionClustered) -> None:

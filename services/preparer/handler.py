@@ -108,8 +108,8 @@ class Preparer:
         await report_status(
             self.publisher, event, service=SERVICE, status=TaskStatusEnum.PROCESSING, stage="prepared",
             progress=0.15, message=f"dataset of {prepared.num_points} {details.pop('unit', 'documents')} ready",
-            details={"sampling": prepared.sampling.model_dump(), "clustering_method": config.clustering_method,
-                     "labeling_enabled": config.labeling_enabled, **details},
+            sampling=prepared.sampling, clustering_method=config.clustering_method,
+            labeling_enabled=config.labeling_enabled, details=details,
         )
         await self.processed.mark(SERVICE, event.event_id)
 

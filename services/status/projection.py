@@ -93,11 +93,11 @@ def _import_requested(run: Run, event: ImportRequested) -> Run:
 
 
 def _status(run: Run, event: RunStatusChanged) -> Run:
+    facts = event.facts()  # typed fields, or a version 1 event's `details` keys
     if event.stage == DEFERRED_LAYOUT_STAGE:
         # A completed run's deferred layout: what it applied joins the run's details;
         # the run's status, stage and progress are not the layout's to change.
-        run["details"] = {**run.get("details", {}), **{k: event.details[k] for k in _LAYOUT_DETAILS
-                                                      if k in event.details}}
+        run["details"] = {**run.get("details", {}), **{k: facts[k] for k in _LAYOUT_DETAILS if k in facts}}
         return run
     if is_terminal(run):
         # The result (another topic) may be projected before the progress reports: a
@@ -112,14 +112,14 @@ def _status(run: Run, event: RunStatusChanged) -> Run:
         run["stage"] = event.stage
     if status in _ACTIVE and run.get("started_at") is None:
         run["started_at"] = event.occurred_at
-    if event.details:
-        run["details"] = {**run.get("details", {}), **event.details}
-        if "sampling" in event.details:
-            run["sampling"] = event.details["sampling"]
-        if "clustering_method" in event.details:
-            run["clustering_method"] = event.details["clustering_method"]
-        if "labeling_enabled" in event.details:
-            run["labeling_enabled"] = bool(event.details["labeling_enabled"])
+    if event.details or facts:
+        run["details"] = {**run.get("details", {}), **event.extra_details(), **facts}
+        if "sampling" in facts:
+            run["sampling"] = facts["sampling"]
+        if "clustering_method" in facts:
+            run["clustering_method"] = facts["clustering_method"]
+        if "labeling_enabled" in facts:
+            run["labeling_enabled"] = bool(facts["labeling_enabled"])
     if event.status in TERMINAL_STATUSES:
         run["completed_at"] = event.occurred_at
         if event.error:

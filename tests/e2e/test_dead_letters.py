@@ -57,7 +57,7 @@ def valid_event(topic, marker: str):
 
 def bad_records(topic, marker: str) -> dict[str, bytes]:
     future = json.loads(valid_event(topic, marker).model_dump_json())
-    future["schema_version"] = 2
+    future["schema_version"] = future["schema_version"] + 1  # one its consumers do not know yet
     return {
         "garbage": b"\x00\xff\xfe not json at all " + marker.encode(),
         "wrong shape": json.dumps({"hello": "world", "marker": marker}).encode(),

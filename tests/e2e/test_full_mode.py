@@ -190,6 +190,11 @@ def test_impossible_parameters_end_failed_with_the_reason(api, stack, corpus):
     assert "5000" in done["error"] and done["additional_data"]["error"] == done["error"]
     execution = api.get(f"/v1/clusters/{cluster_id}/executions/{task['additional_data']['run_id']}").json()
     assert execution["status"] == "failed" and execution["error_message"] == done["error"]
+    # The clusterer's handler failed it: the execution shows where (the last frames), not the task.
+    traceback = execution["error_traceback"]
+    assert traceback and len(traceback) <= 4096, traceback
+    assert "in _full_in_process" in traceback and "RunFailed: clustering failed" in traceback, traceback
+    assert "error_traceback" not in done["additional_data"]
     # A run without results is a bad state for its data: 400, not 404 or 500.
     r = api.post(f"/v1/clusters/{cluster_id}/executions/{task['additional_data']['run_id']}/data", json={})
     assert r.status_code == 400 and r.json()["error"]["code"] == "results_not_ready"

@@ -16,8 +16,8 @@ from clusterflow.db import make_engine
 from clusterflow.db.schema import clusters, collections, document_vectors, documents
 from clusterflow.messaging import KafkaPublisher, make_broker
 from clusterflow.storage import S3ObjectStore
-from contracts.api import ExecuteClusterByIdRequest, LogicalOperator
-from contracts.events import ExecutionRequested
+from contracts.api import LogicalOperator
+from contracts.events import ExecutionRequested, RunOptions
 from contracts.topics import EXECUTION_REQUESTED, Topic
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ async def test_event_published_to_kafka_is_consumed_by_a_group_and_parses_back_e
 
     sent = ExecutionRequested(
         namespace="ns1", run_id="run_1", cluster_id="clust_1", task_id="task_1",
-        options=ExecuteClusterByIdRequest(
+        options=RunOptions(
             sample_size=500, vis_n_components=3,
             filters=LogicalOperator.model_validate({"AND": [{"field": "a.b", "operator": "gte", "value": 3}],
                                                     "category": "news"}),

@@ -191,3 +191,35 @@ def test_the_blocking_call_check_sees_one(tmp_path):
                     "    await asyncio.to_thread(gw.store.get_parquet, 'k')\n    await asyncio.to_thread(inner)\n"
                     "    return gw.store.delete_prefix('p/')\n")
     assert blocking_store_calls([code]) == ["bad.py:7 f calls gw.store.delete_prefix"]
+
+
+# The processes' own entry points, which may read the settings from the environment:
+# the services' composition roots, and the Ray job's task processes (their settings come
+# from the job's env vars, services/clusterer/app.py ray_engine).
+READS_SETTINGS = {"app.py", "__main__.py", "settings.py", "ray_job.py"}
+
+
+def settings_reads(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, call) of every `get_settings()`, `Settings()` or `LabelerSettings` used as a
+    factory in a file."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        target = node.func if isinstance(node, ast.Call) else node.value if isinstance(node, ast.keyword) else None
+        name = getattr(target, "id", None) or getattr(target, "attr", None)
+        if name in {"get_settings", "Settings", "LabelerSettings"}:
+            yield node.lineno if hasattr(node, "lineno") else target.lineno, name
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_below_the_composition_root_settings_are_passed_in_not_read(service):
+    wrong = [f"{_where(path, line)} reads {name}"
+             for path in sorted((ROOT / "services" / service).rglob("*.py")) if path.name not in READS_SETTINGS
+             for line, name in settings_reads(path)]
+    assert not wrong, ("handlers, pipelines and engines get what they need from app.py (e.g. the thread "
+                       "count), they do not read the settings:\n" + "\n".join(wrong))
+
+
+def test_the_settings_check_sees_a_read(tmp_path):
+    sample = tmp_path / "x.py"
+    sample.write_text("from clusterflow.settings import get_settings\n\ndef f():\n    return get_settings().a\n"
+                      "\n@dataclass\nclass C:\n    s: S = field(default_factory=LabelerSettings)\n")
+    assert list(settings_reads(sample)) == [(4, "get_settings"), (8, "LabelerSettings")]

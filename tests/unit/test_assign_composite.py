@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from contracts.api import ExecuteClusterByIdRequest, ExecutionMode, LLMLabeling
-from contracts.events import ExecutionRequested
+from contracts.api import ExecutionMode, LLMLabeling
+from contracts.events import ExecutionRequested, RunOptions
 from clusterflow.datasets import dataset_schema, dataset_table, read_dataset, vectors_of, write_dataset
 from clusterflow.segments import Manifest, RunVectors, SegmentCache, SegmentRef
 from tests.fakes import MemoryObjectStore
@@ -262,7 +262,7 @@ CLUSTER = {"clustering_method": "hdbscan", "algorithm_params": {}, "embedding_na
 
 def event(**options) -> ExecutionRequested:
     return ExecutionRequested(run_id="run_1", cluster_id="clust_1", task_id="task_1",
-                              options=ExecuteClusterByIdRequest(**options))
+                              options=RunOptions(**options))
 
 
 def test_derived_runs_skip_layout_and_the_clusters_llm_labeling():

@@ -1,10 +1,11 @@
-"""Event models: the envelope, JSON round trips, and refusal of what they cannot read."""
+"""Event models: the envelope, JSON round trips, tolerance of unknown keys, and refusal of
+versions they cannot read."""
 from __future__ import annotations
 
 import pydantic
 import pytest
 
-from contracts.api import ExecuteClusterByIdRequest, LLMLabeling, LogicalOperator, TaskStatusEnum
+from contracts.api import LLMLabeling, LogicalOperator, TaskStatusEnum
 from contracts.events import (
     CentroidSummary,
     ClusterLabel,
@@ -16,6 +17,7 @@ from contracts.events import (
     ExecutionClustered,
     ExecutionRequested,
     ResultArtifacts,
+    RunOptions,
     RunStatusChanged,
     SamplingInfo,
     derived_event_id,
@@ -27,7 +29,7 @@ CONFIG = ClusteringConfig(clustering_method="hdbscan", algorithm_params={"min_cl
                           llm_labeling=LLMLabeling(enabled=True, model_name="gpt-4o-mini-2024-07-18"))
 
 EXAMPLES = [
-    ExecutionRequested(**IDS, options=ExecuteClusterByIdRequest(
+    ExecutionRequested(**IDS, options=RunOptions(
         sample_size=1000, filters=LogicalOperator.model_validate({"OR": [{"a.b": 1}, {"field": "c", "value": "x"}]}))),
     DatasetPrepared(**IDS, manifest_key="ns/clust_1/run_1/manifest.parquet", num_points=10, dimension=384,
                     config=CONFIG, sampling=SamplingInfo(matched=20, sampled=10, requested_sample_size=10)),
@@ -55,17 +57,31 @@ def test_every_event_carries_the_envelope(event):
     data = event.model_dump()
     for field in ("event_id", "schema_version", "namespace", "run_id", "cluster_id", "task_id", "occurred_at"):
         assert data[field] is not None
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == (2 if isinstance(event, RunStatusChanged) else 1)
 
 
-def test_unknown_fields_and_versions_are_refused():
+@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_unknown_fields_from_a_newer_producer_are_ignored(event):
+    wire = event.model_dump(mode="json")
+    parsed = type(event).model_validate({**wire, "surprise": 1})
+    assert parsed == event and "surprise" not in parsed.model_dump()
+
+
+def test_unknown_versions_and_garbage_are_refused():
     wire = EXAMPLES[0].model_dump(mode="json")
-    with pytest.raises(pydantic.ValidationError, match="extra"):
-        ExecutionRequested.model_validate({**wire, "surprise": 1})
     with pytest.raises(pydantic.ValidationError, match="schema_version"):
         ExecutionRequested.model_validate({**wire, "schema_version": 2})
+    status = EXAMPLES[-1].model_dump(mode="json")
+    with pytest.raises(pydantic.ValidationError, match="schema_version"):
+        RunStatusChanged.model_validate({**status, "schema_version": 3})
     with pytest.raises(pydantic.ValidationError):
         ExecutionRequested.model_validate_json(b"\x00garbage")
+
+
+def test_a_version_1_status_event_still_parses():
+    wire = EXAMPLES[-1].model_dump(mode="json")
+    old = RunStatusChanged.model_validate({**wire, "schema_version": 1})
+    assert old.schema_version == 1 and old.details == {"sampling": {"matched": 1}}
 
 
 def test_a_minimal_external_request_needs_only_ids():

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from contracts.api import LayoutStability, LLMLabeling, TaskStatusEnum
+from contracts.api import LayoutStability, LayoutStabilityApplied, LLMLabeling, TaskStatusEnum
 from contracts.events import (
     DEFERRED_LAYOUT_STAGE,
     CentroidSummary,
@@ -18,6 +18,7 @@ from contracts.events import (
     ExecutionRequested,
     ResultArtifacts,
     RunStatusChanged,
+    SamplingInfo,
 )
 from services.status.projection import apply, task_row
 
@@ -162,3 +163,43 @@ def test_a_deferred_layouts_report_adds_its_outcome_and_changes_nothing_else(lab
     assert after["details"]["layout_stability_applied"] == "none"
     assert after["details"]["layout_stability_reason"] == "fresh" and "sampling" not in after["details"]
     assert task_row(after)["additional_data"]["layout_stability_reason"] == "fresh"
+
+
+def _prepared_report(version: int) -> RunStatusChanged:
+    facts = {"sampling": SamplingInfo(matched=20, sampled=10, reason="sample_size 10"),
+             "clustering_method": "kmeans", "labeling_enabled": True}
+    if version == 1:  # the facts as `details` keys, as version 1 producers sent them
+        wire = {**IDS, "schema_version": 1, "status": "PROCESSING", "service": "preparer", "stage": "prepared",
+                "progress": 0.15, "occurred_at": at(2).isoformat(),
+                "details": {**{k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in facts.items()},
+                            "source_execution_ids": ["run_a"]}}
+        return RunStatusChanged.model_validate(wire)
+    return status(TaskStatusEnum.PROCESSING, 0.15, 2, stage="prepared", **facts,
+                  details={"source_execution_ids": ["run_a"]})
+
+
+def test_typed_status_facts_project_like_the_version_1_details_did():
+    old, new = (fold([requested(), _prepared_report(v)]) for v in (1, 2))
+    assert old == new
+    assert new["sampling"] == {"matched": 20, "sampled": 10, "requested_sample_size": None, "cap": None,
+                               "reason": "sample_size 10"}
+    assert new["clustering_method"] == "kmeans" and new["labeling_enabled"] is True
+    assert new["details"]["source_execution_ids"] == ["run_a"] and new["details"]["clustering_method"] == "kmeans"
+    assert task_row(new)["additional_data"]["labeling_enabled"] is True
+
+
+def test_a_typed_deferred_layout_report_projects_like_its_details():
+    run = fold([requested(), clustered()])
+    report = status(TaskStatusEnum.COMPLETED, None, 20, stage=DEFERRED_LAYOUT_STAGE,
+                    layout_stability_applied=LayoutStabilityApplied.aligned, layout_stability_reason="kept")
+    after = apply(run, report)
+    assert after["details"]["layout_stability_applied"] == "aligned"
+    assert after["details"]["layout_stability_reason"] == "kept"
+
+
+def test_a_failed_runs_traceback_reaches_the_execution_not_the_task():
+    run = fold([requested(), status(TaskStatusEnum.FAILED, None, 3, stage="failed", error="boom",
+                                    error_traceback="Traceback ...\n  in handle\nValueError: boom\n")])
+    assert run["status"] == "FAILED" and run["details"]["error_traceback"].endswith("ValueError: boom\n")
+    task = task_row(run)
+    assert task["error"] == "boom" and "error_traceback" not in task["additional_data"]

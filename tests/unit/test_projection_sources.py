@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from contracts.api import ExecuteClusterByIdRequest, ExecutionMode
+from contracts.api import ExecutionMode
 from contracts.events import (
     CentroidSummary,
     ClusterLabel,
@@ -14,6 +14,7 @@ from contracts.events import (
     Lineage,
     LineageEvent,
     ResultArtifacts,
+    RunOptions,
     SourceClusterGroup,
 )
 from services.status.projection import apply, task_row
@@ -47,7 +48,7 @@ def test_inherited_labels_are_kept_and_the_rest_filled():
 
 
 def test_assign_run_names_its_source_from_the_request_on():
-    request = ExecutionRequested(**IDS, options=ExecuteClusterByIdRequest(mode=ExecutionMode.assign),
+    request = ExecutionRequested(**IDS, options=RunOptions(mode=ExecutionMode.assign),
                                  source_run_id="run_1")
     run = apply(None, request)
     assert run["mode"] == "assign" and run["source_run_id"] == "run_1"
@@ -59,7 +60,7 @@ def test_assign_run_names_its_source_from_the_request_on():
 
 
 def test_composite_run_records_its_sources_and_groups():
-    request = ExecutionRequested(**IDS, options=ExecuteClusterByIdRequest(
+    request = ExecutionRequested(**IDS, options=RunOptions(
         mode=ExecutionMode.composite, source_execution_ids=["run_a", "run_b", "run_a"]))
     run = apply(None, request)
     assert run["source_execution_ids"] == ["run_a", "run_b"]
