@@ -437,9 +437,9 @@ class ExecutionMetrics(ClusterMetrics):
 
 
 class ExecutionCentroid(CentroidSummary):
-    mean_cosine_similarity: float | None = None
-    min_cosine_similarity: float | None = None
-    representative_ids: list[dict[str, Any]] | None = None
+    """A run's cluster as the executions endpoints answer it (the SDK's
+    `ClusterExecutionCentroid`); the cosine statistics and representatives come from
+    the clusterer through `CentroidSummary`."""
 
 
 class ClusterExecutionResult(BaseModel):

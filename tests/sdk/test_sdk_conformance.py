@@ -194,7 +194,6 @@ def test_full_run_reads_through_every_execution_method(sdk, corpus, cluster, ful
     assert by_run.metrics.degenerate.actual_instance is False
     assert abs(by_run.metrics.cluster_size_entropy - 1.0986) < 1e-3  # ln 3: three equal clusters
     assert by_run.metrics.silhouette_score > 0.3
-
     listed = sdk.executions.list_cluster_executions(
         cluster.cluster_id, page_size=1, list_cluster_executions_request=M.ListClusterExecutionsRequest(
             filters=M.LogicalOperatorInput.from_dict({"AND": [{"field": "status", "operator": "eq",
@@ -208,6 +207,13 @@ def test_full_run_reads_through_every_execution_method(sdk, corpus, cluster, ful
     frame = pl.read_csv(io.BytesIO(csv.raw_data))
     assignment = dict(zip(frame["document_id"], frame["cluster_id"]))
     assert len(assignment) == len(X) and truth_ari(assignment, truth) == 1.0
+    # per centroid: the members' cosine to it (tight groups), and the members nearest it
+    for c in by_run.centroids:
+        assert isinstance(c, M.ClusterExecutionCentroid)
+        assert 0.9 < c.mean_cosine_similarity <= 1.0 and c.min_cosine_similarity <= c.mean_cosine_similarity
+        reps = [r.document_id for r in c.representative_ids]
+        assert len(reps) == 5 and len(set(reps)) == 5
+        assert {assignment[r] for r in reps} == {c.cluster_id}
     exported = sdk.executions.export_cluster_execution_id_run(cluster.cluster_id, run_id, format="parquet")
     parquet = pl.read_parquet(io.BytesIO(httpx.get(exported["url"], timeout=30).content))
     assert parquet.height == len(X) and set(parquet["cluster_id"]) == set(frame["cluster_id"])
@@ -253,6 +259,13 @@ def test_assign_and_composite_runs_with_every_override(sdk, corpus, cluster, ful
     assert sdk.wait(task.task_id).status.value == "COMPLETED"
     assigned = sdk.executions.get_cluster_execution_by_run(cluster.cluster_id, task.additional_data["run_id"])
     assert assigned.mode == "assign" and assigned.num_points == 2 * PER_GROUP and assigned.status == "completed"
+    # the assigned members' cosine to the source run's centroids; groups 0 and 1 only
+    stats = [c for c in assigned.centroids if c.num_members]
+    assert len(stats) == 2 and all(0.9 < c.mean_cosine_similarity <= 1.0 for c in stats)
+    assert all(c.min_cosine_similarity >= 0.3 for c in stats)  # the threshold let nobody lower in
+    assert all(len(c.representative_ids) == 5 for c in stats)
+    assert {int(r.document_id.split("_")[1]) // PER_GROUP for c in stats for r in c.representative_ids} \
+        <= {0, 1}
 
     second = sdk.clusters.execute_clustering_clusters(cluster.cluster_id, M.ExecuteClusterByIdRequest())
     assert sdk.wait(second.task_id).status.value == "COMPLETED"
