@@ -211,3 +211,12 @@ def test_centroid_similarity_rejects_bad_input():
         centroid_similarity(_X, _LABELS, np.ones((2, 3), np.float32))
     with pytest.raises(ValueError, match="cannot add"):
         CentroidSimilarity.empty(2) + CentroidSimilarity.empty(3)
+
+
+def test_centroid_similarity_of_a_zero_vector_is_zero_not_nan():
+    from services.clusterer.engine import centroid_similarity
+
+    X = np.array([[0, 0], [1, 1]], dtype=np.float32)
+    rows = centroid_similarity(X, np.array([0, 0]), np.array([[1, 1]], dtype=np.float32)).records()
+    assert rows[0]["min_cosine_similarity"] == 0.0 and rows[0]["mean_cosine_similarity"] == pytest.approx(0.5)
+    assert [d["document_id"] for d in rows[0]["representative_ids"]] == ["1", "0"]

@@ -278,12 +278,18 @@ def centroid_similarity(X: np.ndarray, labels: np.ndarray, centroids: np.ndarray
     total = CentroidSimilarity.empty(k, top)
     for start in range(0, len(X), _CHUNK_ROWS):
         lab = labels[start:start + _CHUNK_ROWS]
+        block = X[start:start + _CHUNK_ROWS]
         rows = np.flatnonzero(lab >= 0)
         if not len(rows):
             continue
-        sims = np.einsum("ij,ij->i", _unit_rows(X[start:start + _CHUNK_ROWS][rows]), unit[lab[rows]])
+        if len(rows) < len(lab):  # noise in the chunk: only members (else no copy)
+            block, lab = block[rows], lab[rows]
+        # cos = x.c / |x| with c of unit length; a zero row has similarity 0, not NaN
+        dots = np.einsum("ij,ij->i", block, unit[lab])
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        sims = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
         names = start + rows if ids is None else np.asarray(ids[start:start + _CHUNK_ROWS])[rows]
-        total = total + CentroidSimilarity.of(sims, lab[rows], k, ids=names, top=top)
+        total = total + CentroidSimilarity.of(sims, lab, k, ids=names, top=top)
     return total
 
 
