@@ -201,6 +201,15 @@ class ClusterMetrics(BaseModel):
     calinski_harabasz_score: float | None = None
 
 
+class RepresentativeDocument(BaseModel):
+    """One of a cluster's members nearest its centroid (the hosted SDK's
+    `RepresentativeDocument`: it reads `document_id` and `collection_id`)."""
+
+    document_id: str
+    similarity: float | None = Field(default=None, description="cosine similarity to the centroid")
+    collection_id: str | None = None
+
+
 class CentroidSummary(BaseModel):
     """A cluster's small summary; the vector itself lives in the centroids parquet."""
 
@@ -220,6 +229,13 @@ class CentroidSummary(BaseModel):
     parent_cluster_id: str | None = None
     child_cluster_ids: list[str] = Field(default_factory=list)
     hierarchy_level: int | None = None
+    # The members' cosine similarity to the cluster's centroid, and the few members
+    # nearest it (engine.results.centroid_similarity): full runs (in process or on Ray)
+    # and assign runs (to the source run's centroid). None for noise, a hierarchy's
+    # topics, composite groups and runs from before these were computed.
+    mean_cosine_similarity: float | None = None
+    min_cosine_similarity: float | None = None
+    representative_ids: list[RepresentativeDocument] | None = None
 
 
 class SourceRun(_Wire):

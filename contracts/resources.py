@@ -374,11 +374,14 @@ class ListClustersRequest(_Lenient):
     offset: int | None = Field(default=None, ge=0, le=2_147_483_647)
     page: int | None = Field(default=None, ge=1, le=2_147_483_647)
     filters: dict[str, Any] | None = Field(
-        default=None, description="Exact matches on cluster_name, clustering_method or collection_id: "
-        "{field: value}, or a LogicalOperator ANDing eq conditions."
+        default=None, description="A LogicalOperator (nested AND/OR/NOT, `{field: value}` shorthand) over "
+        "cluster_id, cluster_name, description, clustering_method, embedding_name, collection_id (one of the "
+        "cluster's collections), created_at, updated_at; an unknown field or an operator the field does not "
+        "take is a 400 naming what it allows."
     )
     sort: SortSpec = Field(default_factory=SortSpec)
-    search: str | None = Field(default=None, max_length=256, description="Substring of the cluster name.")
+    search: str | None = Field(default=None, max_length=256,
+                               description="Case-insensitive substring of the cluster name or description.")
 
 
 class ClusterList(BaseModel):
@@ -437,9 +440,9 @@ class ExecutionMetrics(ClusterMetrics):
 
 
 class ExecutionCentroid(CentroidSummary):
-    mean_cosine_similarity: float | None = None
-    min_cosine_similarity: float | None = None
-    representative_ids: list[dict[str, Any]] | None = None
+    """A run's cluster as the executions endpoints answer it (the SDK's
+    `ClusterExecutionCentroid`); the cosine statistics and representatives come from
+    the clusterer through `CentroidSummary`."""
 
 
 class ClusterExecutionResult(BaseModel):
@@ -508,8 +511,13 @@ class ListExecutionsRequest(_Lenient):
     max_num_clusters: int | None = Field(default=None, ge=0)
     min_silhouette_score: float | None = Field(default=None, ge=-1, le=1)
     filters: dict[str, Any] | None = Field(
-        default=None, description="The SDK's LogicalOperator: an AND of eq/in conditions on status or mode.")
+        default=None, description="A LogicalOperator (nested AND/OR/NOT) over run_id, task_id, run_name, status "
+        "(a lowercase execution status stands for every task status it covers), mode, clustering_method, "
+        "error_message, num_clusters, num_points, noise_count, metrics.silhouette_score, "
+        "metrics.davies_bouldin_index, metrics.calinski_harabasz_score, created_at, started_at, completed_at.")
     sort: SortSpec = Field(default_factory=SortSpec)
+    search: str | None = Field(default=None, max_length=256,
+                               description="Case-insensitive substring of the run's name, id or status.")
 
 
 class ExecutionList(BaseModel):
@@ -566,7 +574,12 @@ class PatchExecutionRunNameResponse(BaseModel):
 class ListTasksRequest(_Lenient):
     status: TaskStatusEnum | None = None
     task_type: str | None = Field(default=None, max_length=64)
+    filters: dict[str, Any] | None = Field(
+        default=None, description="A LogicalOperator (nested AND/OR/NOT) over task_id, status, task_type, "
+        "run_id, cluster_id, progress, created_at, updated_at.")
     sort: SortSpec = Field(default_factory=SortSpec)
+    search: str | None = Field(default=None, max_length=256,
+                               description="Case-insensitive substring of the task's id, status or type.")
 
 
 class KillTaskResponse(TaskResponse):

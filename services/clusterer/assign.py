@@ -5,7 +5,9 @@ writes the member tables this returns, so memory holds one batch, never the run.
 
 Members of an assign run carry, besides the columns of every run (`document_id`,
 `cluster_id`, `distance_to_centroid`, the euclidean distance to the centroid as in full
-runs), the cosine `similarity` that decided the assignment.
+runs), the cosine `similarity` that decided the assignment. The assigned members' similarity to
+their centroid is also tallied per cluster (mean, minimum, the members nearest it:
+`engine.CentroidSimilarity`), as a full run's are to its own centroids.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from services.clusterer.engine import NOISE, cluster_key
+from services.clusterer.engine import NOISE, CentroidSimilarity, cluster_key
 
 MEMBERS_SCHEMA = pa.schema([
     ("document_id", pa.string()),
@@ -36,6 +38,8 @@ class Assigner:
     noise: int = 0
     points: int = 0
     similarity_sum: float = 0.0
+    similarity: CentroidSimilarity = field(init=False)  # per cluster; top_ids are document ids
+    absorbed_stats: list[dict] | None = None  # centroid_stats() computed elsewhere (a Ray job)
 
     def __post_init__(self) -> None:
         self.vectors = np.asarray(self.vectors, dtype=np.float32)
@@ -44,6 +48,7 @@ class Assigner:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"assignment_threshold must be between 0 and 1 (got {self.threshold})")
         self.counts = np.zeros(len(self.keys), dtype=np.int64)
+        self.similarity = CentroidSimilarity.empty(len(self.keys))
         self._norms = np.linalg.norm(self.vectors, axis=1).astype(np.float32)
         self._keys = pa.array([*self.keys, cluster_key(NOISE)], type=pa.string())
 
@@ -80,6 +85,11 @@ class Assigner:
         self.noise += int(noise.sum())
         self.points += n
         self.similarity_sum += float(similarity.sum(dtype=np.float64))
+        assigned = np.flatnonzero(~noise)
+        ids = pa.array(document_ids) if isinstance(document_ids, pa.Array) else document_ids.combine_chunks()
+        self.similarity = self.similarity + CentroidSimilarity.of(
+            similarity[assigned], labels[assigned], len(self.keys)).with_ids(
+            lambda rows: pc.cast(ids.take(pa.array(assigned[rows])), pa.string()).to_pylist())
         return pa.table({
             "document_id": pc.cast(document_ids, pa.string()),
             "cluster_id": self._keys.take(pa.array(index)),
@@ -87,8 +97,11 @@ class Assigner:
             "similarity": pa.array(similarity),
         }, schema=MEMBERS_SCHEMA)
 
-    def absorb(self, counts, noise: int, points: int, similarity_sum: float) -> None:
-        """Add what was assigned elsewhere (the Ray job's blocks, each its own Assigner)."""
+    def absorb(self, counts, noise: int, points: int, similarity_sum: float,
+               centroid_stats: list[dict] | None = None) -> None:
+        """Add what was assigned elsewhere (the Ray job's blocks, each its own Assigner);
+        `centroid_stats`: the job's reduced per-cluster statistics (what centroid_stats
+        then answers)."""
         counts = np.asarray(counts, dtype=np.int64)
         if counts.shape != self.counts.shape:
             raise ValueError(f"{len(counts)} counts for {len(self.counts)} centroids")
@@ -96,6 +109,14 @@ class Assigner:
         self.noise += int(noise)
         self.points += int(points)
         self.similarity_sum += float(similarity_sum)
+        if centroid_stats is not None:
+            self.absorbed_stats = centroid_stats
+
+    def centroid_stats(self) -> list[dict]:
+        """Per cluster (row-aligned with `keys`): mean/min cosine similarity of its
+        assigned members to its centroid and its representatives (CentroidSimilarity.
+        records); a Ray job's when absorbed, else this assigner's own."""
+        return self.absorbed_stats if self.absorbed_stats is not None else self.similarity.records()
 
     @property
     def mean_similarity(self) -> float | None:

@@ -115,6 +115,9 @@ class FullOutcome:
     coords_key: str | None = None
     method_choice: dict | None = None  # what `auto` chose, and why
     stability: Stabilized | None = None  # the layout's layout_stability outcome (None: no layout)
+    # per cluster 0..k-1: mean/min cosine to the centroid and the representatives
+    # (engine.results.CentroidSimilarity.records; None from a Ray job that predates them)
+    centroid_stats: list[dict] | None = None
 
 
 @dataclass
@@ -211,10 +214,11 @@ class Clusterer:
         inherited = {c.cluster_id: c for c in event.previous.centroids} \
             if event.previous and (event.previous.labeling_enabled or not event.config.labeling_enabled) else {}
         centroids = []
-        for key, n in zip(keys, outcome.sizes):
+        stats = outcome.centroid_stats or [{}] * len(keys)
+        for key, n, cosine in zip(keys, outcome.sizes, stats):
             before = inherited.get(match.inherited.get(key, ""))
             centroids.append(CentroidSummary(
-                cluster_id=key, num_members=n, stable_id=match.stable_ids[key],
+                cluster_id=key, num_members=n, stable_id=match.stable_ids[key], **cosine,
                 **({"label": before.label, "summary": before.summary, "keywords": before.keywords}
                    if before is not None else {})))
         if event.config.builds_hierarchy:
@@ -294,7 +298,8 @@ class Clusterer:
             num_points=len(ids), seconds=clustering.seconds,
             estimator=clustering.estimator + (f" after {clustering.reduction}" if clustering.reduction else ""),
             coords=stabilized.coords if stabilized else None, ids=ids, method_choice=clustering.explanation(),
-            stability=stabilized)
+            stability=stabilized,
+            centroid_stats=summary.similarity.with_ids(lambda rows: ids.gather(rows).to_list()).records())
 
     async def _full_on_ray(self, event: DatasetPrepared, progress) -> "FullOutcome | None":
         """The run as a Ray job (ray_engine.py); None when Ray cannot be reached and the
@@ -316,7 +321,7 @@ class Clusterer:
                 result.n_clusters, event.dimension),
             noise_count=result.noise_count, metrics=result.metrics, n_clusters=result.n_clusters,
             num_points=result.num_points, seconds=result.algorithm_seconds, estimator=result.estimator,
-            coords_key=result.coords_key)
+            coords_key=result.coords_key, centroid_stats=result.centroid_stats)
 
     async def _on_ray(self, what: str, job, poll, say=None):
         """The Ray job's result; None when Ray cannot be reached and the setting lets the
@@ -594,9 +599,9 @@ class Clusterer:
         # centroids without a label).
         inherited = ("stable_id",) if event.config.labeling_enabled else ("label", "summary", "keywords", "stable_id")
         centroids = [
-            CentroidSummary(cluster_id=k, num_members=int(n),
+            CentroidSummary(cluster_id=k, num_members=int(n), **cosine,
                             **{f: getattr(summaries[k], f) for f in inherited if k in summaries})
-            for k, n in zip(keys, assigner.counts)
+            for k, n, cosine in zip(keys, assigner.counts, assigner.centroid_stats())
         ]
         vector_rows = vectors.tolist()
         if assigner.noise:
@@ -633,7 +638,7 @@ class Clusterer:
             return False
         similarity = result.metrics.get("mean_similarity")
         assigner.absorb(result.sizes, result.noise_count, result.num_points,
-                        (similarity or 0.0) * result.num_points)
+                        (similarity or 0.0) * result.num_points, result.centroid_stats)
         return True
 
     # ---------------------------------------------------------------------- composite

@@ -1,6 +1,6 @@
 """The clusterer's numeric stages over arrays (no I/O), composed from the engine:
-cluster, summarize (metrics, centroids, distances), layout (kept in the previous run's
-shape: stable_layout).
+cluster, summarize (metrics, centroids, distances, members' cosine to their centroid),
+layout (kept in the previous run's shape: stable_layout).
 
 Each stage runs under `threads` BLAS/OpenMP threads, the caller's to choose: the
 clusterer's composition root passes CLUSTERFLOW_CLUSTERER_THREADS down (services/
@@ -17,7 +17,9 @@ import sklearn
 from threadpoolctl import threadpool_limits
 
 from services.clusterer.engine import (
+    CentroidSimilarity,
     ClusteringOutcome,
+    centroid_similarity,
     clustering_metrics,
     compute_centroids,
     distances_to_centroids,
@@ -36,6 +38,7 @@ class Summary:
     distances: np.ndarray  # (n,) float32, NaN for noise
     noise_count: int
     metrics: dict[str, float | None]
+    similarity: CentroidSimilarity  # members' cosine to their centroid; top_ids are row positions
 
 
 # scikit-learn's chunked pairwise work (silhouette, neighbours) defaults to 1 GiB chunks;
@@ -76,6 +79,7 @@ def _summarize(X: np.ndarray, labels: np.ndarray, seed: int) -> Summary:
         distances=distances_to_centroids(X, labels, centroids),
         noise_count=centroids.noise_count,
         metrics=clustering_metrics(X, labels, seed),
+        similarity=centroid_similarity(X, labels, centroids),
     )
 
 

@@ -83,6 +83,9 @@ class EngineResult(BaseModel):
     block_nodes: list[str] = Field(default_factory=list)  # the Ray node id of each block task
     iterations: int = 0
     seconds: dict[str, float] = Field(default_factory=dict)
+    # per cluster (as `sizes`): members' mean/min cosine to the centroid and the
+    # representatives (engine.CentroidSimilarity.records, reduced over the blocks)
+    centroid_stats: list[dict[str, Any]] | None = None
 
 
 # ---------------------------------------------------------------------------- S3 I/O
@@ -189,15 +192,18 @@ def task_members(block: dict, centres: np.ndarray):
 def task_distances(block: dict, centres: np.ndarray, new_id: np.ndarray, centroids: np.ndarray,
                    sample_positions: np.ndarray):
     """Pass 2: the block's members (ids, final cluster ids, distances), the per-cluster
-    distance sums, and the silhouette sample's rows with their labels."""
+    distance sums, the members' cosine statistics (a CentroidSimilarity partial, by
+    document id), and the silhouette sample's rows with their labels."""
+    from services.clusterer.engine import centroid_similarity
     from services.clusterer.engine.blockwise import distance_partial, nearest
 
     with _threads():
         ids, X = read_block(block)
         labels = new_id[nearest(X, centres)[0]]
         part = distance_partial(X, labels, centroids)
+        cosine = centroid_similarity(X, labels, centroids).with_ids(_ids_at(ids))
         return (ids, labels, part.distances, part.dist_sums, part.sq_sums,
-                X[sample_positions], labels[sample_positions], _node())
+                X[sample_positions], labels[sample_positions], cosine, _node())
 
 
 def task_fit_layout(sample: np.ndarray, n_components: int, seed: int):
@@ -229,7 +235,8 @@ def task_assign(block: dict, centroid_ids: list[str], centroids: np.ndarray, thr
         ids, X = read_block(block)
         assigner = Assigner(keys=centroid_ids, vectors=centroids, threshold=threshold)
         table = assigner.assign(ids, X)
-        return table, assigner.counts, assigner.noise, assigner.points, assigner.similarity_sum, _node()
+        return (table, assigner.counts, assigner.noise, assigner.points, assigner.similarity_sum,
+                assigner.similarity, _node())
 
 
 def task_whole(spec: dict, blocks: list[dict]) -> dict:
@@ -247,9 +254,15 @@ def task_whole(spec: dict, blocks: list[dict]) -> dict:
                                  threads=TASK_THREADS) if spec["layout"] else None
         return {"ids": ids, "labels": clustering.labels, "distances": summary.distances, "coords": coords,
                 "sizes": summary.sizes, "centroids": summary.centroids, "noise_count": summary.noise_count,
+                "centroid_stats": summary.similarity.with_ids(_ids_at(ids)).records(),
                 "metrics": summary.metrics, "n_clusters": clustering.n_clusters,
                 "estimator": clustering.estimator + (f" after {clustering.reduction}" if clustering.reduction else ""),
                 "seconds": clustering.seconds, "node": _node()}
+
+
+def _ids_at(ids) -> Callable[[np.ndarray], list]:
+    """Row positions -> the rows' document ids (CentroidSimilarity.with_ids)."""
+    return lambda rows: ids.take(pa.array(rows)).cast(pa.string()).to_pylist()
 
 
 # ------------------------------------------------------------------------- the driver
@@ -312,7 +325,7 @@ class Driver:
     # -- kmeans, block by block
 
     def _kmeans(self, manifest, blocks: list[dict]) -> EngineResult:
-        from services.clusterer.engine import run_clustering, validate_params
+        from services.clusterer.engine import CentroidSimilarity, run_clustering, validate_params
         from services.clusterer.engine.algorithms import MINIBATCH_SEED_SAMPLE
         from services.clusterer.engine.blockwise import LloydPartial, calinski_harabasz, davies_bouldin, \
             lloyd_update, size_order
@@ -372,6 +385,7 @@ class Driver:
         sq_sums = np.zeros(len(order))
         sil_X, sil_labels = [], []
         args = (centres_ref, ray.put(new_id), ray.put(centroids))
+        cosine = CentroidSimilarity.empty(len(order))
         pending = []
         for b in blocks:
             lo, hi = np.searchsorted(sil_positions, [b["start"], b["start"] + len(b["rows"])])
@@ -379,9 +393,10 @@ class Driver:
         nodes = []
 
         def members(out) -> pa.Table:
-            ids, labels, dist, ds, ss, sx, sl, node = out
-            nonlocal dist_sums, sq_sums
+            ids, labels, dist, ds, ss, sx, sl, block_cosine, node = out
+            nonlocal dist_sums, sq_sums, cosine
             nodes.append(node)
+            cosine = cosine + block_cosine
             dist_sums += ds
             sq_sums += ss
             sil_X.append(sx)
@@ -411,7 +426,7 @@ class Driver:
             metrics=metrics, estimator=f"KMeans (Lloyd over {len(blocks)} blocks on Ray, sample-seeded)",
             algorithm_seconds=round(algorithm_seconds, 3), num_points=n, members_key=spec.members_key,
             coords_key=coords_key, block_nodes=self.nodes, iterations=iterations,
-            seconds={k: round(v, 3) for k, v in seconds.items()})
+            seconds={k: round(v, 3) for k, v in seconds.items()}, centroid_stats=cosine.records())
 
     # -- the layout: fit on a sample, transform the blocks in parallel
 
@@ -478,6 +493,7 @@ class Driver:
 
     def _assign(self, manifest, blocks: list[dict]) -> EngineResult:
         from services.clusterer.assign import MEMBERS_SCHEMA as ASSIGN_MEMBERS_SCHEMA
+        from services.clusterer.engine import CentroidSimilarity
 
         spec = self.spec
         started = time.perf_counter()
@@ -492,10 +508,11 @@ class Driver:
         pending = [self.r_assign.remote(b, spec.centroid_ids, centroids_ref, spec.assignment_threshold)
                    for b in blocks]
         counts = np.zeros(len(centroids), dtype=np.int64)
-        tally = {"noise": 0, "points": 0, "similarity": 0.0}
+        tally = {"noise": 0, "points": 0, "similarity": 0.0, "cosine": CentroidSimilarity.empty(len(centroids))}
 
         def members(out) -> pa.Table:
-            table, block_counts, noise, points, similarity, node = out
+            table, block_counts, noise, points, similarity, cosine, node = out
+            tally["cosine"] = tally["cosine"] + cosine
             counts[:] += block_counts
             tally["noise"] += noise
             tally["points"] += points
@@ -511,7 +528,7 @@ class Driver:
             estimator=f"nearest centroid over {len(blocks)} blocks on Ray",
             algorithm_seconds=round(time.perf_counter() - started, 3), num_points=points,
             members_key=spec.members_key, block_nodes=self.nodes,
-            seconds={"assign": round(time.perf_counter() - started, 3)})
+            seconds={"assign": round(time.perf_counter() - started, 3)}, centroid_stats=tally["cosine"].records())
 
     # -- the others: one task with the memory the matrix needs
 
@@ -535,7 +552,7 @@ class Driver:
             centroids=np.asarray(out["centroids"]).tolist(), noise_count=out["noise_count"],
             metrics=out["metrics"], estimator=out["estimator"] + " (one Ray task)",
             algorithm_seconds=round(out["seconds"], 3), num_points=len(manifest), members_key=spec.members_key,
-            coords_key=coords_key, block_nodes=self.nodes)
+            coords_key=coords_key, block_nodes=self.nodes, centroid_stats=out["centroid_stats"])
 
 
 def _members_table(ids, labels: np.ndarray, distances: np.ndarray) -> pa.Table:

@@ -19,6 +19,7 @@ from asyncpg.exceptions._base import DataError as ArgumentDataError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from clusterflow.filters import ColumnFilterError, FilterError
 from contracts.api import ErrorDetail, ErrorResponse
 
 log = logging.getLogger("clusterflow.gateway")
@@ -76,6 +77,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, type_=exc.type, code=exc.code, details=exc.details)
+
+    @app.exception_handler(FilterError)
+    async def _filter_error(_: Request, exc: FilterError) -> JSONResponse:
+        # a list's `filters` (or `search`) it cannot apply: the field, and what it allows
+        details = {"field": exc.field, "allowed": exc.allowed} if isinstance(exc, ColumnFilterError) else None
+        return error_response(400, f"filters cannot be applied: {exc}", code="invalid_filter", details=details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,11 +28,70 @@ from clusterflow.db.schema import (
     segments,
     tasks,
 )
+from clusterflow.filters import ColumnField, compile_column_filter, search_fields, search_filter
 from clusterflow.layouts import LayoutState, claim_layout
 from clusterflow.readmodel import run_from_request, task_row
 from clusterflow.runs import latest_full_run_query
-from contracts.api import TERMINAL_STATUSES, TaskStatusEnum
-from contracts.resources import DocumentIn
+from contracts.api import TERMINAL_STATUSES, FilterOperator, LogicalOperator, TaskStatusEnum
+from contracts.resources import EXECUTION_STATUS, DocumentIn, ListExecutionsRequest
+
+
+# What each list filters on (`filters`: clusterflow.filters' grammar over these
+# fields) and searches (`search`: a case-insensitive substring of any of them).
+CLUSTER_FIELDS = {
+    "cluster_id": ColumnField(clusters.c.cluster_id),
+    "cluster_name": ColumnField(clusters.c.cluster_name),
+    "description": ColumnField(clusters.c.description),
+    "clustering_method": ColumnField(clusters.c.clustering_method),
+    "embedding_name": ColumnField(clusters.c.embedding_name),
+    "collection_id": ColumnField(clusters.c.collection_ids, "array"),
+    "created_at": ColumnField(clusters.c.created_at, "datetime"),
+    "updated_at": ColumnField(clusters.c.updated_at, "datetime"),
+}
+CLUSTER_SEARCH = ("cluster_name", "description")
+
+# A lowercase execution status (the SDK's) stands for every task status it covers.
+_COVERED = {lower: tuple(s for s, low in EXECUTION_STATUS.items() if low == lower)
+            for lower in dict.fromkeys(EXECUTION_STATUS.values())}
+_SET_OPS = (FilterOperator.eq, FilterOperator.ne, FilterOperator.in_, FilterOperator.nin)
+EXECUTION_FIELDS = {
+    "run_id": ColumnField(executions.c.run_id),
+    "task_id": ColumnField(executions.c.task_id),
+    "run_name": ColumnField(run_annotations.c.run_name),
+    "status": ColumnField(executions.c.status, ops=_SET_OPS, aliases=_COVERED),
+    "mode": ColumnField(executions.c.mode, ops=_SET_OPS),
+    "clustering_method": ColumnField(executions.c.clustering_method),
+    "error_message": ColumnField(executions.c.error_message),
+    "num_clusters": ColumnField(executions.c.num_clusters, "number"),
+    "num_points": ColumnField(executions.c.num_points, "number"),
+    "noise_count": ColumnField(executions.c.noise_count, "number"),
+    **{f"metrics.{m}": ColumnField(executions.c.metrics[m], "number", jsonb=True)
+       for m in ("silhouette_score", "davies_bouldin_index", "calinski_harabasz_score")},
+    "created_at": ColumnField(executions.c.created_at, "datetime"),
+    "started_at": ColumnField(executions.c.started_at, "datetime"),
+    "completed_at": ColumnField(executions.c.completed_at, "datetime"),
+}
+EXECUTION_SEARCH = ("run_name", "run_id", "status")
+
+TASK_FIELDS = {
+    "task_id": ColumnField(tasks.c.task_id),
+    "status": ColumnField(tasks.c.status, ops=_SET_OPS),
+    "task_type": ColumnField(tasks.c.task_type, ops=_SET_OPS),
+    "run_id": ColumnField(tasks.c.run_id),
+    "cluster_id": ColumnField(tasks.c.cluster_id),
+    "progress": ColumnField(tasks.c.progress, "number"),
+    "created_at": ColumnField(tasks.c.created_at, "datetime"),
+    "updated_at": ColumnField(tasks.c.updated_at, "datetime"),
+}
+TASK_SEARCH = ("task_id", "status", "task_type")
+
+
+def list_condition(filters: LogicalOperator | dict | None, search: str | None, fields: dict[str, ColumnField],
+                   searched: tuple[str, ...], what: str):
+    """A list's `filters` AND its `search`, as SQL (clusterflow.filters.FilterError,
+    a 400, for a filter the list cannot apply)."""
+    return and_(compile_column_filter(filters, fields, what),
+                compile_column_filter(search_filter(search, searched), search_fields(fields, searched), what))
 
 
 def new_id(prefix: str) -> str:
@@ -232,18 +290,11 @@ class GatewayRepository:
             return result.rowcount > 0
 
     async def list_clusters(
-        self, namespace: str, *, exact: dict[str, Any], search: str | None, sort_field: str,
+        self, namespace: str, *, filters: LogicalOperator | dict | None, search: str | None, sort_field: str,
         descending: bool, limit: int, offset: int,
     ) -> tuple[list[dict], int, dict[str, Any]]:
-        conditions = [clusters.c.namespace == namespace]
-        for field, value in exact.items():
-            if field == "collection_id":
-                conditions.append(clusters.c.collection_ids.any(value))
-            else:
-                conditions.append(clusters.c[field] == value)
-        if search:
-            conditions.append(clusters.c.cluster_name.ilike(f"%{_escape_like(search)}%", escape="\\"))
-        where = and_(*conditions)
+        where = and_(clusters.c.namespace == namespace,
+                     list_condition(filters, search, CLUSTER_FIELDS, CLUSTER_SEARCH, "clusters"))
         order = clusters.c[sort_field].desc() if descending else clusters.c[sort_field].asc()
         async with self.engine.connect() as conn:
             total = await conn.scalar(select(func.count()).select_from(clusters).where(where)) or 0
@@ -353,23 +404,30 @@ class GatewayRepository:
             )).mappings().first()
         return run_from_request(dict(req)) if req is not None else None
 
-    async def list_executions(self, namespace: str, cluster_id: str, *, where: ExecutionFilter, descending: bool,
-                              sort_field: str, limit: int, offset: int) -> tuple[list[dict], int, dict[str, Any]]:
+    async def list_executions(self, namespace: str, cluster_id: str, query: ListExecutionsRequest, *,
+                              filters: LogicalOperator | None, limit: int, offset: int
+                              ) -> tuple[list[dict], int, dict[str, Any]]:
+        """A cluster's runs by the body's own fields (status either spelling, dates,
+        counts, silhouette), its `filters` and its `search`."""
         cond = and_(executions.c.namespace == namespace, executions.c.cluster_id == cluster_id,
-                    *_execution_conditions(where))
+                    *_execution_fields(query),
+                    list_condition(filters, query.search, EXECUTION_FIELDS, EXECUTION_SEARCH, "executions"))
+        sort_field, descending = query.sort.field, query.sort.direction == "desc"
         order = executions.c[sort_field].desc() if descending else executions.c[sort_field].asc()
         duration_ms = func.extract("epoch", executions.c.completed_at - executions.c.started_at) * 1000
+        annotated = executions.outerjoin(run_annotations, run_annotations.c.run_id == executions.c.run_id)
         async with self.engine.connect() as conn:
-            total = await conn.scalar(select(func.count()).select_from(executions).where(cond)) or 0
+            total = await conn.scalar(select(func.count()).select_from(annotated).where(cond)) or 0
             rows = (await conn.execute(
                 self._executions_query().where(cond).order_by(order, executions.c.run_id).limit(limit).offset(offset)
             )).mappings().all()
             by_status = dict((await conn.execute(
-                select(executions.c.status, func.count()).where(cond).group_by(executions.c.status)
+                select(executions.c.status, func.count()).select_from(annotated).where(cond)
+                .group_by(executions.c.status)
             )).all())
             agg = (await conn.execute(
                 select(func.avg(duration_ms), func.sum(executions.c.num_points), func.avg(executions.c.num_clusters))
-                .where(cond)
+                .select_from(annotated).where(cond)
             )).one()
         stats = {
             "total_executions": total,
@@ -396,8 +454,10 @@ class GatewayRepository:
         return dict(row)
 
     async def list_tasks(self, namespace: str, *, statuses: list[str] | None, task_type: str | None,
-                         sort_field: str, descending: bool, limit: int, offset: int) -> tuple[list[dict], int]:
-        cond = [tasks.c.namespace == namespace]
+                         sort_field: str, descending: bool, limit: int, offset: int,
+                         filters: LogicalOperator | None = None, search: str | None = None
+                         ) -> tuple[list[dict], int]:
+        cond = [tasks.c.namespace == namespace, list_condition(filters, search, TASK_FIELDS, TASK_SEARCH, "tasks")]
         if statuses:
             cond.append(tasks.c.status.in_(statuses))
         if task_type:
@@ -519,36 +579,29 @@ class GatewayRepository:
             )).all())
 
 
-@dataclass(frozen=True)
-class ExecutionFilter:
-    """What an executions list keeps: every condition given holds (AND). `statuses` are
-    lists of task statuses (UPPERCASE), each one the run's status must be in; `modes`
-    the execution modes it may have."""
-
-    statuses: tuple[tuple[str, ...], ...] = ()
-    modes: tuple[str, ...] | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    min_num_clusters: int | None = None
-    max_num_clusters: int | None = None
-    min_silhouette_score: float | None = None
+def task_statuses(values: list[Any]) -> list[str]:
+    """UPPERCASE task statuses for statuses given either way (lowercase ones stand for
+    every task status they cover)."""
+    wanted = {str(getattr(v, "value", v)) for v in values}
+    return sorted({s for s, lower in EXECUTION_STATUS.items() if s in wanted or lower in wanted})
 
 
-def _execution_conditions(f: ExecutionFilter) -> list:
-    cond = [executions.c.status.in_(list(statuses)) for statuses in f.statuses]
-    if f.modes is not None:
-        cond.append(executions.c.mode.in_(list(f.modes)))
-    if f.created_after:
-        cond.append(executions.c.created_at >= f.created_after)
-    if f.created_before:
-        cond.append(executions.c.created_at < f.created_before)
-    if f.min_num_clusters is not None:
-        cond.append(executions.c.num_clusters >= f.min_num_clusters)
-    if f.max_num_clusters is not None:
-        cond.append(executions.c.num_clusters <= f.max_num_clusters)
-    if f.min_silhouette_score is not None:
-        cond.append(executions.c.metrics["silhouette_score"].as_float() >= f.min_silhouette_score)
-    return cond
+def _execution_fields(query: ListExecutionsRequest) -> list:
+    """The executions list body's own filter fields, as SQL."""
+    where = []
+    if query.status:
+        where.append(executions.c.status.in_(task_statuses(query.status)))
+    if query.created_after:
+        where.append(executions.c.created_at >= query.created_after)
+    if query.created_before:
+        where.append(executions.c.created_at < query.created_before)
+    if query.min_num_clusters is not None:
+        where.append(executions.c.num_clusters >= query.min_num_clusters)
+    if query.max_num_clusters is not None:
+        where.append(executions.c.num_clusters <= query.max_num_clusters)
+    if query.min_silhouette_score is not None:
+        where.append(executions.c.metrics["silhouette_score"].as_float() >= query.min_silhouette_score)
+    return where
 
 
 _SEARCH_SQL = text("""

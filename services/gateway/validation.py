@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from clusterflow.filters import FilterError, validate_filter
-from contracts.api import MAX_FILTER_DEPTH, FilterCondition, FilterOperator, LogicalOperator
+from contracts.api import MAX_FILTER_DEPTH, LogicalOperator
 from contracts.engine_params import validate_params, validate_preprocessing
 from services.gateway.errors import bad_request
 
@@ -135,22 +135,3 @@ def parse_filters(raw: dict[str, Any], loc: tuple[str, ...] = ("body", "filters"
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": [*loc, *e["loc"]]} for e in exc.errors(include_url=False,
                                                                                         include_context=False)])
-
-
-def eq_matches(tree: LogicalOperator, fields: set[str], ops: set[FilterOperator], what: str) -> dict[str, list[str]]:
-    """The {field: [values]} of a filter that is an AND of conditions on `fields` with
-    `ops` whose values are strings (or lists of them for `in`); a 400 for anything else."""
-    refuse = bad_request(f"{what} filter by an AND of {'/'.join(sorted(o.value for o in ops))} conditions on "
-                         f"{sorted(fields)} with string values only", code="invalid_filter")
-    if tree.OR or tree.NOT:
-        raise refuse
-    found: dict[str, list[str]] = {}
-    for item in tree.AND or []:
-        if not isinstance(item, FilterCondition) or item.field not in fields or item.operator not in ops:
-            raise refuse
-        values = item.value if isinstance(item.value, list) else [item.value]
-        if not all(isinstance(v, str) for v in values) or (item.operator is FilterOperator.eq and
-                                                          isinstance(item.value, list)):
-            raise refuse
-        found.setdefault(item.field, []).extend(values)
-    return found

@@ -43,7 +43,7 @@ from clusterflow.filters import (
     python_predicate,
     validate_filter,
 )
-from contracts.api import LogicalOperator
+from contracts.api import FilterOperator, LogicalOperator
 
 pytestmark = pytest.mark.integration
 
@@ -584,3 +584,95 @@ def test_random_filters_were_meaningful() -> None:
         return
     assert STATS["examples"] >= 100, STATS
     assert STATS["nontrivial"] >= STATS["examples"] // 10, STATS
+
+
+# ------------------------------------------------------------------- column filters
+
+def test_column_filters_on_postgres_agree_with_python(db: Db) -> None:
+    """compile_column_filter over typed columns (text, int, timestamptz, text[], a
+    key of a JSONB column) selects what column_predicate accepts, for every operator a
+    kind takes, both case settings, nested logic and the alias expansion."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import DateTime, Float, String
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    from clusterflow.filters import ColumnField, column_predicate, compile_column_filter
+
+    rows_table = table("list_rows", column("id", Integer), column("name", String), column("n", Integer),
+                       column("at", DateTime(timezone=True)), column("tags", ARRAY(String)),
+                       column("metrics", JSONB), column("score", Float))
+    fields = {
+        "name": ColumnField(rows_table.c.name),
+        "status": ColumnField(rows_table.c.name, ops=(FilterOperator.eq, FilterOperator.ne, FilterOperator.in_,
+                                                      FilterOperator.nin), aliases={"done": ("Alpha", "beta")}),
+        "n": ColumnField(rows_table.c.n, "number"),
+        "score": ColumnField(rows_table.c.score, "number"),
+        "at": ColumnField(rows_table.c.at, "datetime"),
+        "tag": ColumnField(rows_table.c.tags, "array"),
+        "metrics.s": ColumnField(rows_table.c.metrics["s"], "number", jsonb=True),
+    }
+    rng = random.Random(SEED)
+    base = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    names = ["Alpha", "alpha", "beta", "Beta Gamma", "x'; DROP TABLE docs; --", "100%", "", None]
+    rows = []
+    for i in range(120):
+        rows.append({"id": i, "name": rng.choice(names), "n": rng.choice([None, 0, 1, 5, 10, -3]),
+                     "score": rng.choice([None, 0.5, 0.25, 1.0, -2.0]),
+                     "at": rng.choice([None, base + timedelta(hours=rng.randrange(0, 500), microseconds=rng.randrange(10**6))]),
+                     "tags": rng.choice([[], ["a"], ["a", "B"], ["b", "c"], ["C"]]),
+                     "metrics.s": rng.choice([None, 0.1, 0.7, 3])})
+
+    async def setup() -> None:
+        await db.conn.exec_driver_sql(
+            "CREATE TABLE list_rows (id int PRIMARY KEY, name text, n int, at timestamptz, tags text[], "
+            "metrics jsonb, score float8)")
+        raw = await db.conn.get_raw_connection()
+        await raw.driver_connection.executemany(
+            "INSERT INTO list_rows VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)",
+            [(r["id"], r["name"], r["n"], r["at"], r["tags"],
+              json.dumps({} if r["metrics.s"] is None else {"s": r["metrics.s"]}), r["score"]) for r in rows])
+        await db.conn.commit()
+
+    db.run(setup())
+    by_field = [{**r, "tag": r["tags"], "status": r["name"]} for r in rows]
+    t = (base + timedelta(hours=200)).isoformat()
+
+    def c(field, op, value, cs=None):
+        return {"field": field, "operator": op, "value": value, **({} if cs is None else {"case_sensitive": cs})}
+
+    filters = []
+    for cs in (False, True):
+        filters += [
+            {"AND": [c("name", op, v, cs)]} for op, v in [
+                ("eq", "alpha"), ("ne", "alpha"), ("in", ["ALPHA", "beta"]), ("nin", ["alpha", "100%"]),
+                ("gt", "Beta"), ("lte", "alpha"), ("contains", "A"), ("contains", "%"), ("starts_with", "be"),
+                ("ends_with", "GAMMA"), ("regex", "^a.p"), ("text", "gamma"), ("phrase", "beta gamma"),
+                ("is_null", True), ("is_null", False), ("eq", "")]]
+        filters += [{"AND": [c("tag", op, v, cs)]} for op, v in [
+            ("eq", "b"), ("ne", "a"), ("in", ["c", "A"]), ("nin", ["b"]), ("contains", "B"), ("in", [])]]
+        filters += [{"AND": [c("status", op, v, cs)]} for op, v in [
+            ("eq", "done"), ("ne", "done"), ("in", ["done", "100%"]), ("nin", ["done"])]]
+    filters += [{"AND": [c("n", op, v)]} for op, v in [
+        ("eq", 5), ("ne", 5), ("in", [0, 10]), ("nin", [1]), ("gt", 0), ("gte", 1), ("lt", 5), ("lte", -3),
+        ("is_null", True)]]
+    filters += [{"AND": [c("score", "gt", 0.3)]}, {"AND": [c("score", "eq", 0.25)]},
+                {"AND": [c("metrics.s", "gte", 0.7)]}, {"AND": [c("metrics.s", "is_null", True)]},
+                {"AND": [c("at", "gt", t)]}, {"AND": [c("at", "lte", t)]}, {"AND": [c("at", "is_null", True)]},
+                {"AND": [c("at", "in", [t, base.isoformat()])]}, {"AND": [c("at", "gte", "2026-11-05")]},
+                {"OR": [c("name", "eq", "alpha"), {"NOT": [c("n", "gt", 0)]}], "AND": [c("tag", "ne", "c")]},
+                {"NOT": [{"OR": [c("status", "eq", "done"), c("at", "lt", t)]}]}]
+
+    cols = [compile_column_filter(f, fields).label(f"f{i}") for i, f in enumerate(filters)]
+
+    async def go() -> dict[int, tuple]:
+        result = await db.conn.execute(select(rows_table.c.id, *cols).select_from(rows_table))
+        return {row[0]: tuple(row[1:]) for row in result}
+
+    got = db.run(go())
+    for i, flt in enumerate(filters):
+        keep = column_predicate(flt, fields)
+        expected = {r["id"] for r in by_field if keep(r)}
+        selected = {rid for rid, values in got.items() if values[i]}
+        assert selected == expected, (flt, sorted(selected ^ expected)[:10])
+    assert any(len({rid for rid, v in got.items() if v[i]}) not in (0, len(rows)) for i in range(len(filters)))

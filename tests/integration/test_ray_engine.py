@@ -116,6 +116,18 @@ def test_a_ray_run_uses_both_nodes_and_agrees_with_the_in_process_engine(ray_set
         summary.metrics["calinski_harabasz_score"], rel=0.02)
     assert result.metrics["silhouette_score"] == pytest.approx(summary.metrics["silhouette_score"], abs=0.02)
     assert sorted(result.sizes, reverse=True) == result.sizes
+    # per centroid, reduced over the blocks: the members' cosine to it and the nearest ones
+    assert len(result.centroid_stats) == result.n_clusters
+    row_of = {d: i for i, d in enumerate(ids)}
+    centroids = np.asarray(result.centroids, dtype=np.float64)
+    for c, stats in enumerate(result.centroid_stats):
+        rows = [row_of[d] for d in members.filter(pl.col("cluster_id") == f"cl_{c}")["document_id"]]
+        unit = X[rows] / np.linalg.norm(X[rows], axis=1, keepdims=True)
+        sims = unit @ (centroids[c] / np.linalg.norm(centroids[c]))
+        assert stats["mean_cosine_similarity"] == pytest.approx(float(sims.mean()), abs=1e-5)
+        assert stats["min_cosine_similarity"] == pytest.approx(float(sims.min()), abs=1e-5)
+        nearest = [ids[rows[i]] for i in np.argsort(-sims)[:5]]
+        assert [r["document_id"] for r in stats["representative_ids"]] == nearest
 
 
 def test_an_assign_job_matches_the_in_process_assign_row_for_row_on_both_nodes(ray_settings, store, tmp_path) -> None:
@@ -153,6 +165,15 @@ def test_an_assign_job_matches_the_in_process_assign_row_for_row_on_both_nodes(r
     assert result.sizes == local.counts.tolist() and result.noise_count == local.noise
     np.testing.assert_allclose(joined["similarity_ray"].to_numpy(), joined["similarity"].to_numpy(), atol=1e-5)
     assert result.metrics["mean_similarity"] == pytest.approx(local.mean_similarity, rel=1e-6)
+    # the blocks' cosine statistics, reduced by the driver, are the in-process assigner's
+    ours = local.centroid_stats()
+    assert len(result.centroid_stats) == len(keys) == len(ours)
+    for theirs, mine in zip(result.centroid_stats, ours):
+        assert theirs["mean_cosine_similarity"] == pytest.approx(mine["mean_cosine_similarity"], abs=1e-6)
+        assert theirs["min_cosine_similarity"] == pytest.approx(mine["min_cosine_similarity"], abs=1e-6)
+        assert theirs["min_cosine_similarity"] >= threshold
+        assert [r["document_id"] for r in theirs["representative_ids"]] == \
+            [r["document_id"] for r in mine["representative_ids"]]
 
 
 def _worker_raylet_pid(settings) -> int:
@@ -334,6 +355,9 @@ def test_a_method_that_needs_all_its_points_runs_as_one_task_with_the_same_resul
         members, on="document_id")
     assert joined.height == len(wanted)
     assert adjusted_rand_score(joined["expected"].to_numpy(), joined["cluster_id"].to_numpy()) == 1.0
+    # the one task summarises as the in-process pipeline does, representatives by document id
+    summary = pipeline.summarize(X[wanted], local.labels, 42)
+    assert result.centroid_stats == summary.similarity.with_ids(lambda p: [ids[wanted[i]] for i in p]).records()
 
 
 def test_a_layout_job_fits_a_sample_and_places_every_block(ray_settings, store) -> None:

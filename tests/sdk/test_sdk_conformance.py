@@ -4,6 +4,7 @@ the groups in the data)."""
 from __future__ import annotations
 
 import io
+from datetime import datetime, timezone
 
 import httpx
 import polars as pl
@@ -99,8 +100,10 @@ def test_unknown_keys_are_ignored_and_named_in_warnings(raw, corpus):
     assert r.status_code == 200 and sorted(r.json()["warnings"]) == ["", "brand_new_option"], r.text
     assert r.json()["description"] == "kept"
     # list bodies too: what they ignore is named, never dropped silently
-    r = raw.post("/v1/tasks/list", json={"search": "x", "sort": {"field": "created_at", "direction": "desc"}})
-    assert r.status_code == 200 and r.json()["warnings"] == ["search"], r.text
+    # (`search` and `filters` of the tasks list were named here until they were honoured)
+    r = raw.post("/v1/tasks/list", json={"search": "x", "brand_new_option": 1,
+                                         "sort": {"field": "created_at", "direction": "desc"}})
+    assert r.status_code == 200 and r.json()["warnings"] == ["brand_new_option"], r.text
     r = raw.post("/v1/clusters/list", json={"sorts": [{"field": "cluster_name"}], "page_size": 1})
     assert r.status_code == 200 and r.json()["warnings"] == ["sorts"], r.text
     assert r.json()["pagination"]["page_size"] == 1 and len(r.json()["results"]) == 1
@@ -194,7 +197,6 @@ def test_full_run_reads_through_every_execution_method(sdk, corpus, cluster, ful
     assert by_run.metrics.degenerate.actual_instance is False
     assert abs(by_run.metrics.cluster_size_entropy - 1.0986) < 1e-3  # ln 3: three equal clusters
     assert by_run.metrics.silhouette_score > 0.3
-
     listed = sdk.executions.list_cluster_executions(
         cluster.cluster_id, page_size=1, list_cluster_executions_request=M.ListClusterExecutionsRequest(
             filters=M.LogicalOperatorInput.from_dict({"AND": [{"field": "status", "operator": "eq",
@@ -208,6 +210,13 @@ def test_full_run_reads_through_every_execution_method(sdk, corpus, cluster, ful
     frame = pl.read_csv(io.BytesIO(csv.raw_data))
     assignment = dict(zip(frame["document_id"], frame["cluster_id"]))
     assert len(assignment) == len(X) and truth_ari(assignment, truth) == 1.0
+    # per centroid: the members' cosine to it (tight groups), and the members nearest it
+    for c in by_run.centroids:
+        assert isinstance(c, M.ClusterExecutionCentroid)
+        assert 0.9 < c.mean_cosine_similarity <= 1.0 and c.min_cosine_similarity <= c.mean_cosine_similarity
+        reps = [r.document_id for r in c.representative_ids]
+        assert len(reps) == 5 and len(set(reps)) == 5
+        assert {assignment[r] for r in reps} == {c.cluster_id}
     exported = sdk.executions.export_cluster_execution_id_run(cluster.cluster_id, run_id, format="parquet")
     parquet = pl.read_parquet(io.BytesIO(httpx.get(exported["url"], timeout=30).content))
     assert parquet.height == len(X) and set(parquet["cluster_id"]) == set(frame["cluster_id"])
@@ -253,6 +262,13 @@ def test_assign_and_composite_runs_with_every_override(sdk, corpus, cluster, ful
     assert sdk.wait(task.task_id).status.value == "COMPLETED"
     assigned = sdk.executions.get_cluster_execution_by_run(cluster.cluster_id, task.additional_data["run_id"])
     assert assigned.mode == "assign" and assigned.num_points == 2 * PER_GROUP and assigned.status == "completed"
+    # the assigned members' cosine to the source run's centroids; groups 0 and 1 only
+    stats = [c for c in assigned.centroids if c.num_members]
+    assert len(stats) == 2 and all(0.9 < c.mean_cosine_similarity <= 1.0 for c in stats)
+    assert all(c.min_cosine_similarity >= 0.3 for c in stats)  # the threshold let nobody lower in
+    assert all(len(c.representative_ids) == 5 for c in stats)
+    assert {int(r.document_id.split("_")[1]) // PER_GROUP for c in stats for r in c.representative_ids} \
+        <= {0, 1}
 
     second = sdk.clusters.execute_clustering_clusters(cluster.cluster_id, M.ExecuteClusterByIdRequest())
     assert sdk.wait(second.task_id).status.value == "COMPLETED"
@@ -332,3 +348,117 @@ def test_another_namespace_sees_nothing(sdk, other_sdk, cluster, full_run, corpu
     assert other_sdk.tasks.list_tasks().pagination.total == 0
     # nothing of the namespace was changed by those calls
     assert sdk.executions.get_cluster_execution_by_run(cluster.cluster_id, run_id).num_points == len(X)
+
+
+def logical(tree: dict) -> M.LogicalOperatorInput:
+    return M.LogicalOperatorInput.from_dict(tree)
+
+
+def cond(field: str, operator: str, value, **extra) -> dict:
+    return {"field": field, "operator": operator, "value": value, "case_sensitive": False, **extra}
+
+
+def test_list_filters_nest_and_or_not_with_ranges_and_search(sdk, raw, corpus, stack, sdk_keys):
+    collection_id, X, _ = corpus
+    alpha = sdk.clusters.create_cluster(kmeans_request(collection_id, "sdk filter alpha"))
+    sdk.clusters.patch_cluster(alpha.cluster_id, M.PatchClusterRequest(description="the first one"))
+    beta = sdk.clusters.create_cluster(kmeans_request(collection_id, "sdk filter beta"))
+    sdk.clusters.patch_cluster(beta.cluster_id, M.PatchClusterRequest(description="the SECOND one"))
+    # the same name in another namespace never matches here
+    other = httpx.Client(base_url=stack.url, timeout=30, headers={
+        "X-Namespace": "sdk-other", "Authorization": f"Bearer {sdk_keys['sdk-other']}"})
+    other_collection = other.post("/v1/collections", json={"collection_name": "sdk-other-groups",
+                                                           "embeddings": {"text": X.shape[1]}}).json()["collection_id"]
+    r = other.post("/v1/clusters", json={"collection_ids": [other_collection], "cluster_name": "sdk filter alpha",
+                                         "clustering_method": "kmeans", "algorithm_params": {"n_clusters": 2}})
+    assert r.status_code == 200, r.text
+
+    def names(tree=None, **body) -> list[str]:
+        listed = sdk.clusters.list_clusters(list_clusters_request=M.ListClustersRequest(
+            filters=logical(tree) if tree else None, sort=M.SortOption(field="cluster_name", direction="asc"),
+            **body))
+        assert isinstance(listed, M.ListClustersResponse) and listed.total_count == len(listed.results)
+        return [c.cluster_name for c in listed.results]
+
+    ours = cond("cluster_name", "starts_with", "SDK FILTER")
+    assert names({"OR": [cond("cluster_name", "eq", "sdk filter alpha"), cond("cluster_name", "eq", "sdk filter beta")]}) \
+        == ["sdk filter alpha", "sdk filter beta"]
+    assert names({"AND": [ours], "NOT": [cond("cluster_name", "eq", "sdk filter alpha")]}) == ["sdk filter beta"]
+    assert names({"AND": [cond("cluster_name", "in", ["sdk filter alpha", "nope"])]}) == ["sdk filter alpha"]
+    assert names({"AND": [ours, cond("cluster_name", "eq", "SDK Filter Alpha", case_sensitive=True)]}) == []
+    created = raw.get(f"/v1/clusters/{alpha.cluster_id}").json()["created_at"]
+    assert names({"AND": [ours, cond("created_at", "gt", created)]}) == ["sdk filter beta"]
+    assert names({"AND": [ours, cond("created_at", "lte", created), cond("collection_id", "eq", collection_id)]}) \
+        == ["sdk filter alpha"]
+    assert names(search="second") == ["sdk filter beta"]  # the description, whatever the case
+    assert names({"AND": [ours]}, search="FIRST") == ["sdk filter alpha"]
+    assert other.post("/v1/clusters/list", json={"filters": {"AND": [ours]}}).json()["total_count"] == 1
+    other.close()
+
+    for tree, field, allowed in (({"AND": [cond("owner", "eq", "x")]}, "owner", "cluster_name"),
+                                 ({"OR": [{"NOT": [cond("collection_id", "gt", "a")]}]}, "collection_id", "contains")):
+        with pytest.raises(BadRequestException) as caught:
+            sdk.clusters.list_clusters(list_clusters_request=M.ListClustersRequest(filters=logical(tree)))
+        error = caught.value.data
+        assert isinstance(error, M.ErrorResponse) and error.status == 400 and error.error.code == "invalid_filter"
+        assert field in error.error.message and error.error.details["field"] == field
+        assert allowed in error.error.details["allowed"]
+
+
+def test_execution_and_task_lists_filter_and_search(sdk, other_sdk, raw, corpus):
+    collection_id, X, _ = corpus
+    cluster = sdk.clusters.create_cluster(kmeans_request(collection_id, "sdk run filters"))
+    full = sdk.clusters.execute_clustering_clusters(cluster.cluster_id, M.ExecuteClusterByIdRequest())
+    assert sdk.wait(full.task_id).status.value == "COMPLETED"
+    before_assign = datetime.now(timezone.utc)
+    assign = sdk.clusters.execute_clustering_clusters(cluster.cluster_id, M.ExecuteClusterByIdRequest(
+        mode="assign", filters=logical({"AND": [{"field": "group", "operator": "eq", "value": 0}]})))
+    assert sdk.wait(assign.task_id).status.value == "COMPLETED"
+    full_run, assign_run = full.additional_data["run_id"], assign.additional_data["run_id"]
+    sdk.executions.patch_execution_run_name_clusters(cluster.cluster_id, full_run,
+                                                     M.PatchExecutionRunNameRequest(run_name="Baseline run"))
+
+    def runs(tree=None, search=None) -> list[str]:
+        listed = sdk.executions.list_cluster_executions(
+            cluster.cluster_id, list_cluster_executions_request=M.ListClusterExecutionsRequest(
+                filters=logical(tree) if tree else None, search=search,
+                sort=M.SortOption(field="created_at", direction="asc")))
+        assert listed.total_count == len(listed.results)
+        assert sum(listed.stats.executions_by_status.values()) == listed.total_count
+        return [r.run_id for r in listed.results]
+
+    assert runs() == [full_run, assign_run]
+    assert runs({"OR": [cond("status", "eq", "failed"), cond("mode", "eq", "assign")]}) == [assign_run]
+    assert runs({"NOT": [cond("mode", "eq", "assign")]}) == [full_run]
+    assert runs({"AND": [cond("status", "in", ["completed", "canceled"])]}) == [full_run, assign_run]
+    assert runs({"AND": [cond("num_points", "gte", len(X) // 2)]}) == [full_run]
+    assert runs({"AND": [cond("num_points", "lt", len(X) // 2), cond("num_points", "gt", 0)]}) == [assign_run]
+    assert runs({"AND": [cond("metrics.silhouette_score", "gt", 0.3)]}) == [full_run]
+    assert runs(search="BASELINE") == [full_run]
+    assert runs(search=assign_run[-6:]) == [assign_run]
+    with pytest.raises(BadRequestException) as caught:
+        runs({"AND": [cond("status", "contains", "comp")]})
+    assert caught.value.data.error.details == {"field": "status", "allowed": ["eq", "ne", "in", "nin"]}
+
+    def tasks(api, tree=None, search=None) -> list[str]:
+        listed = api.tasks.list_tasks(page_size=100, list_tasks_request=M.ListTasksRequest(
+            filters=logical(tree) if tree else None, search=search,
+            sort=M.SortOption(field="created_at", direction="asc")))
+        return [t.task_id for t in listed.results]
+
+    ours = cond("run_id", "in", [full_run, assign_run])
+    assert tasks(sdk, {"AND": [ours]}) == [full.task_id, assign.task_id]
+    assert tasks(sdk, {"OR": [cond("task_id", "eq", assign.task_id), cond("task_id", "eq", "task_nope")]}) \
+        == [assign.task_id]
+    assert tasks(sdk, {"AND": [ours], "NOT": [cond("status", "eq", "completed")]}) == []
+    assert tasks(sdk, {"AND": [ours, cond("created_at", "gte", before_assign.isoformat())]}) == [assign.task_id]
+    assert tasks(sdk, {"AND": [ours, cond("created_at", "lt", before_assign.isoformat())]}) == [full.task_id]
+    assert tasks(sdk, search=full.task_id.upper()) == [full.task_id]
+    assert tasks(other_sdk, {"AND": [ours]}) == [] and tasks(other_sdk, search=full.task_id) == []
+    with pytest.raises(BadRequestException) as caught:
+        tasks(sdk, {"AND": [cond("owner", "eq", "me")]})
+    assert isinstance(caught.value.data, M.ErrorResponse) and "owner" in caught.value.data.error.message
+    # filters and search are honoured, so no longer named as ignored
+    for route in ("/v1/tasks/list", f"/v1/clusters/{cluster.cluster_id}/executions/list"):
+        answer = raw.post(route, json={"filters": {"AND": [ours]}, "search": "task"})
+        assert answer.status_code == 200 and answer.json()["warnings"] == [], answer.text

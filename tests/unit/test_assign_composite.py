@@ -53,8 +53,18 @@ def test_assigner_picks_the_nearest_centroid_and_noise_below_the_threshold(centr
     assert all(s > 0.9 for s in table["similarity"].to_pylist()[:4])
     assert assigner.counts.tolist() == [1, 1, 2] and assigner.noise == 2 and assigner.points == 6
 
+    # per cluster: the assigned members' cosine to the centroid, and the nearest ones by id
+    sims = table["similarity"].to_pylist()
+    stats = assigner.centroid_stats()
+    assert stats[2]["mean_cosine_similarity"] == pytest.approx((sims[1] + sims[3]) / 2, abs=1e-6)
+    assert stats[2]["min_cosine_similarity"] == pytest.approx(min(sims[1], sims[3]), abs=1e-6)
+    assert {d["document_id"] for d in stats[2]["representative_ids"]} == {"d1", "d3"}
+    assert stats[0]["representative_ids"] == [{"document_id": "d0", "similarity": pytest.approx(sims[0], abs=1e-6)}]
+    assert all("d4" not in str(s) and "d5" not in str(s) for s in stats)  # noise is nobody's
+
     again = Assigner(keys=["cl_0", "cl_1", "cl_2"], vectors=centroids, threshold=1.0)
     assert again.assign(pa.array(["a"]), X[:1])["cluster_id"].to_pylist() == ["cl_-1"]
+    assert [s["mean_cosine_similarity"] for s in again.centroid_stats()] == [None, None, None]
 
 
 def test_assigner_refuses_mismatched_dimensions_and_bad_thresholds(centroids):
@@ -74,10 +84,16 @@ def test_tallies_of_blocks_assigned_apart_add_up_to_one_assigner(centroids):
     whole = Assigner(keys=["a", "b", "c"], vectors=centroids, threshold=0.2)
     whole.assign(ids, X)
     joined = Assigner(keys=["a", "b", "c"], vectors=centroids, threshold=0.2)
-    for part in (slice(0, 20), slice(20, 50)):
+    cosine = None
+    for part in (slice(20, 50), slice(0, 20)):
         block = Assigner(keys=["a", "b", "c"], vectors=centroids, threshold=0.2)
         block.assign(ids[part], X[part])
+        cosine = block.similarity if cosine is None else cosine + block.similarity  # what the Ray driver does
         joined.absorb(block.counts, block.noise, block.points, block.similarity_sum)
+    assert cosine.records() == whole.centroid_stats()
+    assert [s["mean_cosine_similarity"] is not None for s in whole.centroid_stats()] == [True] * 3
+    joined.absorb([0, 0, 0], 0, 0, 0.0, cosine.records())
+    assert joined.centroid_stats() == whole.centroid_stats()
     assert joined.counts.tolist() == whole.counts.tolist() and whole.noise > 0
     assert (joined.noise, joined.points) == (whole.noise, whole.points)
     assert joined.mean_similarity == pytest.approx(whole.mean_similarity)

@@ -123,3 +123,100 @@ def test_assign_mode_uses_cosine_similarity_and_a_threshold():
         assign_to_centroids(X, centroids, threshold=1.5)
     with pytest.raises(ValueError, match="dimensions"):
         assign_to_centroids(np.ones((2, 3)), centroids, threshold=0.5)
+
+
+# ------------------------------------------------- members' cosine to their centroid
+
+# Two clusters and a noise point, small enough to check by hand: cluster 0's centroid
+# is (1, 1)/sqrt(2), so (1, 0) and (0, 1) are at cos 1/sqrt(2) and (2, 2) at 1;
+# cluster 1's centroid (-1, -0.5) has cos 1/sqrt(1.25) with (-1, 0) and 1.5/sqrt(2.5)
+# with (-1, -1).
+_X = np.array([[1, 0], [2, 2], [0, 1], [-1, 0], [-1, -1], [5, 5]], dtype=np.float32)
+_LABELS = np.array([0, 0, 0, 1, 1, -1])
+_C = np.array([[1, 1], [-1, -0.5]], dtype=np.float32)
+
+
+def test_centroid_similarity_exact_values_on_a_hand_made_set():
+    from services.clusterer.engine import centroid_similarity
+
+    r = 1 / np.sqrt(2)
+    rows = centroid_similarity(_X, _LABELS, _C, top=2).records()
+    assert len(rows) == 2
+    assert rows[0]["mean_cosine_similarity"] == pytest.approx((1 + 2 * r) / 3, abs=1e-6)
+    assert rows[0]["min_cosine_similarity"] == pytest.approx(r, abs=1e-6)
+    # nearest first; of the two tied at 1/sqrt(2) the lower id wins
+    assert rows[0]["representative_ids"] == [{"document_id": "1", "similarity": 1.0},
+                                             {"document_id": "0", "similarity": pytest.approx(r, abs=1e-6)}]
+    a, b = 1 / np.sqrt(1.25), 1.5 / np.sqrt(2.5)
+    assert rows[1]["mean_cosine_similarity"] == pytest.approx((a + b) / 2, abs=1e-6)
+    assert rows[1]["min_cosine_similarity"] == pytest.approx(a, abs=1e-6)
+    assert [d["document_id"] for d in rows[1]["representative_ids"]] == ["4", "3"]  # the noise row 5 never
+
+
+def test_centroid_similarity_with_ids_and_default_top():
+    from services.clusterer.engine import REPRESENTATIVES, centroid_similarity
+
+    ids = np.array([f"doc{i}" for i in range(len(_X))], dtype=object)
+    rows = centroid_similarity(_X, _LABELS, _C, ids=ids).records()
+    assert REPRESENTATIVES == 5
+    assert [d["document_id"] for d in rows[0]["representative_ids"]] == ["doc1", "doc0", "doc2"]
+    renamed = centroid_similarity(_X, _LABELS, _C).with_ids(lambda p: [f"doc{i}" for i in p]).records()
+    assert renamed == rows
+
+
+def test_centroid_similarity_partials_add_up_whatever_the_cut_and_order(labelled):
+    """What the Ray job does with its blocks equals the one-process pass (chunked too)."""
+    from services.clusterer.engine import centroid_similarity, compute_centroids
+
+    X, labels = labelled
+    X = np.tile(X, (40, 1))  # > one internal chunk of rows
+    labels = np.tile(labels, 40)
+    ids = np.arange(len(X))
+    vectors = compute_centroids(X, labels).vectors
+    whole = centroid_similarity(X, labels, vectors, top=3)
+    cuts = [0, 7, 5000, 9000, len(X)]
+    parts = [centroid_similarity(X[a:b], labels[a:b], vectors, ids=ids[a:b], top=3) for a, b in zip(cuts, cuts[1:])]
+    merged = parts[2] + parts[0] + parts[3] + parts[1]
+    assert merged.records() == whole.records()
+    # against a direct computation
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    cu = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    for c, row in enumerate(whole.records()):
+        sims = unit[labels == c] @ cu[c]
+        assert row["mean_cosine_similarity"] == pytest.approx(float(sims.mean()), abs=1e-5)
+        assert row["min_cosine_similarity"] == pytest.approx(float(sims.min()), abs=1e-5)
+        assert row["min_cosine_similarity"] <= row["mean_cosine_similarity"]
+        best = [d["similarity"] for d in row["representative_ids"]]
+        assert best == sorted(best, reverse=True) and best[0] == pytest.approx(float(sims.max()), abs=1e-5)
+        assert all(labels[int(d["document_id"])] == c for d in row["representative_ids"])
+
+
+def test_centroid_similarity_of_a_cluster_without_members_and_all_noise():
+    from services.clusterer.engine import CentroidSimilarity, centroid_similarity
+
+    assert CentroidSimilarity.empty(2).records() == [
+        {"mean_cosine_similarity": None, "min_cosine_similarity": None, "representative_ids": []}] * 2
+    rows = centroid_similarity(_X, np.full(len(_X), -1), _C).records()
+    assert [r["mean_cosine_similarity"] for r in rows] == [None, None]
+
+
+def test_centroid_similarity_rejects_bad_input():
+    from services.clusterer.engine import CentroidSimilarity, centroid_similarity
+
+    with pytest.raises(ValueError, match="differ in length"):
+        centroid_similarity(_X, _LABELS[:3], _C)
+    with pytest.raises(ValueError, match="2 centroids"):
+        centroid_similarity(_X, np.array([0, 0, 2, 1, 1, -1]), _C)
+    with pytest.raises(ValueError, match="dimensions"):
+        centroid_similarity(_X, _LABELS, np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="cannot add"):
+        CentroidSimilarity.empty(2) + CentroidSimilarity.empty(3)
+
+
+def test_centroid_similarity_of_a_zero_vector_is_zero_not_nan():
+    from services.clusterer.engine import centroid_similarity
+
+    X = np.array([[0, 0], [1, 1]], dtype=np.float32)
+    rows = centroid_similarity(X, np.array([0, 0]), np.array([[1, 1]], dtype=np.float32)).records()
+    assert rows[0]["min_cosine_similarity"] == 0.0 and rows[0]["mean_cosine_similarity"] == pytest.approx(0.5)
+    assert [d["document_id"] for d in rows[0]["representative_ids"]] == ["1", "0"]

@@ -203,3 +203,24 @@ def test_a_failed_runs_traceback_reaches_the_execution_not_the_task():
     assert run["status"] == "FAILED" and run["details"]["error_traceback"].endswith("ValueError: boom\n")
     task = task_row(run)
     assert task["error"] == "boom" and "error_traceback" not in task["additional_data"]
+
+
+def test_per_centroid_statistics_reach_the_read_model_and_survive_labels():
+    """The clusterer's cosine statistics ride CentroidSummary to the executions read
+    model, keep through the labels' merge, and read back as the SDK's centroid; an
+    event from before them still parses (null)."""
+    from contracts.resources import ExecutionCentroid
+
+    stats = {"mean_cosine_similarity": 0.95, "min_cosine_similarity": 0.8,
+             "representative_ids": [{"document_id": "d7", "similarity": 0.99}, {"document_id": "d2"}]}
+    event = clustered(labeling=True).model_copy(update={"centroids": [
+        CentroidSummary(cluster_id="cl_0", num_members=6, **stats), CentroidSummary(cluster_id="cl_1", num_members=4)]})
+    event = ExecutionClustered.model_validate_json(event.model_dump_json())  # as it crosses Kafka
+    run = fold([requested(), event, labeled()])
+    first = ExecutionCentroid.model_validate(run["centroids"][0])
+    assert first.label == "Cats" and first.mean_cosine_similarity == 0.95 and first.min_cosine_similarity == 0.8
+    assert [(r.document_id, r.similarity) for r in first.representative_ids] == [("d7", 0.99), ("d2", None)]
+    second = ExecutionCentroid.model_validate(run["centroids"][1])
+    assert (second.mean_cosine_similarity, second.representative_ids) == (None, None)
+    old = CentroidSummary.model_validate({"cluster_id": "cl_3", "num_members": 2, "label": "x"})
+    assert old.min_cosine_similarity is None and old.representative_ids is None

@@ -20,8 +20,11 @@ from contracts.api import NOISE_LABEL, cluster_key, parse_cluster_key
 
 __all__ = [
     "NOISE",
+    "REPRESENTATIVES",
+    "CentroidSimilarity",
     "Centroids",
     "assign_to_centroids",
+    "centroid_similarity",
     "cluster_key",
     "compute_centroids",
     "distances_to_centroids",
@@ -32,6 +35,8 @@ NOISE = NOISE_LABEL  # the engine's name for it
 # 8k x 384 float32 = 12.5 MB per temporary (25 MB in float64): the peak stays near the
 # dataset itself even at 1M points, and the loop overhead is still negligible.
 _CHUNK_ROWS = 8_192
+# How many members nearest its centroid a cluster lists as its representatives.
+REPRESENTATIVES = 5
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,161 @@ def distances_to_centroids(
         else:
             out[start + rows] = np.einsum("ij,ij->i", _unit_rows(block), own)
     return out
+
+
+@dataclass(frozen=True)
+class CentroidSimilarity:
+    """Each cluster's cosine similarity of its members to its centroid: count, sum and
+    minimum, and its ``top`` members nearest the centroid (label, similarity, id).
+
+    A partial result: ``a + b`` is the statistics of both row sets (sums add, minima
+    take the lower, the nearest members are chosen again from both), whatever the
+    order or the cut of the rows, so a Ray job reduces its blocks' partials the way a
+    single process reduces its chunks'. ``top_ids`` are row positions until
+    ``with_ids`` turns them into document ids.
+    """
+
+    counts: np.ndarray  # int64 (k,)
+    sums: np.ndarray  # float64 (k,)
+    mins: np.ndarray  # float64 (k,); +inf for a cluster without members (yet)
+    top_labels: np.ndarray  # int64 (m,): cluster of each nearest member, at most `top` per cluster
+    top_sims: np.ndarray  # float64 (m,)
+    top_ids: np.ndarray  # (m,): row positions, or document ids after with_ids
+    top: int = REPRESENTATIVES
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.counts)
+
+    @classmethod
+    def empty(cls, k: int, top: int = REPRESENTATIVES) -> CentroidSimilarity:
+        if k < 0 or top < 0:
+            raise ValueError(f"k and top must be >= 0 (got k={k}, top={top})")
+        return cls(np.zeros(k, np.int64), np.zeros(k), np.full(k, np.inf), np.zeros(0, np.int64),
+                   np.zeros(0), np.zeros(0, np.int64), top)
+
+    @classmethod
+    def of(cls, similarity: np.ndarray, labels: np.ndarray, k: int, *, ids: np.ndarray | None = None,
+           top: int = REPRESENTATIVES) -> CentroidSimilarity:
+        """From each row's similarity to its own centroid and its label (0..k-1; noise,
+        -1, is left out). ``ids`` name the rows in the nearest members (default: their
+        positions)."""
+        similarity = np.asarray(similarity, dtype=np.float64).ravel()
+        labels = np.asarray(labels).ravel().astype(np.int64, copy=False)
+        if len(similarity) != len(labels):
+            raise ValueError(f"similarity ({len(similarity)}) and labels ({len(labels)}) differ in length")
+        if labels.size and labels.max() >= k:
+            raise ValueError(f"labels must be < k={k} (got {int(labels.max())})")
+        ids = np.arange(len(labels), dtype=np.int64) if ids is None else np.asarray(ids)
+        if len(ids) != len(labels):
+            raise ValueError(f"ids ({len(ids)}) and labels ({len(labels)}) differ in length")
+        members = np.flatnonzero(labels >= 0)
+        lab, sim = labels[members], similarity[members]
+        out = cls.empty(k, top)
+        counts = np.bincount(lab, minlength=k).astype(np.int64)
+        sums = np.bincount(lab, weights=sim, minlength=k)
+        kept_ids = ids[members]
+        order, starts, ends = _grouped(lab, sim, kept_ids, k)
+        mins = out.mins.copy()
+        filled = ends > starts
+        mins[filled] = sim[order[ends[filled] - 1]]  # each group sorts by descending similarity
+        keep = _first_of_each(lab, order, starts, top)
+        return cls(counts, sums, mins, lab[keep], sim[keep], kept_ids[keep], top)
+
+    def __add__(self, other: CentroidSimilarity) -> CentroidSimilarity:
+        if other.n_clusters != self.n_clusters or other.top != self.top:
+            raise ValueError(f"cannot add statistics of {other.n_clusters} clusters (top {other.top}) to "
+                             f"{self.n_clusters} (top {self.top})")
+        lab = np.concatenate([self.top_labels, other.top_labels])
+        sim = np.concatenate([self.top_sims, other.top_sims])
+        ids = np.concatenate([self.top_ids, other.top_ids])
+        order, starts, _ = _grouped(lab, sim, ids, self.n_clusters)
+        keep = _first_of_each(lab, order, starts, self.top)
+        return CentroidSimilarity(self.counts + other.counts, self.sums + other.sums,
+                                  np.minimum(self.mins, other.mins), lab[keep], sim[keep], ids[keep], self.top)
+
+    def with_ids(self, id_of) -> CentroidSimilarity:
+        """The same statistics with ``top_ids`` (row positions) replaced by
+        ``id_of(positions)``, e.g. ``lambda p: ids.take(p).to_pylist()``."""
+        named = np.empty(len(self.top_ids), dtype=object)
+        named[:] = list(id_of(self.top_ids.astype(np.int64))) if len(self.top_ids) else []
+        return CentroidSimilarity(self.counts, self.sums, self.mins, self.top_labels, self.top_sims, named,
+                                  self.top)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Cluster i's ``{"mean_cosine_similarity", "min_cosine_similarity",
+        "representative_ids": [{"document_id", "similarity"}, ...]}`` (nearest first),
+        for i in 0..k-1; None and [] for a cluster without members."""
+        order = np.lexsort((self.top_ids, -self.top_sims, self.top_labels))
+        reps: list[list[dict[str, Any]]] = [[] for _ in range(self.n_clusters)]
+        for i in order:
+            reps[int(self.top_labels[i])].append(
+                {"document_id": str(self.top_ids[i]), "similarity": round(float(self.top_sims[i]), 6)})
+        return [
+            {"mean_cosine_similarity": round(float(self.sums[c] / self.counts[c]), 6) if self.counts[c] else None,
+             "min_cosine_similarity": round(float(self.mins[c]), 6) if self.counts[c] else None,
+             "representative_ids": reps[c]}
+            for c in range(self.n_clusters)
+        ]
+
+
+def _grouped(lab: np.ndarray, sim: np.ndarray, ids: np.ndarray, k: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ordered by cluster, then by descending similarity, ties by id (so the
+    nearest members do not depend on the order rows came in), and where each cluster
+    0..k-1 starts and ends in that order."""
+    order = np.lexsort((ids, -sim, lab))
+    ordered = lab[order]
+    clusters = np.arange(k)
+    return order, np.searchsorted(ordered, clusters, "left"), np.searchsorted(ordered, clusters, "right")
+
+
+def _first_of_each(lab: np.ndarray, order: np.ndarray, starts: np.ndarray, top: int) -> np.ndarray:
+    """The rows (indexes into lab) ranked < top within their cluster."""
+    if not len(order):
+        return order
+    rank = np.arange(len(order)) - starts[lab[order]]
+    return order[rank < top]
+
+
+def centroid_similarity(X: np.ndarray, labels: np.ndarray, centroids: np.ndarray | Centroids, *,
+                        ids: np.ndarray | None = None, top: int = REPRESENTATIVES) -> CentroidSimilarity:
+    """Per-cluster cosine similarity of the members to their centroid (mean, minimum)
+    and the ``top`` members nearest it, in one chunked pass over ``X``: the
+    temporaries are one chunk's, so a million rows add a few MB, not a copy of X.
+
+    ``labels`` as ``run_clustering`` returns them (-1 noise, left out); the rows of
+    ``centroids`` are the clusters 0..k-1. ``ids`` name the rows (default: positions).
+    """
+    vectors = centroids.vectors if isinstance(centroids, Centroids) else np.asarray(centroids, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"centroids must be a (k, d) array (got shape {vectors.shape})")
+    X = np.asarray(X, dtype=np.float32)
+    labels = _check_labels(X, labels)
+    if X.ndim != 2 or (len(X) and X.shape[1] != vectors.shape[1]):
+        raise ValueError(f"embeddings have shape {X.shape} but centroids have {vectors.shape[1]} dimensions")
+    k = len(vectors)
+    if labels.size and labels.max() >= k:
+        raise ValueError(f"labels go up to {int(labels.max())} but there are {k} centroids")
+    if ids is not None and len(ids) != len(X):
+        raise ValueError(f"ids ({len(ids)}) and embeddings ({len(X)}) differ in length")
+    unit = _unit_rows(vectors)
+    total = CentroidSimilarity.empty(k, top)
+    for start in range(0, len(X), _CHUNK_ROWS):
+        lab = labels[start:start + _CHUNK_ROWS]
+        block = X[start:start + _CHUNK_ROWS]
+        rows = np.flatnonzero(lab >= 0)
+        if not len(rows):
+            continue
+        if len(rows) < len(lab):  # noise in the chunk: only members (else no copy)
+            block, lab = block[rows], lab[rows]
+        # cos = x.c / |x| with c of unit length; a zero row has similarity 0, not NaN
+        dots = np.einsum("ij,ij->i", block, unit[lab])
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        sims = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+        names = start + rows if ids is None else np.asarray(ids[start:start + _CHUNK_ROWS])[rows]
+        total = total + CentroidSimilarity.of(sims, lab, k, ids=names, top=top)
+    return total
 
 
 def assign_to_centroids(

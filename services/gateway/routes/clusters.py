@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from contracts.api import DEFAULT_HIERARCHY_DEPTH, ErrorResponse, FilterOperator, LayoutStability
+from contracts.api import DEFAULT_HIERARCHY_DEPTH, ErrorResponse, LayoutStability
 from contracts.resources import (
     FLAT_CONFIG_FIELDS,
     Cluster,
@@ -29,7 +29,6 @@ from services.gateway.validation import (
     check_filters,
     check_preprocessing,
     check_supported,
-    eq_matches,
     llm_labeling_fields,
     parse_filters,
     strip_sdk_knobs,
@@ -38,7 +37,6 @@ from services.gateway.validation import (
 router = APIRouter(prefix="/v1/clusters", tags=["Clusters"])
 
 _SORTABLE = {"created_at", "updated_at", "cluster_name", "clustering_method"}
-_EXACT = {"cluster_name", "clustering_method", "collection_id"}
 _ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}}
 _TOP_LEVEL_UNSUPPORTED = ("attribute_config", "enrich_source_collection", "source_enrichment_config",
                           "auto_execute_on_batch", "auto_execute_min_documents", "auto_execute_cooldown_seconds",
@@ -183,30 +181,12 @@ async def delete_cluster(cluster_id: str, gw: GatewayDep, ns: NamespaceDep) -> d
             "message": f"cluster {row['cluster_id']} deleted"}
 
 
-def _exact_matches(filters: dict[str, Any] | None) -> dict[str, Any]:
-    """Exact matches on cluster fields, from `{field: value}` or from a LogicalOperator
-    (the SDK's shape) that ANDs `eq` conditions."""
-    if not filters:
-        return {}
-    if not {"AND", "OR", "NOT"} & filters.keys():
-        exact = {k: v for k, v in filters.items() if k != "case_sensitive"}
-        unknown = set(exact) - _EXACT
-        if unknown:
-            raise bad_request(f"cannot filter clusters by {sorted(unknown)}; use {sorted(_EXACT)}",
-                              code="invalid_filter")
-        return exact
-    found = eq_matches(parse_filters(filters), _EXACT, {FilterOperator.eq}, "cluster lists")
-    if any(len(v) > 1 for v in found.values()):
-        raise bad_request("a cluster field can be matched once per filter", code="invalid_filter")
-    return {k: v[0] for k, v in found.items()}
-
-
 async def _list(gw, ns: str, body: ListClustersRequest, page: Page) -> ClusterList:
     sort = body.sort or ListClustersRequest().sort
     if sort.field not in _SORTABLE:
         raise bad_request(f"cannot sort by {sort.field!r}; use one of {sorted(_SORTABLE)}", code="invalid_sort")
     rows, total, stats = await gw.repo.list_clusters(
-        ns, exact=_exact_matches(body.filters), search=body.search, sort_field=sort.field,
+        ns, filters=parse_filters(body.filters) if body.filters else None, search=body.search, sort_field=sort.field,
         descending=sort.direction == "desc", limit=page.limit, offset=page.offset,
     )
     return ClusterList(results=[Cluster.model_validate(r) for r in rows],

@@ -21,7 +21,6 @@ from contracts.api import (
     ExecuteClusterByIdRequest,
     ExecutionMode,
     FilterCondition,
-    FilterOperator,
     TaskResponse,
     TaskStatusEnum,
     TaskType,
@@ -64,11 +63,9 @@ from contracts.topics import EXECUTION_REQUESTED, LAYOUT_COMPUTE
 from services.gateway.deps import CallerDep, GatewayDep, NamespaceDep, PageDep
 from services.gateway.errors import ApiError, bad_request, not_found
 from services.gateway.queueing import enqueue
-from services.gateway.repository import ExecutionFilter
 from services.gateway.validation import (
     check_filters,
     check_supported,
-    eq_matches,
     llm_labeling_fields,
     parse_filters,
 )
@@ -330,27 +327,16 @@ async def get_execution(cluster_id: str, run_id: str, gw: GatewayDep, ns: Namesp
 @router.post("/v1/clusters/{cluster_id}/executions/list", response_model=ExecutionList)
 async def list_executions(cluster_id: str, gw: GatewayDep, ns: NamespaceDep, page: PageDep,
                           body: ListExecutionsRequest | None = None) -> ExecutionList:
-    """Filter by `status` (either spelling), dates, counts and silhouette, or by the
-    SDK's `filters` (an AND of eq/in conditions on status or mode)."""
+    """Filter by `status` (either spelling), dates, counts and silhouette, by the
+    SDK's `filters` (a LogicalOperator over the fields of repository.EXECUTION_FIELDS)
+    and `search` (a substring of the run's name, id or status)."""
     cluster = await _cluster_or_404(gw, ns, cluster_id)
     body = body or ListExecutionsRequest()
     if body.sort.field not in {"created_at", "completed_at", "num_clusters", "num_points"}:
         raise bad_request(f"cannot sort executions by {body.sort.field!r}", code="invalid_sort")
-    statuses = [_task_statuses(body.status)] if body.status else []
-    modes = None
-    for field, values in _execution_filters(body.filters).items():
-        if field == "status":
-            statuses.append(_task_statuses(values))
-        else:
-            modes = tuple(values)
-    where = ExecutionFilter(
-        statuses=tuple(tuple(s) for s in statuses), modes=modes, created_after=body.created_after,
-        created_before=body.created_before, min_num_clusters=body.min_num_clusters,
-        max_num_clusters=body.max_num_clusters, min_silhouette_score=body.min_silhouette_score)
     rows, total, stats = await gw.repo.list_executions(
-        ns, cluster["cluster_id"], where=where, descending=body.sort.direction == "desc",
-        sort_field=body.sort.field, limit=page.limit, offset=page.offset,
-    )
+        ns, cluster["cluster_id"], body, filters=parse_filters(body.filters) if body.filters else None,
+        limit=page.limit, offset=page.offset)
     by_status: dict[str, int] = {}
     for status, n in stats["executions_by_status"].items():
         key = EXECUTION_STATUS.get(status, status.lower())
@@ -359,20 +345,6 @@ async def list_executions(cluster_id: str, gw: GatewayDep, ns: NamespaceDep, pag
     return ExecutionList(results=[execution_result(r) for r in rows],
                          pagination=Pagination.of(page.limit, page.offset, total),
                          total_count=total, stats=stats, warnings=unknown_keys(body))
-
-
-def _task_statuses(values: list[Any]) -> list[str]:
-    """UPPERCASE task statuses for statuses given either way (lowercase ones stand for
-    every task status they cover)."""
-    wanted = {str(v) for v in values}
-    return sorted({s for s, lower in EXECUTION_STATUS.items() if s in wanted or lower in wanted})
-
-
-def _execution_filters(filters: dict[str, Any] | None) -> dict[str, list[str]]:
-    if not filters:
-        return {}
-    return eq_matches(parse_filters(filters), {"status", "mode"}, {FilterOperator.eq, FilterOperator.in_},
-                      "execution lists")
 
 
 async def run_with_results(gw, ns: str, cluster_id: str, run_id: str) -> tuple[dict, dict, dict]:
@@ -579,7 +551,8 @@ async def kill_task(task_id: str, gw: GatewayDep, ns: NamespaceDep) -> KillTaskR
 @tasks_router.post("/list", response_model=TaskList)
 async def list_tasks(gw: GatewayDep, ns: NamespaceDep, page: PageDep,
                      body: ListTasksRequest | None = None) -> TaskList:
-    """The namespace's tasks (newest first unless `sort` says otherwise); by `status` and `task_type`."""
+    """The namespace's tasks (newest first unless `sort` says otherwise); by `status` and `task_type`,
+    `filters` (a LogicalOperator over repository.TASK_FIELDS) and `search` (id, status, type)."""
     body = body or ListTasksRequest()
     if body.sort.field not in ("created_at", "updated_at"):
         raise bad_request(f"cannot sort tasks by {body.sort.field!r}; use created_at or updated_at",
@@ -587,7 +560,8 @@ async def list_tasks(gw: GatewayDep, ns: NamespaceDep, page: PageDep,
     rows, total = await gw.repo.list_tasks(ns, statuses=[body.status.value] if body.status else None,
                                            task_type=body.task_type, sort_field=body.sort.field,
                                            descending=body.sort.direction == "desc", limit=page.limit,
-                                           offset=page.offset)
+                                           offset=page.offset, search=body.search,
+                                           filters=parse_filters(body.filters) if body.filters else None)
     return TaskList(results=[task_response(r) for r in rows], pagination=Pagination.of(page.limit, page.offset, total),
                     warnings=unknown_keys(body))
 
