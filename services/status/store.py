@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from clusterflow.db.schema import executions, processed_events, run_events, tasks
 from contracts.events import Event, RunStatusChanged
-from services.status.projection import apply, task_row
+from services.status.projection import apply, new_run, task_row
 
 CONSUMER = "status"
 _EXECUTION_COLUMNS = {c.name for c in executions.c} - {"updated_at"}
@@ -28,11 +28,19 @@ class ReadModelStore:
             )
             if first_time is None:
                 return False
-            # The row lock orders concurrent events of one run (several partitions).
+            # The row lock orders concurrent events of one run (several topics and
+            # partitions). A run's first events find no row to lock: each would start from
+            # nothing and the last upsert would overwrite what the others wrote (a task
+            # COMPLETED without its inputs). So the run's fresh row goes in first (nothing
+            # happens if it exists; a concurrent insert makes this wait for its commit),
+            # and every event then reads, under the lock, the row the previous one wrote.
+            fresh = {k: v for k, v in new_run(event).items() if k in _EXECUTION_COLUMNS}
+            await conn.execute(pg_insert(executions).values(**fresh)
+                               .on_conflict_do_nothing(index_elements=[executions.c.run_id]))
             current = (await conn.execute(
                 select(executions).where(executions.c.run_id == event.run_id).with_for_update()
-            )).mappings().first()
-            run = apply(dict(current) if current else None, event)
+            )).mappings().one()
+            run = apply(dict(current), event)
 
             row = {k: v for k, v in run.items() if k in _EXECUTION_COLUMNS}
             stmt = pg_insert(executions).values(**row)
