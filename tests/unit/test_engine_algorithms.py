@@ -237,6 +237,18 @@ def test_auto_merges_small_communities_into_their_nearest_cluster_and_marks_them
     assert adjusted_rand_score(y[y < 3], outcome.labels[y < 3]) == 1.0
 
 
+def test_auto_keeps_clusters_of_at_least_one_percent_of_the_points():
+    assert [algorithms.auto_min_cluster_size(n) for n in (100, 900, 2412, 20_000)] == [5, 9, 24, 200]
+    # A tight community of 7 among 907 points (0.8 %: a cluster under the old 0.5 % rule)
+    # is merged into its nearest cluster and its members marked.
+    X, y = make_blobs(n_samples=[300, 300, 300, 7], n_features=8, cluster_std=0.3,
+                      centers=10.0 * np.vstack([np.eye(8)[:3], -np.ones((1, 8))]), random_state=2)
+    outcome = run_clustering(X, "auto", {}, seed=2)
+    assert outcome.choice["min_cluster_size"] == 9
+    assert outcome.noise_count == 0 and outcome.n_clusters == 3
+    assert set(np.flatnonzero(outcome.assigned)) == set(np.flatnonzero(y == 3))
+
+
 def test_auto_above_its_sample_clusters_a_sample_and_assigns_the_rest(five_blobs, monkeypatch):
     X, y = five_blobs
     monkeypatch.setattr(algorithms, "AUTO_CLUSTER_SAMPLE", 150)
