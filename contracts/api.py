@@ -441,7 +441,7 @@ class FilterCondition(BaseModel):
     value: FilterValue = Field(description="Value to compare against")
 
     # The hosted SDK sends `case_sensitive` on every condition (not in the reference's
-    # schema); null inherits the enclosing operator's setting (clusterflow/filters.py).
+    # schema); null inherits the enclosing operator's setting (clusterflow/filters/).
     _hosted_keys: ClassVar[dict[str, Any]] = {"case_sensitive": _bool_or_none}
     _hosted: dict[str, Any] = PrivateAttr(default_factory=dict)
     _accept_hosted = model_validator(mode="wrap")(_accept_hosted_keys)
