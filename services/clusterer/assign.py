@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from services.clusterer.engine import NOISE, CentroidSimilarity, cluster_key
+from services.clusterer.engine import NOISE, CentroidSimilarity, group_key
 
 MEMBERS_SCHEMA = pa.schema([
     ("document_id", pa.string()),
@@ -50,7 +50,7 @@ class Assigner:
         self.counts = np.zeros(len(self.keys), dtype=np.int64)
         self.similarity = CentroidSimilarity.empty(len(self.keys))
         self._norms = np.linalg.norm(self.vectors, axis=1).astype(np.float32)
-        self._keys = pa.array([*self.keys, cluster_key(NOISE)], type=pa.string())
+        self._keys = pa.array([*self.keys, group_key(NOISE)], type=pa.string())
 
     @property
     def dimension(self) -> int:

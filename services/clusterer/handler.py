@@ -44,7 +44,7 @@ from clusterflow.runs import real_centroids
 from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.segments import RunVectors, SegmentCache, SegmentLedger, SegmentUnavailable, load_manifest
 from clusterflow.storage import ObjectStore, artifact_key, run_file_key
-from contracts.api import NOISE_CLUSTER_ID, ExecutionMode, LayoutStability, TaskStatusEnum, applied_as
+from contracts.api import NOISE_GROUP_ID, ExecutionMode, LayoutStability, TaskStatusEnum, applied_as
 from contracts.events import (
     DEFERRED_LAYOUT_STAGE,
     CentroidSummary,
@@ -67,7 +67,7 @@ from services.clusterer.engine.stability import PreviousLayout, Stabilized, dump
 from services.clusterer.ray_engine import RayEngine, RayUnavailable
 
 SERVICE = "clusterer"
-NOISE_KEY = NOISE_CLUSTER_ID
+NOISE_KEY = NOISE_GROUP_ID
 BATCH_ROWS = 65_536  # rows per streamed batch: 65k x 384 float32 = 100 MB
 PROJECTION_FILE = "projection.pkl"  # a run's fitted UMAP model (layout_stability "transform")
 RAY_CANNOT_TRANSFORM = "the Ray engine lays out without keeping a projection"
@@ -205,26 +205,26 @@ class Clusterer:
         if members is None and event.previous is not None:  # Ray wrote them: lineage reads them back
             members = await asyncio.to_thread(self.store.get_parquet, outcome.members_key,
                                               ["document_id", "cluster_id"])
-        keys = [pipeline.cluster_key(c) for c in outcome.cluster_ids]
+        keys = [pipeline.group_key(c) for c in outcome.cluster_ids]
         await progress("lineage", 0.8, "matching clusters to the previous run")
         match, lineage_model = await asyncio.to_thread(
             self._lineage, event, keys, outcome.centroids, members)
         # A matched cluster keeps its label, unless this run asks for LLM labels and the
         # previous one had none: then the LLM names every cluster anew.
-        inherited = {c.cluster_id: c for c in event.previous.centroids} \
+        inherited = {c.group_id: c for c in event.previous.centroids} \
             if event.previous and (event.previous.labeling_enabled or not event.config.labeling_enabled) else {}
         centroids = []
         stats = outcome.centroid_stats or [{}] * len(keys)
         for key, n, cosine in zip(keys, outcome.sizes, stats):
             before = inherited.get(match.inherited.get(key, ""))
             centroids.append(CentroidSummary(
-                cluster_id=key, num_members=n, stable_id=match.stable_ids[key], **cosine,
+                group_id=key, num_members=n, stable_id=match.stable_ids[key], **cosine,
                 **({"label": before.label, "summary": before.summary, "keywords": before.keywords}
                    if before is not None else {})))
         if event.config.builds_hierarchy:
             centroids = with_hierarchy(centroids, outcome.centroids, event.config.max_hierarchy_depth)
         if outcome.noise_count:
-            centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=outcome.noise_count))
+            centroids.append(CentroidSummary(group_id=NOISE_KEY, num_members=outcome.noise_count))
 
         timings.lap("lineage")
         await progress("writing", 0.85, "writing results")
@@ -286,7 +286,7 @@ class Clusterer:
 
         members = pl.DataFrame({
             "document_id": ids,
-            "cluster_id": cluster_keys(clustering.labels),
+            "cluster_id": group_keys_of(clustering.labels),
             # Noise has no centroid: its distance is null, not NaN (which JSON cannot carry).
             "distance_to_centroid": pl.Series(summary.distances, dtype=pl.Float32).fill_nan(None),
         })
@@ -359,9 +359,9 @@ class Clusterer:
         return match, Lineage(
             previous_run_id=previous.run_id if previous else None,
             basis=match.basis, shared_documents=match.shared_documents,
-            events=[LineageEvent(kind=e.kind, previous_cluster_ids=e.previous,
+            events=[LineageEvent(kind=e.kind, previous_group_ids=e.previous,
                                  previous_stable_ids=[prev_ids[k] for k in e.previous],
-                                 current_cluster_ids=e.current,
+                                 current_group_ids=e.current,
                                  current_stable_ids=[match.stable_ids[k] for k in e.current],
                                  similarity=e.similarity)
                     for e in match.events],
@@ -371,7 +371,7 @@ class Clusterer:
         frame = self.store.get_parquet(previous.centroids_key, columns=["cluster_id", "centroid"])
         frame = real_centroids(frame)
         keys = frame["cluster_id"].to_list()
-        summaries = {c.cluster_id: c for c in previous.centroids}
+        summaries = {c.group_id: c for c in previous.centroids}
         # A run from before stable ids: its clusters get the ids its first run would have.
         stable = [(summaries[k].stable_id if k in summaries else None) or lineage.new_stable_id(previous.run_id, k)
                   for k in keys]
@@ -394,7 +394,7 @@ class Clusterer:
             vectors = [*vectors, None]
         # The parquet holds the clusters members belong to (assign runs and lineage read
         # it): a hierarchy's topics live in the run's centroid summaries only.
-        clusters = [c for c in centroids if not c.child_cluster_ids]
+        clusters = [c for c in centroids if not c.child_group_ids]
         self.store.put_parquet(key("centroids"), centroids_frame(clusters, vectors, dim))
         coords_key, coords = outcome.coords_key, outcome.coords
         if coords is not None:
@@ -592,20 +592,20 @@ class Clusterer:
         seconds = timings.laps["assign"]
         log.info("run %s: assigned %d documents (%s)", event.run_id, assigner.points, timings)
 
-        summaries = {c.cluster_id: c for c in source.centroids}
+        summaries = {c.group_id: c for c in source.centroids}
         # The source's labels, unless this run asked for LLM labels itself (for assign and
         # composite runs only an explicit per-run `llm_labeling` does, see the preparer's
         # resolve_config): then the labeler names every cluster anew (it labels the
         # centroids without a label).
         inherited = ("stable_id",) if event.config.labeling_enabled else ("label", "summary", "keywords", "stable_id")
         centroids = [
-            CentroidSummary(cluster_id=k, num_members=int(n), **cosine,
+            CentroidSummary(group_id=k, num_members=int(n), **cosine,
                             **{f: getattr(summaries[k], f) for f in inherited if k in summaries})
             for k, n, cosine in zip(keys, assigner.counts, assigner.centroid_stats())
         ]
         vector_rows = vectors.tolist()
         if assigner.noise:
-            centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=assigner.noise))
+            centroids.append(CentroidSummary(group_id=NOISE_KEY, num_members=assigner.noise))
             vector_rows.append(None)
         await asyncio.to_thread(self.store.put_parquet, self._key(event, "centroids"),
                                 centroids_frame(centroids, vector_rows, vectors.shape[1]))
@@ -650,7 +650,7 @@ class Clusterer:
                              f"grouping {event.num_points} centroids of {len(event.sources)} runs")
         id_column, X = await self._read_vectors(event)
         origin = [i.split("/", 1) for i in id_column.to_pylist()]
-        sizes = {(s.run_id, c.cluster_id): c.num_members for s in event.sources for c in s.centroids}
+        sizes = {(s.run_id, c.group_id): c.num_members for s in event.sources for c in s.centroids}
         dataset = pl.DataFrame({"source_run_id": [r for r, _ in origin], "source_cluster_id": [c for _, c in origin],
                                 "num_members": [sizes.get((r, c), 1) for r, c in origin]},
                                schema={"source_run_id": pl.String, "source_cluster_id": pl.String,
@@ -658,7 +658,7 @@ class Clusterer:
         started = time.perf_counter()
         grouping = await asyncio.to_thread(composite.group_centroids, X, dataset["num_members"].to_numpy())
         seconds = time.perf_counter() - started
-        group_keys = [pipeline.cluster_key(g) for g in range(grouping.n_groups)]
+        group_keys = [pipeline.group_key(g) for g in range(grouping.n_groups)]
         group_of = {(r, c): group_keys[g] for r, c, g in
                     zip(dataset["source_run_id"], dataset["source_cluster_id"], grouping.labels)}
 
@@ -670,22 +670,22 @@ class Clusterer:
                 counts = await asyncio.to_thread(self._inherit_members, event.sources, group_of, tmp, members)
                 await asyncio.to_thread(self.store.upload, self._key(event, "members"), members)
 
-        summaries = {(s.run_id, c.cluster_id): c for s in event.sources for c in s.centroids}
+        summaries = {(s.run_id, c.group_id): c for s in event.sources for c in s.centroids}
         source_clusters = []
         best: dict[str, tuple[int, CentroidSummary]] = {}
         for r, c, n, g, sim in zip(dataset["source_run_id"], dataset["source_cluster_id"], dataset["num_members"],
                                    grouping.labels, grouping.similarity):
             summary = summaries.get((r, c))
             source_clusters.append(SourceClusterGroup(
-                source_run_id=r, source_cluster_id=c, source_stable_id=summary.stable_id if summary else None,
-                label=summary.label if summary else None, num_members=int(n), cluster_id=group_keys[g],
+                source_run_id=r, source_group_id=c, source_stable_id=summary.stable_id if summary else None,
+                label=summary.label if summary else None, num_members=int(n), group_id=group_keys[g],
                 similarity=round(float(sim), 6)))
             # A group is named after its largest labelled source cluster.
             if summary is not None and summary.label and (group_keys[g] not in best or n > best[group_keys[g]][0]):
                 best[group_keys[g]] = (int(n), summary)
         fresh = event.config.labeling_enabled
         centroids = [
-            CentroidSummary(cluster_id=k, num_members=counts.get(k, 0),
+            CentroidSummary(group_id=k, num_members=counts.get(k, 0),
                             **({"label": best[k][1].label, "summary": best[k][1].summary,
                                 "keywords": best[k][1].keywords} if k in best and not fresh else {}))
             for k in group_keys
@@ -693,7 +693,7 @@ class Clusterer:
         vector_rows = grouping.centroids.tolist()
         noise = counts.get(NOISE_KEY, 0)
         if noise:
-            centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=noise))
+            centroids.append(CentroidSummary(group_id=NOISE_KEY, num_members=noise))
             vector_rows.append(None)
         await asyncio.to_thread(self.store.put_parquet, self._key(event, "centroids"),
                                 centroids_frame(centroids, vector_rows, grouping.centroids.shape[1]))
@@ -706,7 +706,7 @@ class Clusterer:
             estimator=(f"agglomerative (average linkage, cosine >= {composite.COMPOSITE_MIN_SIMILARITY:g}) "
                        f"over {event.num_points} centroids"),
             algorithm_seconds=round(seconds, 3),
-            source_execution_ids=[s.run_id for s in event.sources],
+            source_run_ids=[s.run_id for s in event.sources],
             source_clusters=source_clusters,
         )
 
@@ -757,24 +757,24 @@ def with_hierarchy(leaves: list[CentroidSummary], vectors: np.ndarray, max_depth
     hierarchy, then the topics over them ("cl_<k>", "cl_<k+1>", ...: top level first).
     Topics have no stable id: lineage follows the leaves."""
     tree = hierarchy.build_hierarchy(vectors, np.array([c.num_members for c in leaves]), max_depth)
-    keys = [c.cluster_id for c in leaves] + [pipeline.cluster_key(len(leaves) + j) for j in range(tree.n_parents)]
+    keys = [c.group_id for c in leaves] + [pipeline.group_key(len(leaves) + j) for j in range(tree.n_parents)]
     if tree.n_parents == 0:
         return list(leaves)
 
     def placed(node: int) -> dict:
         up = int(tree.parent[node])
-        return {"parent_cluster_id": keys[up] if up >= 0 else None, "hierarchy_level": int(tree.level[node]),
-                "child_cluster_ids": [keys[c] for c in tree.children(node)]}
+        return {"parent_group_id": keys[up] if up >= 0 else None, "hierarchy_level": int(tree.level[node]),
+                "child_group_ids": [keys[c] for c in tree.children(node)]}
 
     return ([c.model_copy(update=placed(i)) for i, c in enumerate(leaves)]
-            + [CentroidSummary(cluster_id=keys[node], num_members=int(tree.sizes[node]), **placed(node))
+            + [CentroidSummary(group_id=keys[node], num_members=int(tree.sizes[node]), **placed(node))
                for node in range(tree.n_leaves, tree.n_nodes)])
 
 
-def cluster_keys(labels: np.ndarray) -> pl.Series:
+def group_keys_of(labels: np.ndarray) -> pl.Series:
     """Each label's cluster key ("cl_3", noise "cl_-1"), one string per distinct label."""
     distinct, positions = np.unique(labels, return_inverse=True)
-    keys = pl.Series([pipeline.cluster_key(int(c)) for c in distinct], dtype=pl.String)
+    keys = pl.Series([pipeline.group_key(int(c)) for c in distinct], dtype=pl.String)
     return keys.gather(positions.ravel())
 
 
@@ -789,7 +789,7 @@ def coords_frame(ids: pl.Series, coords: np.ndarray) -> pl.DataFrame:
 def centroids_frame(centroids: list[CentroidSummary], vectors: list, dim: int) -> pl.DataFrame:
     """The centroids parquet: one row per cluster (noise last, without a vector)."""
     return pl.DataFrame(
-        {"cluster_id": [c.cluster_id for c in centroids], "num_members": [c.num_members for c in centroids],
+        {"cluster_id": [c.group_id for c in centroids], "num_members": [c.num_members for c in centroids],
          "centroid": vectors, "stable_id": [c.stable_id for c in centroids]},
         schema={"cluster_id": pl.String, "num_members": pl.Int64, "centroid": pl.Array(pl.Float32, dim),
                 "stable_id": pl.String},

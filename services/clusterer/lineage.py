@@ -54,9 +54,9 @@ import numpy as np
 import polars as pl
 from scipy.optimize import linear_sum_assignment
 
-from contracts.api import NOISE_CLUSTER_ID
+from contracts.api import NOISE_GROUP_ID
 
-NOISE_KEY = NOISE_CLUSTER_ID
+NOISE_KEY = NOISE_GROUP_ID
 MIN_SHARED_FRACTION = 0.2
 MIN_JACCARD = 0.3
 MIN_COSINE = 0.8
@@ -66,9 +66,9 @@ MOSTLY = 0.5
 _STABLE_NAMESPACE = uuid.UUID("0d5b6a52-3f43-4d0e-9d0b-8d8f1f6f3c21")
 
 
-def new_stable_id(run_id: str, cluster_key: str) -> str:
+def new_stable_id(run_id: str, group_key: str) -> str:
     """A fresh stable id, deterministic in the run and the cluster it is born in."""
-    return "sc_" + uuid.uuid5(_STABLE_NAMESPACE, f"{run_id}/{cluster_key}").hex[:12]
+    return "sc_" + uuid.uuid5(_STABLE_NAMESPACE, f"{run_id}/{group_key}").hex[:12]
 
 
 @dataclass(frozen=True)

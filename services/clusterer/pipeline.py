@@ -26,7 +26,7 @@ from services.clusterer.engine import (
     project,
     run_clustering,
 )
-from services.clusterer.engine import cluster_key as cluster_key  # re-exported for the handler
+from services.clusterer.engine import group_key as group_key  # re-exported for the handler
 from services.clusterer.engine import stability
 
 

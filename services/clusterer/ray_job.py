@@ -556,10 +556,10 @@ class Driver:
 
 
 def _members_table(ids, labels: np.ndarray, distances: np.ndarray) -> pa.Table:
-    from services.clusterer.engine import cluster_key
+    from services.clusterer.engine import group_key
 
     distinct, positions = np.unique(labels, return_inverse=True)
-    keys = pa.array([cluster_key(int(c)) for c in distinct], pa.string()).take(pa.array(positions.ravel()))
+    keys = pa.array([group_key(int(c)) for c in distinct], pa.string()).take(pa.array(positions.ravel()))
     dist = np.asarray(distances, dtype=np.float32)
     return pa.table({"document_id": ids.cast(pa.string()),
                      "cluster_id": keys,

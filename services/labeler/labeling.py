@@ -5,8 +5,8 @@ the item schema, one corrective retry, and errors recorded per cluster.
   order, each batch told the labels already taken by the batches before it.
 - A reply that is not JSON, lacks a cluster, or whose entry does not match the schema
   is asked for again once, for the failing clusters only, with what was wrong; what
-  still fails becomes an `llm_labeling_errors` entry (cluster_id, error, an excerpt of
-  the raw reply) and the caller falls back to the c-TF-IDF label for that cluster.
+  still fails becomes an `llm_labeling_errors` entry (the group's id, under the REST
+  name `cluster_id`; error, an excerpt of the raw reply) and the caller falls back to the c-TF-IDF label for that cluster.
 - A provider failure (refused request, or retries exhausted) ends the conversation:
   the remaining clusters are not sent, each gets an error entry.
 """
@@ -71,7 +71,7 @@ class Conversation:
         except LLMError as exc:
             log.warning("relabeling near-duplicates failed: %s", exc)
             return {}
-        got, _ = self._read(text, [b.cluster_id for b in briefs])
+        got, _ = self._read(text, [b.group_id for b in briefs])
         return got
 
     # ------------------------------------------------------------------ internals
@@ -104,8 +104,8 @@ class Conversation:
         reply = await self.client.complete(prompt, self.parameters)
         return reply.text
 
-    def _error(self, cluster_id: str, error: str, raw: str | None) -> dict[str, Any]:
-        entry = {"cluster_id": cluster_id, "error": error,
+    def _error(self, group_id: str, error: str, raw: str | None) -> dict[str, Any]:
+        entry = {"cluster_id": group_id, "error": error,
                  "provider": self.client.provider.value, "model": self.client.model}
         if raw is not None:
             entry["raw_reply"] = excerpt(raw)
@@ -133,7 +133,7 @@ class Conversation:
 
     async def _batch(self, batch: list[ClusterBrief], taken: Sequence[str]
                      ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-        ids = [b.cluster_id for b in batch]
+        ids = [b.group_id for b in batch]
         if self.broken:
             return {}, [self._error(cid, f"not sent: {self.broken}", None) for cid in ids]
         try:
@@ -146,7 +146,7 @@ class Conversation:
             return good, []
 
         # One more try for what failed, saying what was wrong.
-        retry = [b for b in batch if b.cluster_id in bad]
+        retry = [b for b in batch if b.group_id in bad]
         problems = "; ".join(f"{cid}: {why}" for cid, why in bad.items())
         log.info("labeler: %d cluster(s) not usable in the reply, asking again: %s", len(bad), problems[:300])
         first_text = text
@@ -157,6 +157,6 @@ class Conversation:
         except LLMError as exc:
             self.broken = str(exc)
             return good, [self._error(cid, f"{bad[cid]} (the retry failed: {exc})", first_text) for cid in bad]
-        good2, bad2 = self._read(text, [b.cluster_id for b in retry])
+        good2, bad2 = self._read(text, [b.group_id for b in retry])
         good.update(good2)
         return good, [self._error(cid, f"{why} (after one retry)", text) for cid, why in bad2.items()]

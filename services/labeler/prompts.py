@@ -56,7 +56,7 @@ class Prompt:
 class ClusterBrief:
     """What the prompt shows of one cluster."""
 
-    cluster_id: str
+    group_id: str
     size: int
     samples: list[MemberContent]
     keywords: list[str] = field(default_factory=list)
@@ -75,7 +75,7 @@ def build_prompt(
     with_media: bool = True,
 ) -> Prompt:
     parts: list[Part] = []
-    ids = [c.cluster_id for c in clusters]
+    ids = [c.group_id for c in clusters]
     if custom_prompt:
         parts.append(TextPart(custom_prompt.strip() + "\n\n"))
     else:
@@ -84,7 +84,7 @@ def build_prompt(
         parts.append(TextPart("Context: " + "; ".join(f"{k}: {v}" for k, v in context) + "\n\n"))
     parts.append(TextPart(f"Clusters ({len(clusters)}): {', '.join(ids)}\n"))
     for c in clusters:
-        header = f"\n### Cluster {c.cluster_id} ({c.size:,} documents)\n"
+        header = f"\n### Cluster {c.group_id} ({c.size:,} documents)\n"
         if c.keywords:
             header += "Distinctive terms: " + ", ".join(c.keywords[:10]) + "\n"
         if c.subtopics:

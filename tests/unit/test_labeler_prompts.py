@@ -21,7 +21,7 @@ def _brief(cid: str, texts: list[str], media: list[Media] | None = None) -> Clus
     samples = [MemberContent(document_id=f"{cid}-{i}", text=t, fields=[("text", t)]) for i, t in enumerate(texts)]
     if media:
         samples[0].media = media
-    return ClusterBrief(cluster_id=cid, size=100 * len(texts), samples=samples, keywords=["alpha", "beta"])
+    return ClusterBrief(group_id=cid, size=100 * len(texts), samples=samples, keywords=["alpha", "beta"])
 
 
 def test_default_prompt_asks_for_discriminative_labels_and_forbids_taken_ones():

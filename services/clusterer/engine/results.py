@@ -1,8 +1,8 @@
 """What a labelling means for the stored results: centroids, member distances, ids.
 
-Cluster ids stay ints inside the engine (0..k-1, -1 for noise); ``cluster_key`` (from
+Cluster ids stay ints inside the engine (0..k-1, -1 for noise); ``group_key`` (from
 contracts/, where the vocabulary lives) makes the API's string form, "cl_-1" for noise,
-and ``parse_cluster_key`` inverts it.
+and ``parse_group_key`` inverts it.
 
 All functions are vectorised and chunked so they stay within a few hundred MB for
 1,000,000 x 384 inputs.
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from contracts.api import NOISE_LABEL, cluster_key, parse_cluster_key
+from contracts.api import NOISE_LABEL, group_key, parse_group_key
 
 __all__ = [
     "NOISE",
@@ -25,10 +25,10 @@ __all__ = [
     "Centroids",
     "assign_to_centroids",
     "centroid_similarity",
-    "cluster_key",
+    "group_key",
     "compute_centroids",
     "distances_to_centroids",
-    "parse_cluster_key",
+    "parse_group_key",
 ]
 
 NOISE = NOISE_LABEL  # the engine's name for it
@@ -61,7 +61,7 @@ class Centroids:
         rows: list[dict[str, Any]] = []
         for i, cid in enumerate(self.cluster_ids):
             row: dict[str, Any] = {
-                "cluster_id": cluster_key(cid),
+                "cluster_id": group_key(cid),
                 "num_members": int(self.num_members[i]),
                 "variance": float(self.variance[i]),
             }
@@ -69,7 +69,7 @@ class Centroids:
                 row["centroid_vector"] = self.vectors[i].tolist()
             rows.append(row)
         if include_noise and self.noise_count:
-            row = {"cluster_id": cluster_key(NOISE), "num_members": self.noise_count, "variance": None}
+            row = {"cluster_id": group_key(NOISE), "num_members": self.noise_count, "variance": None}
             if include_vectors:
                 row["centroid_vector"] = None
             rows.append(row)
