@@ -9,15 +9,19 @@ By mode (`config.mode`):
 Every mode reads the run's vectors the one way there is: its manifest, through the
 segment cache (`clusterflow/segments.py`; a segment already cached is not fetched again).
 
-- full: cluster the run's vectors; then match the clusters to the previous completed full
-  run's (`lineage.py`): a matched cluster keeps its stable id and its label (not the
+- full: cluster the run's vectors into groups; then match the groups to the previous
+  completed full run's (`lineage.py`): a matched group keeps its stable id and its label (not the
   label when this run asks for LLM labels and the previous run had none).
 - assign: stream the run's vectors block by block to the source run's centroids
   (`assign.py`); members are written incrementally, one block at a time, here or by a
   Ray job whose tasks assign the blocks in parallel (large runs, `ray_engine.py`). The
-  clusters are the source's: same ids, stable ids and labels.
+  groups are the source's: same ids, stable ids and labels.
 - composite: group the source runs' centroids (`composite.py`); the members of every
-  source run inherit their cluster's group, streamed source by source.
+  source run inherit their group's cross-run group, streamed source by source.
+
+The words are docs/vocabulary.md's: a group ("cl_<n>", `group_id`) is a set of points of
+the run, a cluster the definition the run belongs to. The stored parquet keeps the
+reference's column names (`cluster_id`, `source_cluster_id`): past runs read unchanged.
 """
 from __future__ import annotations
 
@@ -100,7 +104,7 @@ class FullOutcome:
     and coordinates in memory) or on Ray (already written to S3 at the run's keys)."""
 
     members: pl.DataFrame | None  # document_id, cluster_id, distance_to_centroid
-    cluster_ids: list[int]
+    group_labels: list[int]
     sizes: list[int]
     centroids: np.ndarray  # (k, d) float32: the mean of each cluster's members
     noise_count: int
@@ -205,7 +209,7 @@ class Clusterer:
         if members is None and event.previous is not None:  # Ray wrote them: lineage reads them back
             members = await asyncio.to_thread(self.store.get_parquet, outcome.members_key,
                                               ["document_id", "cluster_id"])
-        keys = [pipeline.group_key(c) for c in outcome.cluster_ids]
+        keys = [pipeline.group_key(c) for c in outcome.group_labels]
         await progress("lineage", 0.8, "matching clusters to the previous run")
         match, lineage_model = await asyncio.to_thread(
             self._lineage, event, keys, outcome.centroids, members)
@@ -293,7 +297,7 @@ class Clusterer:
         if clustering.assigned is not None:  # assigned to a cluster by policy, not a core member
             members = members.with_columns(assigned=pl.Series(clustering.assigned, dtype=pl.Boolean))
         return FullOutcome(
-            members=members, cluster_ids=summary.cluster_ids, sizes=summary.sizes, centroids=summary.centroids,
+            members=members, group_labels=summary.group_labels, sizes=summary.sizes, centroids=summary.centroids,
             noise_count=summary.noise_count, metrics=summary.metrics, n_clusters=clustering.n_clusters,
             num_points=len(ids), seconds=clustering.seconds,
             estimator=clustering.estimator + (f" after {clustering.reduction}" if clustering.reduction else ""),
@@ -316,7 +320,7 @@ class Clusterer:
         if result is None:
             return None
         return FullOutcome(
-            members=None, members_key=result.members_key, cluster_ids=list(range(result.n_clusters)),
+            members=None, members_key=result.members_key, group_labels=list(range(result.n_clusters)),
             sizes=result.sizes, centroids=np.asarray(result.centroids, dtype=np.float32).reshape(
                 result.n_clusters, event.dimension),
             noise_count=result.noise_count, metrics=result.metrics, n_clusters=result.n_clusters,
@@ -345,8 +349,8 @@ class Clusterer:
         match = None
         if previous is not None:
             try:
-                before = self._previous_clusters(previous)
-                match = lineage.match_clusters(before, lineage.RunClusters(keys=keys, vectors=vectors,
+                before = self._previous_groups(previous)
+                match = lineage.match_groups(before, lineage.RunGroups(keys=keys, vectors=vectors,
                                                                            members=members), event.run_id)
             except Exception as exc:  # noqa: BLE001 - a lost previous result must not fail every later run
                 log.warning("run %s: the previous run %s cannot be read (%r); its clusters start new lineages",
@@ -367,7 +371,7 @@ class Clusterer:
                     for e in match.events],
         )
 
-    def _previous_clusters(self, previous: SourceRun) -> lineage.RunClusters:
+    def _previous_groups(self, previous: SourceRun) -> lineage.RunGroups:
         frame = self.store.get_parquet(previous.centroids_key, columns=["cluster_id", "centroid"])
         frame = real_centroids(frame)
         keys = frame["cluster_id"].to_list()
@@ -376,7 +380,7 @@ class Clusterer:
         stable = [(summaries[k].stable_id if k in summaries else None) or lineage.new_stable_id(previous.run_id, k)
                   for k in keys]
         members = self.store.get_parquet(previous.members_key, columns=["document_id", "cluster_id"])
-        return lineage.RunClusters(keys=keys, vectors=np.asarray(frame["centroid"].to_numpy(), dtype=np.float32),
+        return lineage.RunGroups(keys=keys, vectors=np.asarray(frame["centroid"].to_numpy(), dtype=np.float32),
                                    stable_ids=stable, members=members)
 
     def _write(self, event: DatasetPrepared, outcome: "FullOutcome",
@@ -651,16 +655,16 @@ class Clusterer:
         id_column, X = await self._read_vectors(event)
         origin = [i.split("/", 1) for i in id_column.to_pylist()]
         sizes = {(s.run_id, c.group_id): c.num_members for s in event.sources for c in s.centroids}
-        dataset = pl.DataFrame({"source_run_id": [r for r, _ in origin], "source_cluster_id": [c for _, c in origin],
+        dataset = pl.DataFrame({"source_run_id": [r for r, _ in origin], "source_group_id": [c for _, c in origin],
                                 "num_members": [sizes.get((r, c), 1) for r, c in origin]},
-                               schema={"source_run_id": pl.String, "source_cluster_id": pl.String,
+                               schema={"source_run_id": pl.String, "source_group_id": pl.String,
                                        "num_members": pl.Int64})
         started = time.perf_counter()
         grouping = await asyncio.to_thread(composite.group_centroids, X, dataset["num_members"].to_numpy())
         seconds = time.perf_counter() - started
         group_keys = [pipeline.group_key(g) for g in range(grouping.n_groups)]
         group_of = {(r, c): group_keys[g] for r, c, g in
-                    zip(dataset["source_run_id"], dataset["source_cluster_id"], grouping.labels)}
+                    zip(dataset["source_run_id"], dataset["source_group_id"], grouping.labels)}
 
         await self._progress(event, "writing", 0.6, "writing the members of the source runs")
         with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
@@ -673,7 +677,7 @@ class Clusterer:
         summaries = {(s.run_id, c.group_id): c for s in event.sources for c in s.centroids}
         source_clusters = []
         best: dict[str, tuple[int, CentroidSummary]] = {}
-        for r, c, n, g, sim in zip(dataset["source_run_id"], dataset["source_cluster_id"], dataset["num_members"],
+        for r, c, n, g, sim in zip(dataset["source_run_id"], dataset["source_group_id"], dataset["num_members"],
                                    grouping.labels, grouping.similarity):
             summary = summaries.get((r, c))
             source_clusters.append(SourceClusterGroup(

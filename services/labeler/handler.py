@@ -1,4 +1,7 @@
-"""ExecutionClustered -> cluster labels -> ClustersLabeled, for every run.
+"""ExecutionClustered -> group labels -> ClustersLabeled, for every run.
+
+What is labelled are the run's groups of points ("cl_<n>", `group_id`: docs/vocabulary.md);
+the prose below, the prompt and the REST surface call them clusters, as users do.
 
 The labeler always answers: the status projector completes a run without labels when
 none were asked for and merges the labels when they arrive, so every run gets names.
@@ -45,7 +48,7 @@ from services.labeler import ctfidf, dedup, hierarchy_labels, representatives, s
 from services.labeler.cache import LabelCache
 from services.labeler.dedup import Embedder
 from services.labeler.labeling import Conversation
-from services.labeler.prompts import ClusterBrief
+from services.labeler.prompts import GroupBrief
 from services.labeler.providers import LLMClient
 from services.labeler.settings import LabelerSettings
 from services.labeler.sources import DocumentSource, ResultsSource
@@ -61,7 +64,7 @@ LLMFactory = Callable[[LLMProvider, str], LLMClient | None]
 
 @dataclass
 class Draft:
-    """A cluster's label in the making."""
+    """A group's label in the making."""
 
     group_id: str
     size: int
@@ -84,7 +87,7 @@ class LLMRun:
     """The LLM side of one run: the conversation and what each cluster showed it."""
 
     conversation: Conversation
-    briefs: dict[str, ClusterBrief]
+    briefs: dict[str, GroupBrief]
     model: str
 
 
@@ -203,7 +206,7 @@ class Labeler:
             labels=labels, llm_labeling_errors=errors,
         ), stats
 
-    async def _contents(self, event: ExecutionClustered, pools: list[representatives.ClusterPool],
+    async def _contents(self, event: ExecutionClustered, pools: list[representatives.GroupPool],
                         config: LLMLabeling | None) -> dict[str, MemberContent]:
         """The text and media of the pooled members, from their payloads in the run
         cluster's collections (only the pooled members: never a whole cluster)."""
@@ -248,7 +251,7 @@ class Labeler:
 
     # ------------------------------------------------------------------ c-TF-IDF
 
-    def _fallback(self, pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+    def _fallback(self, pools: list[representatives.GroupPool], contents: dict[str, MemberContent],
                   keywords: dict[str, ctfidf.Keywords], flags: LLMLabeling) -> list[Draft]:
         candidates = {p.group_id: ctfidf.label_from_keywords(keywords[p.group_id].terms) or
                       f"Cluster {p.group_id.removeprefix('cl_')}" for p in pools}
@@ -273,7 +276,7 @@ class Labeler:
     # ----------------------------------------------------------------------- LLM
 
     async def _llm_labels(self, event: ExecutionClustered, config: LLMLabeling, client: LLMClient,
-                          pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+                          pools: list[representatives.GroupPool], contents: dict[str, MemberContent],
                           keywords: dict[str, ctfidf.Keywords], drafts: list[Draft],
                           errors: list[dict[str, Any]], stats: RunStats) -> LLMRun:
         briefs = await self._briefs(event, config, pools, contents, keywords)
@@ -314,8 +317,8 @@ class Labeler:
         return LLMRun(conversation, {b.group_id: b for b in briefs}, client.model)
 
     async def _briefs(self, event: ExecutionClustered, config: LLMLabeling,
-                      pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
-                      keywords: dict[str, ctfidf.Keywords]) -> list[ClusterBrief]:
+                      pools: list[representatives.GroupPool], contents: dict[str, MemberContent],
+                      keywords: dict[str, ctfidf.Keywords]) -> list[GroupBrief]:
         counts = representatives.sample_counts(pools, config.max_samples_per_cluster)
         # Members with something to show, nearest first.
         shown = {p.group_id: [i for i in p.ids if i in contents and (contents[i].text or contents[i].media)]
@@ -336,7 +339,7 @@ class Labeler:
             if ids and all(i in vectors for i in ids):
                 matrix = np.stack([vectors[i] for i in ids])
             chosen = representatives.select(ids, matrix, counts[p.group_id])
-            briefs.append(ClusterBrief(group_id=p.group_id, size=p.size,
+            briefs.append(GroupBrief(group_id=p.group_id, size=p.size,
                                        samples=[contents[i] for i in chosen],
                                        keywords=keywords[p.group_id].terms))
         return briefs
@@ -361,7 +364,7 @@ class Labeler:
     # -------------------------------------------------------------------- topics
 
     async def _topics(self, event: ExecutionClustered, config: LLMLabeling | None, texts: dict[str, list[str]],
-                      pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+                      pools: list[representatives.GroupPool], contents: dict[str, MemberContent],
                       drafts: list[Draft], flags: LLMLabeling, llm_run: LLMRun | None,
                       errors: list[dict[str, Any]]) -> list[Draft]:
         """Drafts for the topics of the run's hierarchy (none without one)."""
@@ -398,7 +401,7 @@ class Labeler:
         return out
 
     async def _llm_topics(self, tree: hierarchy_labels.Tree, config: LLMLabeling, llm_run: LLMRun, made: list[Draft],
-                          pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+                          pools: list[representatives.GroupPool], contents: dict[str, MemberContent],
                           keywords: dict[str, ctfidf.Keywords], labels: dict[str, str],
                           errors: list[dict[str, Any]]) -> None:
         """The LLM names one level's topics: each shows its subtopics' labels and the
@@ -409,7 +412,7 @@ class Labeler:
             leaves = tree.leaves_of(draft.group_id)
             per_leaf = max(1, (config.max_samples_per_cluster or 10) // len(leaves))
             samples = [s for leaf in leaves for s in nearest.get(leaf, [])[:per_leaf]]
-            briefs.append(ClusterBrief(group_id=draft.group_id, size=draft.size, samples=samples[:20],
+            briefs.append(GroupBrief(group_id=draft.group_id, size=draft.size, samples=samples[:20],
                                        keywords=keywords[draft.group_id].terms,
                                        subtopics=[labels.get(c, c) for c in tree.children[draft.group_id]]))
         conversation = llm_run.conversation

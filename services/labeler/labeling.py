@@ -19,7 +19,7 @@ from typing import Any
 
 from services.labeler import shape
 from services.labeler.prompts import (
-    ClusterBrief,
+    GroupBrief,
     Prompt,
     ReplyError,
     build_prompt,
@@ -46,7 +46,7 @@ class Conversation:
     broken: str | None = None  # why the provider is no longer called
     prompts: list[Prompt] = field(default_factory=list)  # what was sent, for tests and logs
 
-    async def label(self, briefs: Sequence[ClusterBrief], taken: Sequence[str]
+    async def label(self, briefs: Sequence[GroupBrief], taken: Sequence[str]
                     ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
         """Validated outputs by cluster id, and the errors of the clusters without one."""
         outputs: dict[str, dict[str, Any]] = {}
@@ -60,7 +60,7 @@ class Conversation:
                          if (label := shape.label_of(output, self.item_schema)))
         return outputs, errors
 
-    async def relabel(self, briefs: Sequence[ClusterBrief], taken: Sequence[str], note: str
+    async def relabel(self, briefs: Sequence[GroupBrief], taken: Sequence[str], note: str
                       ) -> dict[str, dict[str, Any]]:
         """Ask once more for clusters whose labels came out too close to others'."""
         if self.broken or not briefs:
@@ -76,9 +76,9 @@ class Conversation:
 
     # ------------------------------------------------------------------ internals
 
-    def _batches(self, briefs: Sequence[ClusterBrief]) -> list[list[ClusterBrief]]:
-        batches: list[list[ClusterBrief]] = []
-        current: list[ClusterBrief] = []
+    def _batches(self, briefs: Sequence[GroupBrief]) -> list[list[GroupBrief]]:
+        batches: list[list[GroupBrief]] = []
+        current: list[GroupBrief] = []
         size = 0
         for brief in briefs:
             cost = 200 + sum(min(len(s.text), self.sample_max_length) + 40 for s in brief.samples)
@@ -91,7 +91,7 @@ class Conversation:
             batches.append(current)
         return batches
 
-    def _prompt(self, briefs: Sequence[ClusterBrief], taken: Sequence[str], correction: str | None = None) -> Prompt:
+    def _prompt(self, briefs: Sequence[GroupBrief], taken: Sequence[str], correction: str | None = None) -> Prompt:
         return build_prompt(
             briefs, item_schema=self.item_schema, sample_max_length=self.sample_max_length,
             taken_labels=taken, custom_prompt=self.custom_prompt, context=self.context,
@@ -131,7 +131,7 @@ class Conversation:
                 good[cid] = output
         return good, bad
 
-    async def _batch(self, batch: list[ClusterBrief], taken: Sequence[str]
+    async def _batch(self, batch: list[GroupBrief], taken: Sequence[str]
                      ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
         ids = [b.group_id for b in batch]
         if self.broken:

@@ -53,8 +53,8 @@ class Prompt:
 
 
 @dataclass
-class ClusterBrief:
-    """What the prompt shows of one cluster."""
+class GroupBrief:
+    """What the prompt shows of one group (the prompt calls it a cluster)."""
 
     group_id: str
     size: int
@@ -64,7 +64,7 @@ class ClusterBrief:
 
 
 def build_prompt(
-    clusters: Sequence[ClusterBrief],
+    clusters: Sequence[GroupBrief],
     *,
     item_schema: dict[str, Any],
     sample_max_length: int,

@@ -23,16 +23,16 @@ MIN_AUTO, MAX_AUTO = 3, 20
 
 
 @dataclass
-class ClusterPool:
+class GroupPool:
     group_id: str
-    size: int  # all members of the cluster
+    size: int  # all members of the group
     spread: float  # mean distance to the centroid over all members
     ids: list[str]  # the nearest members, nearest first
     distances: np.ndarray
 
 
-def pools(members: pl.DataFrame, per_cluster: int, total: int | None = None) -> list[ClusterPool]:
-    """Each non-noise cluster's nearest members, largest clusters first.
+def pools(members: pl.DataFrame, per_cluster: int, total: int | None = None) -> list[GroupPool]:
+    """Each non-noise group's nearest members, largest groups first.
 
     `total` bounds the members kept over all clusters (each keeps at least 20)."""
     real = members.filter(pl.col("cluster_id") != NOISE)
@@ -51,7 +51,7 @@ def pools(members: pl.DataFrame, per_cluster: int, total: int | None = None) -> 
     out = []
     for row in stats.iter_rows(named=True):
         frame = grouped[row["cluster_id"]]
-        out.append(ClusterPool(
+        out.append(GroupPool(
             group_id=row["cluster_id"], size=int(row["size"]),
             spread=float(row["spread"]) if row["spread"] is not None else 0.0,
             ids=frame["document_id"].to_list(),
@@ -69,7 +69,7 @@ def auto_sample_count(size: int, spread: float, typical_spread: float) -> int:
     return int(min(max(round(base * factor), MIN_AUTO), MAX_AUTO, max(size, 1)))
 
 
-def sample_counts(pool_list: list[ClusterPool], fixed: int | None) -> dict[str, int]:
+def sample_counts(pool_list: list[GroupPool], fixed: int | None) -> dict[str, int]:
     if fixed is not None:
         return {p.group_id: min(fixed, p.size) for p in pool_list}
     spreads = [p.spread for p in pool_list if p.spread > 0]

@@ -205,12 +205,12 @@ class Preparer:
             row = await self.documents.load_run(event.namespace, run_id)
             problem = check_source(row, run_id)
             if problem:
-                raise RunFailed(f"mode 'composite' cannot use source execution {run_id}: {problem}")
+                raise RunFailed(f"mode 'composite' cannot use source run {run_id}: {problem}")
             source = source_run(row)
             frame = await asyncio.to_thread(self.store.get_parquet, source.centroids_key)
             frame = real_centroids(frame)
             if frame.height == 0:
-                raise RunFailed(f"mode 'composite' cannot use source execution {run_id}: it has no centroids")
+                raise RunFailed(f"mode 'composite' cannot use source run {run_id}: it has no centroids")
             sources.append(source)
             frames.append(frame.select(pl.lit(run_id).alias("source_run_id"),
                                        pl.col("cluster_id").alias("source_group_id"),

@@ -412,9 +412,10 @@ def _read_data(store, row: dict, artifacts: dict, body: ExecutionDataRequest) ->
     return result
 
 
-def _leaves_under(centroids: list[dict], cluster_id: str) -> list[str]:
+def _leaves_under(centroids: list[dict], group_id: str) -> list[str]:
+    """The groups under `group_id` in the run's stored centroids (REST names: `cluster_id`)."""
     children = {c["cluster_id"]: c.get("child_cluster_ids") or [] for c in centroids}
-    todo, leaves, seen = [cluster_id], [], set()
+    todo, leaves, seen = [group_id], [], set()
     while todo:
         node = todo.pop()
         if node in seen:
