@@ -53,7 +53,7 @@ def stored(value: Any, **dump: Any) -> Any:
         return value
     out = {}
     for name, data in value.model_dump(**{"mode": "json", **dump}).items():
-        attr = getattr(value, name)
+        attr = getattr(value, name, None)  # None: a key its serializer adds (LLMLabeling's hosted keys)
         if isinstance(attr, BaseModel) or (isinstance(attr, list) and any(isinstance(a, BaseModel) for a in attr)):
             data = stored(attr, **dump)
         out[STORED_NAMES.get(name, name)] = data

@@ -119,3 +119,15 @@ def test_a_version_1_event_written_with_the_rest_body_reads_the_same():
     old_wire = json.dumps({**IDS, "schema_version": 1, "event_type": "execution.requested",
                            "options": body.model_dump(mode="json")})
     assert ExecutionRequested.model_validate_json(old_wire).options == run_options(body)
+
+
+def test_the_projected_inputs_keep_the_keys_a_model_serializer_adds():
+    # The hosted SDK sends llm_labeling.sample_selection_strategy: LLMLabeling keeps it
+    # through its own serializer, not as a field; the projector must not trip over it.
+    body = ExecuteClusterByIdRequest.model_validate(
+        {"mode": "assign", "llm_labeling": {"enabled": False, "sample_selection_strategy": "nearest"}})
+    run = apply(None, ExecutionRequested(**IDS, options=run_options(body)))
+    overrides = run["inputs"][0]["overrides"]
+    assert overrides["llm_labeling"]["sample_selection_strategy"] == "nearest"
+    dump = dict(mode="json", exclude_none=True, exclude_defaults=True)
+    assert overrides == body.model_dump(**dump)
