@@ -112,7 +112,7 @@ async def test_llm_labels_are_cached_in_postgres_and_the_second_run_calls_no_pro
                 assert label.label == "Noise"
                 continue
             assert label.metadata["labeling"]["source"] == "llm"
-            assert set(label.label.casefold().split()) & words[world["corpus"].topic_of[label.cluster_id]]
+            assert set(label.label.casefold().split()) & words[world["corpus"].topic_of[label.group_id]]
         prompt = server.fake.requests[0].prompt
         assert "zebra" not in prompt  # payloads came from the cluster's own collection
         assert elapsed < 10
