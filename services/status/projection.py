@@ -181,20 +181,22 @@ def _merge_labels(run: Run) -> None:
     ]
 
 
+def _waiting(run: Run, stage: str, progress: float, **extra) -> Run:
+    """Results in, the run still waits for the rest (its labels, its request)."""
+    run.update(stage=stage, progress=max(run["progress"], progress), **extra)
+    if run["status"] == TaskStatusEnum.PENDING.value:
+        run["status"] = TaskStatusEnum.PROCESSING.value
+    return run
+
+
 def _maybe_complete(run: Run, at: datetime) -> Run:
     _merge_labels(run)
     if is_terminal(run) or run.get("artifacts") is None:
         return run
     if run["labeling_enabled"] and run.get("labels") is None:
-        run.update(stage="labeling", progress=max(run["progress"], 0.9))
-        if run["status"] == TaskStatusEnum.PENDING.value:
-            run["status"] = TaskStatusEnum.PROCESSING.value
-        return run
+        return _waiting(run, "labeling", 0.9)
     if run.get("inputs") is None:  # the request is still on its way to the projector
-        run.update(stage="finishing", progress=max(run["progress"], 0.95), completed_at=at)
-        if run["status"] == TaskStatusEnum.PENDING.value:
-            run["status"] = TaskStatusEnum.PROCESSING.value
-        return run
+        return _waiting(run, "finishing", 0.95, completed_at=at)
     errors = run.get("llm_labeling_errors") or []
     run["status"] = (TaskStatusEnum.COMPLETED_WITH_ERRORS if errors else TaskStatusEnum.COMPLETED).value
     run.update(stage="completed", progress=1.0, completed_at=at)
