@@ -135,8 +135,9 @@ def test_200k_points_first_draw_and_zoom_redraw(page_server, browser):
     figures = {"points": POINTS, **{k: round(perf[k], 1) for k in (
         "firstDrawMs", "fetchMs", "parseMs", "drawMs", "redrawMedianMs", "redrawMaxMs")}}
     print(json.dumps(figures))
-    # The targets, with room for the two shared cores this runs on (the figures above are
-    # what the report quotes).
+    # The targets are a measurement (the printed line; docs/README.md quotes four runs:
+    # first draw 632-1027 ms, redraw median 19-64 ms at load 3-11). The test keeps room of
+    # twice them, so that a CI box shared past its cores fails only on a real regression.
     assert 0 < figures["drawMs"] and 0 < figures["redrawMedianMs"], figures  # real time, not virtual
     assert figures["firstDrawMs"] <= 2 * FIRST_DRAW_TARGET_MS, figures
     assert figures["redrawMedianMs"] <= 2 * REDRAW_TARGET_MS, figures
