@@ -439,11 +439,10 @@ MAX_POINTS: dict[ClusteringMethod, int] = {
 }
 
 # On the Ray engine kmeans holds no run's matrix in any process (k-means block by block:
-# services/clusterer/ray_job.py), so its cap there is not the in-process one. 5M is
-# issue 13's target (every process below half the dataset); the parts that grow with
-# the run were measured under it alone at 5M, the whole service at 1M and 2M's first
-# import so far (docs/engine-measurements.md, `bench/ray_engine.py --service`). Other
-# methods run as one task with the whole matrix: their caps stay.
+# services/clusterer/ray_job.py), so its cap there is not the in-process one. 5M was
+# measured through the whole service: every process stayed under 28 % of the dataset
+# (docs/engine-measurements.md, `bench/ray_engine.py --service`). Other methods run as
+# one task with the whole matrix: their caps stay.
 RAY_MAX_POINTS: dict[ClusteringMethod, int] = {ClusteringMethod.KMEANS: 5_000_000}
 
 # Spectral clustering with affinity="rbf" materialises a dense N x N float64 affinity:
