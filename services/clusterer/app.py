@@ -61,7 +61,9 @@ def ray_engine(settings: Settings, store: S3ObjectStore) -> RayEngine | None:
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     return RayEngine(jobs=RayJobs(settings.ray_address), store=store, setting=settings.engine,
                      min_points=settings.ray_min_points, python=settings.ray_job_python or sys.executable,
-                     env_vars=env, poll_s=settings.ray_poll_seconds, block_rows=settings.ray_block_rows)
+                     env_vars=env, poll_s=settings.ray_poll_seconds, block_rows=settings.ray_block_rows,
+                     layout_workers=settings.ray_layout_workers,
+                     layout_workers_per_node=settings.ray_layout_workers_per_node)
 
 
 def start_warm_up(compile_: Callable[[], None] = warm_up) -> threading.Thread:

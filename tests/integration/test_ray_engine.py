@@ -372,3 +372,55 @@ def test_a_layout_job_fits_a_sample_and_places_every_block(ray_settings, store) 
     assert coords.select(pl.all().exclude("document_id").is_finite().all()).row(0) == (True, True, True)
     assert len(set(result.block_nodes)) >= 2
 
+
+
+def _layout_actors(settings) -> list[dict]:
+    """The alive layout workers (services/clusterer/ray_layout.py), from Ray's state API."""
+    return [a for a in _state(settings, "actors", state="ALIVE")
+            if a.get("ray_namespace") == "clusterflow" and (a.get("name") or "").startswith("clusterflow-layout-")]
+
+
+def test_layout_jobs_share_warmed_workers_and_a_killed_one_is_created_again(ray_settings, store) -> None:
+    engine = ray_engine(ray_settings, store)
+    ids, X = _data(24_000, 16, 5, seed=8)
+
+    def layout() -> tuple:
+        job = _job(engine, store, ids, X, 5, rows_per_segment=8_000).model_copy(update={"kind": "layout"})
+        result = _run(engine, job)
+        coords = store.get_parquet(job.coords_key).sort("document_id")
+        assert coords.columns == ["document_id", "x", "y"] and coords.height == result.num_points
+        assert len(set(result.block_nodes)) >= 2, result.block_nodes
+        return result.layout_workers, coords
+
+    first, coords = layout()  # whatever ran before: the actors exist after it, one per node's CPU
+    assert first["mode"] == "actors" and first["workers"] == 2, first
+    actors = {a["name"]: a for a in _layout_actors(ray_settings)}
+    assert len(actors) == 2 and len({a["node_id"] for a in actors.values()}) == 2, actors
+
+    second, again = layout()  # the same processes, compiled: nothing created, no cold block
+    assert second == {"mode": "actors", "workers": 2, "created": 0, "fit_warm": True, "cold_blocks": 0}, second
+    assert {a["name"]: a["pid"] for a in _layout_actors(ray_settings)} == {n: a["pid"] for n, a in actors.items()}
+    # warmed or not, the same layout (seeded fit, seeded transform), row for row by id
+    assert again["document_id"].to_list() == coords["document_id"].to_list()
+    np.testing.assert_allclose(again[["x", "y"]].to_numpy(), coords[["x", "y"]].to_numpy(), atol=1e-4)
+
+    victim = actors[min(actors)]
+    os.kill(victim["pid"], signal.SIGKILL)  # an actor lost between jobs (its process killed)
+    deadline = time.monotonic() + 60
+    while any(a["name"] == victim["name"] for a in _layout_actors(ray_settings)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    third, after = layout()  # created again by the next job, which is still right
+    assert third["mode"] == "actors" and third["workers"] == 2 and third["created"] == 1, third
+    assert third["cold_blocks"] >= 1 or not third["fit_warm"], third  # the new one compiled on its first call
+    replaced = {a["name"]: a for a in _layout_actors(ray_settings)}
+    assert set(replaced) == set(actors) and replaced[victim["name"]]["pid"] != victim["pid"]
+    np.testing.assert_allclose(after[["x", "y"]].to_numpy(), coords[["x", "y"]].to_numpy(), atol=1e-4)
+
+
+def test_a_layout_without_workers_runs_as_the_jobs_tasks(ray_settings, store) -> None:
+    engine = ray_engine(ray_settings.model_copy(update={"ray_layout_workers": False}), store)
+    ids, X = _data(24_000, 16, 5, seed=8)
+    job = _job(engine, store, ids, X, 5, rows_per_segment=8_000).model_copy(update={"kind": "layout"})
+    result = _run(engine, job)
+    assert result.layout_workers["mode"] == "tasks" and result.layout_workers["cold_blocks"] == len(result.block_nodes)
+    assert store.get_parquet(job.coords_key).height == result.num_points
