@@ -306,17 +306,24 @@ class Driver:
 
         return load_manifest(self.store, self.spec.manifest_key)
 
-    def _sample(self, blocks: list[dict], n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def _sample(self, blocks: list[dict], n: int, size: int, seed: int, workers: list = ()
+                ) -> tuple[np.ndarray, np.ndarray]:
         """A seeded sample of the run's rows (sorted manifest positions, and the rows),
-        gathered by tasks from the blocks that hold them."""
+        gathered by tasks from the blocks that hold them (by the layout `workers`, when
+        given: no new processes; tasks again if one of them dies)."""
         positions = np.arange(n) if n <= size else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
-        refs, taken = [], []
+        parts, taken = [], []
         for b in blocks:
             lo, hi = np.searchsorted(positions, [b["start"], b["start"] + len(b["rows"])])
             if hi > lo:
-                refs.append(self.r_sample.remote(b, positions[lo:hi] - b["start"]))
+                parts.append((b, positions[lo:hi] - b["start"]))
                 taken.append(positions[lo:hi])
-        rows = self.ray.get(refs)
+        try:
+            rows = self.ray.get([workers[i % len(workers)].sample.remote(*part) for i, part in enumerate(parts)]
+                                if workers else [self.r_sample.remote(*part) for part in parts])
+        except self.ray.exceptions.RayActorError as exc:
+            log.warning("a layout worker died while sampling (%s): sampling in tasks", type(exc).__name__)
+            rows = self.ray.get([self.r_sample.remote(*part) for part in parts])
         return np.concatenate(taken), (np.concatenate(rows) if rows else np.zeros((0, blocks[0]["dimension"]),
                                                                                   np.float32))
 
@@ -446,11 +453,11 @@ class Driver:
 
         spec = self.spec
         started = time.perf_counter()
-        _, sample = self._sample(blocks, len(manifest), UMAP_FIT_MAX_POINTS, spec.seed)
-        self.seconds["layout_sample"] = time.perf_counter() - started
         workers, created = self._layout_workers()
         self.layout_workers = {"mode": "actors" if workers else "tasks", "workers": len(workers),
                                "created": created}
+        _, sample = self._sample(blocks, len(manifest), UMAP_FIT_MAX_POINTS, spec.seed, workers)
+        self.seconds["layout_sample"] = time.perf_counter() - started  # with finding or creating the workers
         model = self._fit(workers, sample)
         del sample
         self.seconds["layout_fit"] = time.perf_counter() - started - self.seconds["layout_sample"]

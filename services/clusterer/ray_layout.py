@@ -57,6 +57,12 @@ class LayoutWorker:
         self.calls += 1
         return warm
 
+    def sample(self, block: dict, positions):
+        """task_sample's: the sample's rows in this block, read by this process."""
+        from services.clusterer.ray_job import task_sample
+
+        return task_sample(block, positions)
+
     def fit(self, sample, n_components: int, seed: int):
         """(the model, whether this process had fitted before); two returns, so the
         driver can wait on the small one without fetching the model."""
