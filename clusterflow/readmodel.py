@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from contracts.api import COMPLETED_STATUSES, TaskStatusEnum
 from contracts.events import ERROR_TRACEBACK, IMPORT_MODE, task_type_for
 
@@ -20,6 +22,42 @@ from contracts.events import ERROR_TRACEBACK, IMPORT_MODE, task_type_for
 _EXECUTION_ONLY = frozenset({ERROR_TRACEBACK})
 
 Run = dict[str, Any]
+
+# The executions read model keeps the key names its rows were first written with, the
+# hosted API's (docs/vocabulary.md): past runs' rows read unchanged and the gateway serves
+# them as they are. The events name a run's groups of points `group_id` and a composite
+# run's sources `source_run_ids`; `stored` turns an event's model into the stored names,
+# once, where the projector writes a run (the preparer reads them back into events
+# through the events' aliases of the old names).
+STORED_NAMES = {
+    "group_id": "cluster_id",
+    "parent_group_id": "parent_cluster_id",
+    "child_group_ids": "child_cluster_ids",
+    "source_group_id": "source_cluster_id",
+    "previous_group_ids": "previous_cluster_ids",
+    "current_group_ids": "current_cluster_ids",
+    "source_run_ids": "source_execution_ids",
+}
+# The executions column of a composite run's source runs (events: `source_run_ids`).
+SOURCE_RUN_IDS = STORED_NAMES["source_run_ids"]
+
+
+def stored(value: Any, **dump: Any) -> Any:
+    """An event's model (or a list of them) as JSON under the read model's names: the
+    fields of the model and of the models in it are renamed (`STORED_NAMES`), never the
+    keys of a free-form value (a filter's payload paths, a label's metadata). `dump`:
+    `model_dump`'s options (exclude_none, ...)."""
+    if isinstance(value, list):
+        return [stored(v, **dump) for v in value]
+    if not isinstance(value, BaseModel):
+        return value
+    out = {}
+    for name, data in value.model_dump(**{"mode": "json", **dump}).items():
+        attr = getattr(value, name, None)  # None: a key its serializer adds (LLMLabeling's hosted keys)
+        if isinstance(attr, BaseModel) or (isinstance(attr, list) and any(isinstance(a, BaseModel) for a in attr)):
+            data = stored(attr, **dump)
+        out[STORED_NAMES.get(name, name)] = data
+    return out
 
 
 def new_run(*, run_id: str, task_id: str, namespace: str, cluster_id: str, created_at: datetime,
@@ -76,7 +114,7 @@ def task_row(run: Run) -> dict[str, Any]:
     if run.get("sampling"):
         additional["sampling"] = run["sampling"]
     additional["mode"] = run.get("mode") or "full"
-    for key in ("source_run_id", "source_execution_ids"):
+    for key in ("source_run_id", SOURCE_RUN_IDS):
         if run.get(key):
             additional[key] = run[key]
     if run.get("lineage"):

@@ -9,7 +9,7 @@ import polars as pl
 from sqlalchemy import Select, select
 
 from clusterflow.db.schema import executions
-from contracts.api import COMPLETED_STATUSES, NOISE_CLUSTER_ID
+from contracts.api import COMPLETED_STATUSES, NOISE_GROUP_ID
 
 COMPLETED = tuple(sorted(s.value for s in COMPLETED_STATUSES))
 
@@ -42,4 +42,4 @@ def source_problem(row: dict[str, Any] | None) -> tuple[str, str] | None:
 
 def real_centroids(frame: pl.DataFrame) -> pl.DataFrame:
     """A run's stored centroids without the noise row and without empty clusters."""
-    return frame.filter((pl.col("cluster_id") != NOISE_CLUSTER_ID) & pl.col("centroid").is_not_null())
+    return frame.filter((pl.col("cluster_id") != NOISE_GROUP_ID) & pl.col("centroid").is_not_null())

@@ -49,11 +49,11 @@ __all__ = [
     "DEFAULT_HIERARCHY_DEPTH",
     "HierarchyDepth",
     "LayoutStabilityApplied",
-    "NOISE_CLUSTER_ID",
+    "NOISE_GROUP_ID",
     "NOISE_LABEL",
     "applied_as",
-    "cluster_key",
-    "parse_cluster_key",
+    "group_key",
+    "parse_group_key",
     "MAX_FILTER_DEPTH",
     "MAX_HIERARCHY_DEPTH",
     "MIN_COMPOSITE_SOURCES",
@@ -223,27 +223,27 @@ COMPLETED_STATUSES: frozenset[TaskStatusEnum] = frozenset(
     {TaskStatusEnum.COMPLETED, TaskStatusEnum.COMPLETED_WITH_ERRORS}
 )
 
-# A group of points is named "cl_<n>" at the REST edge; the engine labels noise -1, so
-# noise is "cl_-1" everywhere (never a word like "noise", which would sort and parse
+# A run's group of points (docs/vocabulary.md: `group_id` inside, `cluster_id` at the
+# REST edge) is named "cl_<n>"; the engine labels noise -1, so noise is "cl_-1" everywhere (never a word like "noise", which would sort and parse
 # unlike the others).
 NOISE_LABEL = -1
 
 
-def cluster_key(label: int) -> str:
-    """The REST name of the engine's group `label`: ``3 -> "cl_3"``, noise ``-> "cl_-1"``."""
+def group_key(label: int) -> str:
+    """The group id of the engine's label `label`: ``3 -> "cl_3"``, noise ``-> "cl_-1"``."""
     return f"cl_{int(label)}"
 
 
-def parse_cluster_key(key: str) -> int:
+def parse_group_key(key: str) -> int:
     if not key.startswith("cl_"):
-        raise ValueError(f'cluster id {key!r} must look like "cl_<n>"')
+        raise ValueError(f'group id {key!r} must look like "cl_<n>"')
     try:
         return int(key[3:])
     except ValueError:
-        raise ValueError(f'cluster id {key!r} must look like "cl_<n>"') from None
+        raise ValueError(f'group id {key!r} must look like "cl_<n>"') from None
 
 
-NOISE_CLUSTER_ID = cluster_key(NOISE_LABEL)
+NOISE_GROUP_ID = group_key(NOISE_LABEL)
 
 # The statuses a client keeps polling. The TaskResponse.status text lists three, the
 # enum's "Polling Guidance" four (adding QUEUED); a queued task is plainly not done,

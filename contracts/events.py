@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from contracts.api import (
     DEFAULT_HIERARCHY_DEPTH,
@@ -32,6 +32,12 @@ SCHEMA_VERSION = 1
 # clustering_method, labeling_enabled, layout_stability_*, error_traceback) instead of
 # `details` keys. The projector reads both versions (version 1's facts from `details`).
 STATUS_SCHEMA_VERSION = 2
+# The version of the events that name a run's groups of points `group_id` and a composite
+# run's sources `source_run_ids` (docs/vocabulary.md): ExecutionRequested, DatasetPrepared,
+# ExecutionClustered, ClustersLabeled. Version 1 named them `cluster_id` (and
+# `parent_cluster_id`, ...) and `source_execution_ids`; those keys are still read
+# (`_renamed`), so version 1 events parse into the same models.
+GROUP_SCHEMA_VERSION = 2
 # A failed run's traceback rides on its FAILED status event, cut to its last part
 # (clusterflow.messaging.short_traceback); the field refuses anything much longer.
 TRACEBACK_MAX_CHARS = 4096
@@ -60,6 +66,18 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# What an event field named `cluster_id` holds, always (tests/unit/test_vocabulary.py):
+# a run's groups of points are `group_id`.
+CLUSTER_ID_DOC = ('the cluster definition\'s id ("clust_..."; an import\'s: its collection\'s id), '
+                  'never a group of points ("cl_<n>": group_id)')
+
+
+def _renamed(new: str, old: str, **kwargs: Any) -> Any:
+    """A field renamed by GROUP_SCHEMA_VERSION: serialized as `new`, read from `new` or
+    from the version 1 key `old`."""
+    return Field(validation_alias=AliasChoices(new, old), **kwargs)
+
+
 class _Wire(BaseModel):
     """What travels inside events. Unknown keys are ignored, not refused: a producer one
     release ahead (a new REST field mapped into RunOptions, a new optional fact) must
@@ -80,7 +98,7 @@ class Event(_Wire):
     schema_version: Literal[1] = SCHEMA_VERSION
     namespace: str = Field(default="default", min_length=1, max_length=128)
     run_id: str = Field(min_length=1, max_length=128)
-    cluster_id: str = Field(min_length=1, max_length=128)
+    cluster_id: str = Field(min_length=1, max_length=128, description=CLUSTER_ID_DOC)
     task_id: str = Field(min_length=1, max_length=128)
     occurred_at: datetime = Field(default_factory=utcnow)
 
@@ -94,10 +112,12 @@ class RunOptions(_Wire):
 
     Field names, defaults and bounds are the REST body's, so version 1 events (whose
     `options` were that body, serialized) read unchanged: the bytes are the same, and
-    `ExecutionRequested` keeps schema_version 1."""
+    `ExecutionRequested` kept schema_version 1. Version 2 renamed `source_execution_ids`
+    (the REST body's name) to `source_run_ids`; the old key is still read."""
 
     mode: ExecutionMode = ExecutionMode.full
-    source_execution_ids: list[str] | None = None  # composite: the runs whose centroids are grouped
+    # composite: the runs whose centroids are grouped
+    source_run_ids: list[str] | None = _renamed("source_run_ids", "source_execution_ids", default=None)
     assignment_threshold: float | None = Field(default=0.5, ge=0, le=1)  # assign only
     filters: LogicalOperator | None = None  # instead of the cluster's stored filters
     sample_size: int | None = Field(default=None, ge=1, le=1_000_000)
@@ -115,6 +135,7 @@ class ExecutionRequested(Event):
     all a publisher must know."""
 
     event_type: Literal["execution.requested"] = "execution.requested"
+    schema_version: Literal[1, 2] = GROUP_SCHEMA_VERSION
     options: RunOptions = Field(default_factory=RunOptions)
     requested_by: str | None = None
     # mode=assign: the run whose centroids are used, pinned by the gateway when it
@@ -211,9 +232,10 @@ class RepresentativeDocument(BaseModel):
 
 
 class CentroidSummary(BaseModel):
-    """A cluster's small summary; the vector itself lives in the centroids parquet."""
+    """A group's small summary (a group of points of the run: docs/vocabulary.md); the
+    vector itself lives in the centroids parquet."""
 
-    cluster_id: str  # "cl_<n>", noise is "cl_-1"
+    group_id: str = _renamed("group_id", "cluster_id")  # "cl_<n>", noise is "cl_-1"
     num_members: int = Field(ge=0)
     label: str | None = None
     summary: str | None = None
@@ -226,8 +248,8 @@ class CentroidSummary(BaseModel):
     # run's clusters are its leaves; topics over them are further "cl_<n>" entries
     # (numbered after the leaves) with members only through their descendants.
     # hierarchy_level is the depth from the top: 0 for a topic with no parent.
-    parent_cluster_id: str | None = None
-    child_cluster_ids: list[str] = Field(default_factory=list)
+    parent_group_id: str | None = _renamed("parent_group_id", "parent_cluster_id", default=None)
+    child_group_ids: list[str] = _renamed("child_group_ids", "child_cluster_ids", default_factory=list)
     hierarchy_level: int | None = None
     # The members' cosine similarity to the cluster's centroid, and the few members
     # nearest it (engine.results.centroid_similarity): full runs (in process or on Ray)
@@ -244,7 +266,7 @@ class SourceRun(_Wire):
     Resolved by the preparer from the executions read model."""
 
     run_id: str
-    cluster_id: str
+    cluster_id: str = Field(description=CLUSTER_ID_DOC)
     mode: str = "full"
     members_key: str
     centroids_key: str
@@ -257,14 +279,14 @@ LineageKind = Literal["continued", "split", "merged", "new", "dissolved"]
 
 
 class LineageEvent(BaseModel):
-    """What became of clusters between two full runs of one cluster definition (the
+    """What became of groups between two full runs of one cluster definition (the
     kinds are defined in services/clusterer/lineage.py). `previous_*` name the previous
-    run's clusters, `current_*` this run's, in the same order as their ids."""
+    run's groups, `current_*` this run's, in the same order as their ids."""
 
     kind: LineageKind
-    previous_cluster_ids: list[str] = Field(default_factory=list)
+    previous_group_ids: list[str] = _renamed("previous_group_ids", "previous_cluster_ids", default_factory=list)
     previous_stable_ids: list[str] = Field(default_factory=list)
-    current_cluster_ids: list[str] = Field(default_factory=list)
+    current_group_ids: list[str] = _renamed("current_group_ids", "current_cluster_ids", default_factory=list)
     current_stable_ids: list[str] = Field(default_factory=list)
     similarity: float | None = None
 
@@ -279,14 +301,14 @@ class Lineage(BaseModel):
 
 
 class SourceClusterGroup(BaseModel):
-    """A composite run: one source run's cluster and the cross-run group it joined."""
+    """A composite run: one source run's group and the cross-run group it joined."""
 
     source_run_id: str
-    source_cluster_id: str
+    source_group_id: str = _renamed("source_group_id", "source_cluster_id")
     source_stable_id: str | None = None
     label: str | None = None
     num_members: int = Field(ge=0)
-    cluster_id: str  # the group, "cl_<n>" of the composite run
+    group_id: str = _renamed("group_id", "cluster_id")  # the cross-run group, "cl_<n>" of the composite run
     similarity: float  # cosine similarity of the source centroid to its group's
 
 
@@ -304,10 +326,11 @@ class DatasetPrepared(Event):
     - assign: the documents to assign (read block by block); `source` is the run whose
       centroids they go to;
     - composite: the centroids of the `sources` runs, one row each, ids
-      "<source run id>/<source cluster id>".
+      "<source run id>/<source group id>".
     """
 
     event_type: Literal["dataset.prepared"] = "dataset.prepared"
+    schema_version: Literal[1, 2] = GROUP_SCHEMA_VERSION
     manifest_key: str
     num_points: int = Field(ge=1)
     dimension: int = Field(ge=1)
@@ -351,12 +374,13 @@ DEFERRED_LAYOUT_STAGE = "deferred_layout"
 
 class ExecutionClustered(Event):
     event_type: Literal["execution.clustered"] = "execution.clustered"
+    schema_version: Literal[1, 2] = GROUP_SCHEMA_VERSION
     artifacts: ResultArtifacts
     num_clusters: int = Field(ge=0, description="clusters, noise excluded")
     num_points: int = Field(ge=0)
     noise_count: int = Field(default=0, ge=0)
     metrics: ClusterMetrics = Field(default_factory=ClusterMetrics)
-    # A centroid that carries a label kept it (its stable id's, its source cluster's):
+    # A centroid that carries a label kept it (its stable id's, its source group's):
     # the labeler labels only the others.
     centroids: list[CentroidSummary] = Field(default_factory=list)
     estimator: str | None = None
@@ -367,7 +391,8 @@ class ExecutionClustered(Event):
     config: ClusteringConfig
     sampling: SamplingInfo | None = None
     source_run_id: str | None = None  # assign: the run whose centroids were used
-    source_execution_ids: list[str] = Field(default_factory=list)  # composite: its sources
+    # composite: its source runs
+    source_run_ids: list[str] = _renamed("source_run_ids", "source_execution_ids", default_factory=list)
     lineage: Lineage | None = None  # full: matched to the previous full run
     source_clusters: list[SourceClusterGroup] = Field(default_factory=list)  # composite
     # An inline layout's layout_stability outcome (None: no layout in this run).
@@ -376,7 +401,7 @@ class ExecutionClustered(Event):
 
 
 class ClusterLabel(BaseModel):
-    cluster_id: str
+    group_id: str = _renamed("group_id", "cluster_id")  # "cl_<n>"
     label: str
     summary: str | None = None
     keywords: list[str] = Field(default_factory=list)
@@ -385,6 +410,7 @@ class ClusterLabel(BaseModel):
 
 class ClustersLabeled(Event):
     event_type: Literal["execution.labeled"] = "execution.labeled"
+    schema_version: Literal[1, 2] = GROUP_SCHEMA_VERSION
     labels: list[ClusterLabel]
     llm_labeling_errors: list[dict[str, Any]] = Field(default_factory=list)
 

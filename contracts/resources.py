@@ -18,7 +18,8 @@ from contracts.api import (
     TaskResponse,
     TaskStatusEnum,
 )
-from contracts.events import CentroidSummary, ClusterMetrics, Lineage, SamplingInfo, SourceClusterGroup
+from contracts import events
+from contracts.events import ClusterMetrics, LineageKind, RepresentativeDocument, SamplingInfo
 
 MAX_DIMENSION = 8192
 NAME = Field(min_length=1, max_length=256)
@@ -439,10 +440,61 @@ class ExecutionMetrics(ClusterMetrics):
         return cls(**{k: scores.get(k) for k in ClusterMetrics.model_fields}, **shape)
 
 
-class ExecutionCentroid(CentroidSummary):
-    """A run's cluster as the executions endpoints answer it (the SDK's
-    `ClusterExecutionCentroid`); the cosine statistics and representatives come from
-    the clusterer through `CentroidSummary`."""
+# A run's groups of points at the REST edge. The events name them `group_id`
+# (contracts/events.py); the hosted API, its SDK and the executions read model's rows
+# `cluster_id` (docs/vocabulary.md). These models are the REST side, built from the read
+# model's rows, which the projector wrote with these names (clusterflow/readmodel.py
+# `stored`); the OpenAPI names are the ones they had when they were the events' models.
+
+
+class ExecutionCentroid(BaseModel):
+    """A run's group as the executions endpoints answer it (the SDK's
+    `ClusterExecutionCentroid`): `events.CentroidSummary` under the hosted API's names;
+    the cosine statistics and representatives come from the clusterer."""
+
+    cluster_id: str  # "cl_<n>", noise is "cl_-1"
+    num_members: int = Field(ge=0)
+    label: str | None = None
+    summary: str | None = None
+    keywords: list[str] = Field(default_factory=list)
+    stable_id: str | None = None
+    parent_cluster_id: str | None = None
+    child_cluster_ids: list[str] = Field(default_factory=list)
+    hierarchy_level: int | None = None
+    mean_cosine_similarity: float | None = None
+    min_cosine_similarity: float | None = None
+    representative_ids: list[RepresentativeDocument] | None = None
+
+
+class LineageEvent(BaseModel):
+    """`events.LineageEvent` under the hosted API's names: what became of the previous
+    run's clusters (`previous_*`) in this run (`current_*`)."""
+
+    kind: LineageKind
+    previous_cluster_ids: list[str] = Field(default_factory=list)
+    previous_stable_ids: list[str] = Field(default_factory=list)
+    current_cluster_ids: list[str] = Field(default_factory=list)
+    current_stable_ids: list[str] = Field(default_factory=list)
+    similarity: float | None = None
+
+
+class Lineage(events.Lineage):
+    """A full run's clusters matched to the previous completed full run's."""
+
+    events: list[LineageEvent] = Field(default_factory=list)  # type: ignore[assignment] - the REST names
+
+
+class SourceClusterGroup(BaseModel):
+    """A composite run: one source run's cluster and the cross-run group (`cluster_id`)
+    it joined (`events.SourceClusterGroup` under the hosted API's names)."""
+
+    source_run_id: str
+    source_cluster_id: str
+    source_stable_id: str | None = None
+    label: str | None = None
+    num_members: int = Field(ge=0)
+    cluster_id: str  # the group, "cl_<n>" of the composite run
+    similarity: float  # cosine similarity of the source centroid to its group's
 
 
 class ClusterExecutionResult(BaseModel):
@@ -605,7 +657,7 @@ class ExecutionDataRequest(_Request):
     limit: int = Field(default=1000, ge=1, le=10_000)
 
 
-class CentroidData(CentroidSummary):
+class CentroidData(ExecutionCentroid):
     centroid_vector: list[float] | None = None
 
 

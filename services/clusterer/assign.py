@@ -6,7 +6,7 @@ writes the member tables this returns, so memory holds one batch, never the run.
 Members of an assign run carry, besides the columns of every run (`document_id`,
 `cluster_id`, `distance_to_centroid`, the euclidean distance to the centroid as in full
 runs), the cosine `similarity` that decided the assignment. The assigned members' similarity to
-their centroid is also tallied per cluster (mean, minimum, the members nearest it:
+their centroid is also tallied per group (mean, minimum, the members nearest it:
 `engine.CentroidSimilarity`), as a full run's are to its own centroids.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from services.clusterer.engine import NOISE, CentroidSimilarity, cluster_key
+from services.clusterer.engine import NOISE, CentroidSimilarity, group_key
 
 MEMBERS_SCHEMA = pa.schema([
     ("document_id", pa.string()),
@@ -31,14 +31,14 @@ MEMBERS_SCHEMA = pa.schema([
 class Assigner:
     """Assigns batches to fixed centroids and tallies what it assigned."""
 
-    keys: list[str]  # the source run's cluster ids, row-aligned with `vectors`
+    keys: list[str]  # the source run's group ids, row-aligned with `vectors`
     vectors: np.ndarray  # (k, d) float32
     threshold: float
     counts: np.ndarray = field(init=False)
     noise: int = 0
     points: int = 0
     similarity_sum: float = 0.0
-    similarity: CentroidSimilarity = field(init=False)  # per cluster; top_ids are document ids
+    similarity: CentroidSimilarity = field(init=False)  # per group; top_ids are document ids
     absorbed_stats: list[dict] | None = None  # centroid_stats() computed elsewhere (a Ray job)
 
     def __post_init__(self) -> None:
@@ -50,7 +50,7 @@ class Assigner:
         self.counts = np.zeros(len(self.keys), dtype=np.int64)
         self.similarity = CentroidSimilarity.empty(len(self.keys))
         self._norms = np.linalg.norm(self.vectors, axis=1).astype(np.float32)
-        self._keys = pa.array([*self.keys, cluster_key(NOISE)], type=pa.string())
+        self._keys = pa.array([*self.keys, group_key(NOISE)], type=pa.string())
 
     @property
     def dimension(self) -> int:
@@ -100,7 +100,7 @@ class Assigner:
     def absorb(self, counts, noise: int, points: int, similarity_sum: float,
                centroid_stats: list[dict] | None = None) -> None:
         """Add what was assigned elsewhere (the Ray job's blocks, each its own Assigner);
-        `centroid_stats`: the job's reduced per-cluster statistics (what centroid_stats
+        `centroid_stats`: the job's reduced per-group statistics (what centroid_stats
         then answers)."""
         counts = np.asarray(counts, dtype=np.int64)
         if counts.shape != self.counts.shape:
@@ -113,7 +113,7 @@ class Assigner:
             self.absorbed_stats = centroid_stats
 
     def centroid_stats(self) -> list[dict]:
-        """Per cluster (row-aligned with `keys`): mean/min cosine similarity of its
+        """Per group (row-aligned with `keys`): mean/min cosine similarity of its
         assigned members to its centroid and its representatives (CentroidSimilarity.
         records); a Ray job's when absorbed, else this assigner's own."""
         return self.absorbed_stats if self.absorbed_stats is not None else self.similarity.records()

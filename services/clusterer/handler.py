@@ -9,15 +9,19 @@ By mode (`config.mode`):
 Every mode reads the run's vectors the one way there is: its manifest, through the
 segment cache (`clusterflow/segments.py`; a segment already cached is not fetched again).
 
-- full: cluster the run's vectors; then match the clusters to the previous completed full
-  run's (`lineage.py`): a matched cluster keeps its stable id and its label (not the
+- full: cluster the run's vectors into groups; then match the groups to the previous
+  completed full run's (`lineage.py`): a matched group keeps its stable id and its label (not the
   label when this run asks for LLM labels and the previous run had none).
 - assign: stream the run's vectors block by block to the source run's centroids
   (`assign.py`); members are written incrementally, one block at a time, here or by a
   Ray job whose tasks assign the blocks in parallel (large runs, `ray_engine.py`). The
-  clusters are the source's: same ids, stable ids and labels.
+  groups are the source's: same ids, stable ids and labels.
 - composite: group the source runs' centroids (`composite.py`); the members of every
-  source run inherit their cluster's group, streamed source by source.
+  source run inherit their group's cross-run group, streamed source by source.
+
+The words are docs/vocabulary.md's: a group ("cl_<n>", `group_id`) is a set of points of
+the run, a cluster the definition the run belongs to. The stored parquet keeps the
+reference's column names (`cluster_id`, `source_cluster_id`): past runs read unchanged.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ from clusterflow.runs import real_centroids
 from clusterflow.runstate import RunState, stop_if_canceled
 from clusterflow.segments import RunVectors, SegmentCache, SegmentLedger, SegmentUnavailable, load_manifest
 from clusterflow.storage import ObjectStore, artifact_key, run_file_key
-from contracts.api import NOISE_CLUSTER_ID, ExecutionMode, LayoutStability, TaskStatusEnum, applied_as
+from contracts.api import NOISE_GROUP_ID, ExecutionMode, LayoutStability, TaskStatusEnum, applied_as
 from contracts.events import (
     DEFERRED_LAYOUT_STAGE,
     CentroidSummary,
@@ -67,7 +71,7 @@ from services.clusterer.engine.stability import PreviousLayout, Stabilized, dump
 from services.clusterer.ray_engine import RayEngine, RayUnavailable
 
 SERVICE = "clusterer"
-NOISE_KEY = NOISE_CLUSTER_ID
+NOISE_KEY = NOISE_GROUP_ID
 BATCH_ROWS = 65_536  # rows per streamed batch: 65k x 384 float32 = 100 MB
 PROJECTION_FILE = "projection.pkl"  # a run's fitted UMAP model (layout_stability "transform")
 RAY_CANNOT_TRANSFORM = "the Ray engine lays out without keeping a projection"
@@ -100,7 +104,7 @@ class FullOutcome:
     and coordinates in memory) or on Ray (already written to S3 at the run's keys)."""
 
     members: pl.DataFrame | None  # document_id, cluster_id, distance_to_centroid
-    cluster_ids: list[int]
+    group_labels: list[int]
     sizes: list[int]
     centroids: np.ndarray  # (k, d) float32: the mean of each cluster's members
     noise_count: int
@@ -205,26 +209,26 @@ class Clusterer:
         if members is None and event.previous is not None:  # Ray wrote them: lineage reads them back
             members = await asyncio.to_thread(self.store.get_parquet, outcome.members_key,
                                               ["document_id", "cluster_id"])
-        keys = [pipeline.cluster_key(c) for c in outcome.cluster_ids]
+        keys = [pipeline.group_key(c) for c in outcome.group_labels]
         await progress("lineage", 0.8, "matching clusters to the previous run")
         match, lineage_model = await asyncio.to_thread(
             self._lineage, event, keys, outcome.centroids, members)
         # A matched cluster keeps its label, unless this run asks for LLM labels and the
         # previous one had none: then the LLM names every cluster anew.
-        inherited = {c.cluster_id: c for c in event.previous.centroids} \
+        inherited = {c.group_id: c for c in event.previous.centroids} \
             if event.previous and (event.previous.labeling_enabled or not event.config.labeling_enabled) else {}
         centroids = []
         stats = outcome.centroid_stats or [{}] * len(keys)
         for key, n, cosine in zip(keys, outcome.sizes, stats):
             before = inherited.get(match.inherited.get(key, ""))
             centroids.append(CentroidSummary(
-                cluster_id=key, num_members=n, stable_id=match.stable_ids[key], **cosine,
+                group_id=key, num_members=n, stable_id=match.stable_ids[key], **cosine,
                 **({"label": before.label, "summary": before.summary, "keywords": before.keywords}
                    if before is not None else {})))
         if event.config.builds_hierarchy:
             centroids = with_hierarchy(centroids, outcome.centroids, event.config.max_hierarchy_depth)
         if outcome.noise_count:
-            centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=outcome.noise_count))
+            centroids.append(CentroidSummary(group_id=NOISE_KEY, num_members=outcome.noise_count))
 
         timings.lap("lineage")
         await progress("writing", 0.85, "writing results")
@@ -286,14 +290,14 @@ class Clusterer:
 
         members = pl.DataFrame({
             "document_id": ids,
-            "cluster_id": cluster_keys(clustering.labels),
+            "cluster_id": group_keys_of(clustering.labels),
             # Noise has no centroid: its distance is null, not NaN (which JSON cannot carry).
             "distance_to_centroid": pl.Series(summary.distances, dtype=pl.Float32).fill_nan(None),
         })
         if clustering.assigned is not None:  # assigned to a cluster by policy, not a core member
             members = members.with_columns(assigned=pl.Series(clustering.assigned, dtype=pl.Boolean))
         return FullOutcome(
-            members=members, cluster_ids=summary.cluster_ids, sizes=summary.sizes, centroids=summary.centroids,
+            members=members, group_labels=summary.group_labels, sizes=summary.sizes, centroids=summary.centroids,
             noise_count=summary.noise_count, metrics=summary.metrics, n_clusters=clustering.n_clusters,
             num_points=len(ids), seconds=clustering.seconds,
             estimator=clustering.estimator + (f" after {clustering.reduction}" if clustering.reduction else ""),
@@ -316,7 +320,7 @@ class Clusterer:
         if result is None:
             return None
         return FullOutcome(
-            members=None, members_key=result.members_key, cluster_ids=list(range(result.n_clusters)),
+            members=None, members_key=result.members_key, group_labels=list(range(result.n_clusters)),
             sizes=result.sizes, centroids=np.asarray(result.centroids, dtype=np.float32).reshape(
                 result.n_clusters, event.dimension),
             noise_count=result.noise_count, metrics=result.metrics, n_clusters=result.n_clusters,
@@ -345,8 +349,8 @@ class Clusterer:
         match = None
         if previous is not None:
             try:
-                before = self._previous_clusters(previous)
-                match = lineage.match_clusters(before, lineage.RunClusters(keys=keys, vectors=vectors,
+                before = self._previous_groups(previous)
+                match = lineage.match_groups(before, lineage.RunGroups(keys=keys, vectors=vectors,
                                                                            members=members), event.run_id)
             except Exception as exc:  # noqa: BLE001 - a lost previous result must not fail every later run
                 log.warning("run %s: the previous run %s cannot be read (%r); its clusters start new lineages",
@@ -359,24 +363,24 @@ class Clusterer:
         return match, Lineage(
             previous_run_id=previous.run_id if previous else None,
             basis=match.basis, shared_documents=match.shared_documents,
-            events=[LineageEvent(kind=e.kind, previous_cluster_ids=e.previous,
+            events=[LineageEvent(kind=e.kind, previous_group_ids=e.previous,
                                  previous_stable_ids=[prev_ids[k] for k in e.previous],
-                                 current_cluster_ids=e.current,
+                                 current_group_ids=e.current,
                                  current_stable_ids=[match.stable_ids[k] for k in e.current],
                                  similarity=e.similarity)
                     for e in match.events],
         )
 
-    def _previous_clusters(self, previous: SourceRun) -> lineage.RunClusters:
+    def _previous_groups(self, previous: SourceRun) -> lineage.RunGroups:
         frame = self.store.get_parquet(previous.centroids_key, columns=["cluster_id", "centroid"])
         frame = real_centroids(frame)
         keys = frame["cluster_id"].to_list()
-        summaries = {c.cluster_id: c for c in previous.centroids}
+        summaries = {c.group_id: c for c in previous.centroids}
         # A run from before stable ids: its clusters get the ids its first run would have.
         stable = [(summaries[k].stable_id if k in summaries else None) or lineage.new_stable_id(previous.run_id, k)
                   for k in keys]
         members = self.store.get_parquet(previous.members_key, columns=["document_id", "cluster_id"])
-        return lineage.RunClusters(keys=keys, vectors=np.asarray(frame["centroid"].to_numpy(), dtype=np.float32),
+        return lineage.RunGroups(keys=keys, vectors=np.asarray(frame["centroid"].to_numpy(), dtype=np.float32),
                                    stable_ids=stable, members=members)
 
     def _write(self, event: DatasetPrepared, outcome: "FullOutcome",
@@ -394,7 +398,7 @@ class Clusterer:
             vectors = [*vectors, None]
         # The parquet holds the clusters members belong to (assign runs and lineage read
         # it): a hierarchy's topics live in the run's centroid summaries only.
-        clusters = [c for c in centroids if not c.child_cluster_ids]
+        clusters = [c for c in centroids if not c.child_group_ids]
         self.store.put_parquet(key("centroids"), centroids_frame(clusters, vectors, dim))
         coords_key, coords = outcome.coords_key, outcome.coords
         if coords is not None:
@@ -592,20 +596,20 @@ class Clusterer:
         seconds = timings.laps["assign"]
         log.info("run %s: assigned %d documents (%s)", event.run_id, assigner.points, timings)
 
-        summaries = {c.cluster_id: c for c in source.centroids}
+        summaries = {c.group_id: c for c in source.centroids}
         # The source's labels, unless this run asked for LLM labels itself (for assign and
         # composite runs only an explicit per-run `llm_labeling` does, see the preparer's
         # resolve_config): then the labeler names every cluster anew (it labels the
         # centroids without a label).
         inherited = ("stable_id",) if event.config.labeling_enabled else ("label", "summary", "keywords", "stable_id")
         centroids = [
-            CentroidSummary(cluster_id=k, num_members=int(n), **cosine,
+            CentroidSummary(group_id=k, num_members=int(n), **cosine,
                             **{f: getattr(summaries[k], f) for f in inherited if k in summaries})
             for k, n, cosine in zip(keys, assigner.counts, assigner.centroid_stats())
         ]
         vector_rows = vectors.tolist()
         if assigner.noise:
-            centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=assigner.noise))
+            centroids.append(CentroidSummary(group_id=NOISE_KEY, num_members=assigner.noise))
             vector_rows.append(None)
         await asyncio.to_thread(self.store.put_parquet, self._key(event, "centroids"),
                                 centroids_frame(centroids, vector_rows, vectors.shape[1]))
@@ -650,17 +654,17 @@ class Clusterer:
                              f"grouping {event.num_points} centroids of {len(event.sources)} runs")
         id_column, X = await self._read_vectors(event)
         origin = [i.split("/", 1) for i in id_column.to_pylist()]
-        sizes = {(s.run_id, c.cluster_id): c.num_members for s in event.sources for c in s.centroids}
-        dataset = pl.DataFrame({"source_run_id": [r for r, _ in origin], "source_cluster_id": [c for _, c in origin],
+        sizes = {(s.run_id, c.group_id): c.num_members for s in event.sources for c in s.centroids}
+        dataset = pl.DataFrame({"source_run_id": [r for r, _ in origin], "source_group_id": [c for _, c in origin],
                                 "num_members": [sizes.get((r, c), 1) for r, c in origin]},
-                               schema={"source_run_id": pl.String, "source_cluster_id": pl.String,
+                               schema={"source_run_id": pl.String, "source_group_id": pl.String,
                                        "num_members": pl.Int64})
         started = time.perf_counter()
         grouping = await asyncio.to_thread(composite.group_centroids, X, dataset["num_members"].to_numpy())
         seconds = time.perf_counter() - started
-        group_keys = [pipeline.cluster_key(g) for g in range(grouping.n_groups)]
+        group_keys = [pipeline.group_key(g) for g in range(grouping.n_groups)]
         group_of = {(r, c): group_keys[g] for r, c, g in
-                    zip(dataset["source_run_id"], dataset["source_cluster_id"], grouping.labels)}
+                    zip(dataset["source_run_id"], dataset["source_group_id"], grouping.labels)}
 
         await self._progress(event, "writing", 0.6, "writing the members of the source runs")
         with tempfile.TemporaryDirectory(prefix="clusterer-") as tmp:
@@ -670,22 +674,22 @@ class Clusterer:
                 counts = await asyncio.to_thread(self._inherit_members, event.sources, group_of, tmp, members)
                 await asyncio.to_thread(self.store.upload, self._key(event, "members"), members)
 
-        summaries = {(s.run_id, c.cluster_id): c for s in event.sources for c in s.centroids}
+        summaries = {(s.run_id, c.group_id): c for s in event.sources for c in s.centroids}
         source_clusters = []
         best: dict[str, tuple[int, CentroidSummary]] = {}
-        for r, c, n, g, sim in zip(dataset["source_run_id"], dataset["source_cluster_id"], dataset["num_members"],
+        for r, c, n, g, sim in zip(dataset["source_run_id"], dataset["source_group_id"], dataset["num_members"],
                                    grouping.labels, grouping.similarity):
             summary = summaries.get((r, c))
             source_clusters.append(SourceClusterGroup(
-                source_run_id=r, source_cluster_id=c, source_stable_id=summary.stable_id if summary else None,
-                label=summary.label if summary else None, num_members=int(n), cluster_id=group_keys[g],
+                source_run_id=r, source_group_id=c, source_stable_id=summary.stable_id if summary else None,
+                label=summary.label if summary else None, num_members=int(n), group_id=group_keys[g],
                 similarity=round(float(sim), 6)))
             # A group is named after its largest labelled source cluster.
             if summary is not None and summary.label and (group_keys[g] not in best or n > best[group_keys[g]][0]):
                 best[group_keys[g]] = (int(n), summary)
         fresh = event.config.labeling_enabled
         centroids = [
-            CentroidSummary(cluster_id=k, num_members=counts.get(k, 0),
+            CentroidSummary(group_id=k, num_members=counts.get(k, 0),
                             **({"label": best[k][1].label, "summary": best[k][1].summary,
                                 "keywords": best[k][1].keywords} if k in best and not fresh else {}))
             for k in group_keys
@@ -693,7 +697,7 @@ class Clusterer:
         vector_rows = grouping.centroids.tolist()
         noise = counts.get(NOISE_KEY, 0)
         if noise:
-            centroids.append(CentroidSummary(cluster_id=NOISE_KEY, num_members=noise))
+            centroids.append(CentroidSummary(group_id=NOISE_KEY, num_members=noise))
             vector_rows.append(None)
         await asyncio.to_thread(self.store.put_parquet, self._key(event, "centroids"),
                                 centroids_frame(centroids, vector_rows, grouping.centroids.shape[1]))
@@ -706,7 +710,7 @@ class Clusterer:
             estimator=(f"agglomerative (average linkage, cosine >= {composite.COMPOSITE_MIN_SIMILARITY:g}) "
                        f"over {event.num_points} centroids"),
             algorithm_seconds=round(seconds, 3),
-            source_execution_ids=[s.run_id for s in event.sources],
+            source_run_ids=[s.run_id for s in event.sources],
             source_clusters=source_clusters,
         )
 
@@ -757,24 +761,24 @@ def with_hierarchy(leaves: list[CentroidSummary], vectors: np.ndarray, max_depth
     hierarchy, then the topics over them ("cl_<k>", "cl_<k+1>", ...: top level first).
     Topics have no stable id: lineage follows the leaves."""
     tree = hierarchy.build_hierarchy(vectors, np.array([c.num_members for c in leaves]), max_depth)
-    keys = [c.cluster_id for c in leaves] + [pipeline.cluster_key(len(leaves) + j) for j in range(tree.n_parents)]
+    keys = [c.group_id for c in leaves] + [pipeline.group_key(len(leaves) + j) for j in range(tree.n_parents)]
     if tree.n_parents == 0:
         return list(leaves)
 
     def placed(node: int) -> dict:
         up = int(tree.parent[node])
-        return {"parent_cluster_id": keys[up] if up >= 0 else None, "hierarchy_level": int(tree.level[node]),
-                "child_cluster_ids": [keys[c] for c in tree.children(node)]}
+        return {"parent_group_id": keys[up] if up >= 0 else None, "hierarchy_level": int(tree.level[node]),
+                "child_group_ids": [keys[c] for c in tree.children(node)]}
 
     return ([c.model_copy(update=placed(i)) for i, c in enumerate(leaves)]
-            + [CentroidSummary(cluster_id=keys[node], num_members=int(tree.sizes[node]), **placed(node))
+            + [CentroidSummary(group_id=keys[node], num_members=int(tree.sizes[node]), **placed(node))
                for node in range(tree.n_leaves, tree.n_nodes)])
 
 
-def cluster_keys(labels: np.ndarray) -> pl.Series:
+def group_keys_of(labels: np.ndarray) -> pl.Series:
     """Each label's cluster key ("cl_3", noise "cl_-1"), one string per distinct label."""
     distinct, positions = np.unique(labels, return_inverse=True)
-    keys = pl.Series([pipeline.cluster_key(int(c)) for c in distinct], dtype=pl.String)
+    keys = pl.Series([pipeline.group_key(int(c)) for c in distinct], dtype=pl.String)
     return keys.gather(positions.ravel())
 
 
@@ -789,7 +793,7 @@ def coords_frame(ids: pl.Series, coords: np.ndarray) -> pl.DataFrame:
 def centroids_frame(centroids: list[CentroidSummary], vectors: list, dim: int) -> pl.DataFrame:
     """The centroids parquet: one row per cluster (noise last, without a vector)."""
     return pl.DataFrame(
-        {"cluster_id": [c.cluster_id for c in centroids], "num_members": [c.num_members for c in centroids],
+        {"cluster_id": [c.group_id for c in centroids], "num_members": [c.num_members for c in centroids],
          "centroid": vectors, "stable_id": [c.stable_id for c in centroids]},
         schema={"cluster_id": pl.String, "num_members": pl.Int64, "centroid": pl.Array(pl.Float32, dim),
                 "stable_id": pl.String},

@@ -1,17 +1,18 @@
-"""Stable cluster identities across the full runs of one cluster definition. No I/O.
+"""Stable identities of a run's groups of points across the full runs of one cluster
+definition (docs/vocabulary.md; the REST edge calls a group a cluster). No I/O.
 
-Each full run's clusters are matched to the clusters of the cluster definition's
-previous completed full run. A matched cluster keeps the previous cluster's stable id
+Each full run's groups are matched to the groups of the cluster definition's
+previous completed full run. A matched group keeps the previous group's stable id
 (``"sc_<12 hex>"``) and its label; an unmatched one gets a fresh id, derived from the
-run id and its cluster id so that a redelivered run gets the very same ids.
+run id and its group id so that a redelivered run gets the very same ids.
 
-**Similarity.** Noise is never a cluster here.
+**Similarity.** Noise is never a group here.
 
 - ``members`` basis, when the two runs share documents: at least
   ``MIN_SHARED_FRACTION`` of the smaller run's documents appear in both runs. Over the
   shared documents S only, ``n(p, c) = |p ∩ c ∩ S|`` and the similarity is the Jaccard
   index ``n / (|p ∩ S| + |c ∩ S| - n)``. Restricting to S makes documents added or
-  removed between the runs count for nothing: a cluster that doubled with new
+  removed between the runs count for nothing: a group that doubled with new
   documents still has similarity 1 to its previous self.
 - ``centroids`` basis, otherwise: the cosine similarity of the two centroids.
 
@@ -20,28 +21,28 @@ run id and its cluster id so that a redelivered run gets the very same ids.
 at least ``MIN_JACCARD`` (members) or ``MIN_COSINE`` (centroids).
 
 **Events.** With ``share(p, c) = n(p, c) / |p ∩ S|``, the fraction of the previous
-cluster p's shared documents that went to the current cluster c (noise included in the
+group p's shared documents that went to the current group c (noise included in the
 denominator, so members lost to noise count against every share):
 
-- ``split``: one previous cluster whose members went mostly to 2+ current clusters:
-  at least two clusters c with ``share(p, c) >= SPLIT_PART`` that together hold at
+- ``split``: one previous group whose members went mostly to 2+ current groups:
+  at least two groups c with ``share(p, c) >= SPLIT_PART`` that together hold at
   least ``MOSTLY`` of p. Centroids basis: p is the most similar previous centroid
-  (cosine >= ``MIN_COSINE``) of at least two current clusters.
-- ``merged``: 2+ previous clusters whose members went mostly into one current cluster:
+  (cosine >= ``MIN_COSINE``) of at least two current groups.
+- ``merged``: 2+ previous groups whose members went mostly into one current group:
   at least two p with ``share(p, c) >= MOSTLY`` for the same c. Centroids basis: c is
   the most similar current centroid (cosine >= ``MIN_COSINE``) of at least two
-  previous clusters.
+  previous groups.
 - ``continued``: a matched pair (p, c) where p did not split and c is not a merge: c
   keeps p's stable id and label.
-- ``new``: a current cluster neither matched nor part of a split or a merge.
-- ``dissolved``: a previous cluster neither matched nor part of a split or a merge
-  (its members went to noise or scattered over clusters that are mostly others').
+- ``new``: a current group neither matched nor part of a split or a merge.
+- ``dissolved``: a previous group neither matched nor part of a split or a merge
+  (its members went to noise or scattered over groups that are mostly others').
 
 In a split or a merge the matched pair, if any, still carries the stable id on (the
 largest part of a split, the most similar member of a merge); the other current
-clusters of a split get fresh ids, the other previous clusters of a merge end. So every
-current cluster appears in ``continued`` or ``new`` or in at least one ``split``/
-``merged``; every previous cluster in ``continued`` or ``dissolved`` or in at least one
+groups of a split get fresh ids, the other previous groups of a merge end. So every
+current group appears in ``continued`` or ``new`` or in at least one ``split``/
+``merged``; every previous group in ``continued`` or ``dissolved`` or in at least one
 ``split``/``merged``.
 """
 from __future__ import annotations
@@ -54,9 +55,9 @@ import numpy as np
 import polars as pl
 from scipy.optimize import linear_sum_assignment
 
-from contracts.api import NOISE_CLUSTER_ID
+from contracts.api import NOISE_GROUP_ID
 
-NOISE_KEY = NOISE_CLUSTER_ID
+NOISE_KEY = NOISE_GROUP_ID
 MIN_SHARED_FRACTION = 0.2
 MIN_JACCARD = 0.3
 MIN_COSINE = 0.8
@@ -66,17 +67,17 @@ MOSTLY = 0.5
 _STABLE_NAMESPACE = uuid.UUID("0d5b6a52-3f43-4d0e-9d0b-8d8f1f6f3c21")
 
 
-def new_stable_id(run_id: str, cluster_key: str) -> str:
-    """A fresh stable id, deterministic in the run and the cluster it is born in."""
-    return "sc_" + uuid.uuid5(_STABLE_NAMESPACE, f"{run_id}/{cluster_key}").hex[:12]
+def new_stable_id(run_id: str, group_key: str) -> str:
+    """A fresh stable id, deterministic in the run and the group it is born in."""
+    return "sc_" + uuid.uuid5(_STABLE_NAMESPACE, f"{run_id}/{group_key}").hex[:12]
 
 
 @dataclass(frozen=True)
-class RunClusters:
-    """One run's clusters (noise excluded): keys ``"cl_N"``, centroids row-aligned, and
+class RunGroups:
+    """One run's groups (noise excluded): keys ``"cl_N"``, centroids row-aligned, and
     for the previous run their stable ids. ``members`` has ``document_id`` and
-    ``cluster_id`` for every document of the run (noise included), or is None when
-    unknown."""
+    ``cluster_id`` (the members parquet's name of the group) for every document of the
+    run (noise included), or is None when unknown."""
 
     keys: list[str]
     vectors: np.ndarray
@@ -87,8 +88,8 @@ class RunClusters:
 @dataclass
 class Event:
     kind: Literal["continued", "split", "merged", "new", "dissolved"]
-    previous: list[str] = field(default_factory=list)  # previous run's cluster keys
-    current: list[str] = field(default_factory=list)  # this run's cluster keys
+    previous: list[str] = field(default_factory=list)  # previous run's group keys
+    current: list[str] = field(default_factory=list)  # this run's group keys
     similarity: float | None = None
 
 
@@ -102,17 +103,17 @@ class Match:
 
 
 def first_run(run_id: str, keys: list[str]) -> Match:
-    """No previous run: every cluster is new."""
+    """No previous run: every group is new."""
     return Match(basis=None, shared_documents=0,
                  stable_ids={k: new_stable_id(run_id, k) for k in keys}, inherited={},
                  events=[Event("new", current=[k]) for k in keys])
 
 
-def match_clusters(previous: RunClusters, current: RunClusters, run_id: str, *,
-                   min_jaccard: float = MIN_JACCARD, min_cosine: float = MIN_COSINE) -> Match:
+def match_groups(previous: RunGroups, current: RunGroups, run_id: str, *,
+                 min_jaccard: float = MIN_JACCARD, min_cosine: float = MIN_COSINE) -> Match:
     """Match ``current`` to ``previous`` (see the module docstring for the rules)."""
     if previous.stable_ids is None or len(previous.stable_ids) != len(previous.keys):
-        raise ValueError("the previous run's clusters need their stable ids")
+        raise ValueError("the previous run's groups need their stable ids")
     P, C = len(previous.keys), len(current.keys)
     if P == 0 or C == 0:
         match = first_run(run_id, current.keys)
@@ -187,7 +188,7 @@ class _Overlap:
     c_sizes: np.ndarray  # (C,) shared documents of c
 
 
-def _overlap(previous: RunClusters, current: RunClusters) -> _Overlap | None:
+def _overlap(previous: RunGroups, current: RunGroups) -> _Overlap | None:
     """Contingency counts over the shared documents; None when too few are shared."""
     if previous.members is None or current.members is None:
         return None

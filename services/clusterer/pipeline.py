@@ -26,13 +26,13 @@ from services.clusterer.engine import (
     project,
     run_clustering,
 )
-from services.clusterer.engine import cluster_key as cluster_key  # re-exported for the handler
+from services.clusterer.engine import group_key as group_key  # re-exported for the handler
 from services.clusterer.engine import stability
 
 
 @dataclass
 class Summary:
-    cluster_ids: list[int]
+    group_labels: list[int]
     sizes: list[int]
     centroids: np.ndarray  # (k, d) float32
     distances: np.ndarray  # (n,) float32, NaN for noise
@@ -73,7 +73,7 @@ def summarize(X: np.ndarray, labels: np.ndarray, seed: int, *, threads: int = DE
 def _summarize(X: np.ndarray, labels: np.ndarray, seed: int) -> Summary:
     centroids = compute_centroids(X, labels)
     return Summary(
-        cluster_ids=[int(c) for c in centroids.cluster_ids],
+        group_labels=[int(c) for c in centroids.group_labels],
         sizes=[int(n) for n in centroids.num_members],
         centroids=centroids.vectors,
         distances=distances_to_centroids(X, labels, centroids),

@@ -61,7 +61,7 @@ class EngineJob(BaseModel):
     vis_n_components: int = 2
     layout: bool = True
     block_rows: int = 65_536
-    # assign: the source run's cluster ids and centroids (row-aligned; k x d is small
+    # assign: the source run's group ids and centroids (row-aligned; k x d is small
     # enough to ride in the spec) and the cosine threshold below which a row is noise
     centroid_ids: list[str] = Field(default_factory=list)
     centroids: list[list[float]] = Field(default_factory=list)
@@ -75,7 +75,7 @@ class EngineJob(BaseModel):
 class EngineResult(BaseModel):
     run_id: str
     n_clusters: int = 0
-    sizes: list[int] = Field(default_factory=list)  # by cluster 0..k-1 (assign: by the job's centroid_ids)
+    sizes: list[int] = Field(default_factory=list)  # by group label 0..k-1 (assign: by the job's centroid_ids)
     centroids: list[list[float]] = Field(default_factory=list)
     noise_count: int = 0
     metrics: dict[str, float | None] = Field(default_factory=dict)
@@ -87,7 +87,7 @@ class EngineResult(BaseModel):
     block_nodes: list[str] = Field(default_factory=list)  # the Ray node id of each block task
     iterations: int = 0
     seconds: dict[str, float] = Field(default_factory=dict)
-    # per cluster (as `sizes`): members' mean/min cosine to the centroid and the
+    # per group (as `sizes`): members' mean/min cosine to the centroid and the
     # representatives (engine.CentroidSimilarity.records, reduced over the blocks)
     centroid_stats: list[dict[str, Any]] | None = None
     # the layout's workers: mode "actors" (warmed, ray_layout.py) or "tasks", how many
@@ -200,7 +200,7 @@ def task_members(block: dict, centres: np.ndarray):
 
 def task_distances(block: dict, centres: np.ndarray, new_id: np.ndarray, centroids: np.ndarray,
                    sample_positions: np.ndarray):
-    """Pass 2: the block's members (ids, final cluster ids, distances), the per-cluster
+    """Pass 2: the block's members (ids, final group ids, distances), the per-group
     distance sums, the members' cosine statistics (a CentroidSimilarity partial, by
     document id), and the silhouette sample's rows with their labels."""
     from services.clusterer.engine import centroid_similarity
@@ -596,7 +596,7 @@ class Driver:
         started = time.perf_counter()
         centroids = np.asarray(spec.centroids, dtype=np.float32)
         if centroids.ndim != 2 or len(centroids) != len(spec.centroid_ids) or len(centroids) == 0:
-            raise ValueError(f"an assign job needs the source run's centroids, one per cluster id "
+            raise ValueError(f"an assign job needs the source run's centroids, one per group id "
                              f"(got {len(spec.centroids)} centroids for {len(spec.centroid_ids)} ids)")
         if centroids.shape[1] != manifest.dimension:
             raise ValueError(f"documents have {manifest.dimension} dimensions but the source run's centroids "
@@ -653,10 +653,10 @@ class Driver:
 
 
 def _members_table(ids, labels: np.ndarray, distances: np.ndarray) -> pa.Table:
-    from services.clusterer.engine import cluster_key
+    from services.clusterer.engine import group_key
 
     distinct, positions = np.unique(labels, return_inverse=True)
-    keys = pa.array([cluster_key(int(c)) for c in distinct], pa.string()).take(pa.array(positions.ravel()))
+    keys = pa.array([group_key(int(c)) for c in distinct], pa.string()).take(pa.array(positions.ravel()))
     dist = np.asarray(distances, dtype=np.float32)
     return pa.table({"document_id": ids.cast(pa.string()),
                      "cluster_id": keys,

@@ -1,4 +1,7 @@
-"""ExecutionClustered -> cluster labels -> ClustersLabeled, for every run.
+"""ExecutionClustered -> group labels -> ClustersLabeled, for every run.
+
+What is labelled are the run's groups of points ("cl_<n>", `group_id`: docs/vocabulary.md);
+the prose below, the prompt and the REST surface call them clusters, as users do.
 
 The labeler always answers: the status projector completes a run without labels when
 none were asked for and merges the labels when they arrive, so every run gets names.
@@ -45,7 +48,7 @@ from services.labeler import ctfidf, dedup, hierarchy_labels, representatives, s
 from services.labeler.cache import LabelCache
 from services.labeler.dedup import Embedder
 from services.labeler.labeling import Conversation
-from services.labeler.prompts import ClusterBrief
+from services.labeler.prompts import GroupBrief
 from services.labeler.providers import LLMClient
 from services.labeler.settings import LabelerSettings
 from services.labeler.sources import DocumentSource, ResultsSource
@@ -61,9 +64,9 @@ LLMFactory = Callable[[LLMProvider, str], LLMClient | None]
 
 @dataclass
 class Draft:
-    """A cluster's label in the making."""
+    """A group's label in the making."""
 
-    cluster_id: str
+    group_id: str
     size: int
     label: str
     summary: str | None
@@ -75,7 +78,7 @@ class Draft:
 
     def to_label(self, extra: dict[str, Any]) -> ClusterLabel:
         how = {"source": self.source, **(extra if self.source != "inherited" else {})}
-        return ClusterLabel(cluster_id=self.cluster_id, label=self.label, summary=self.summary,
+        return ClusterLabel(group_id=self.group_id, label=self.label, summary=self.summary,
                             keywords=self.keywords, metadata={**self.metadata, "labeling": how})
 
 
@@ -84,7 +87,7 @@ class LLMRun:
     """The LLM side of one run: the conversation and what each cluster showed it."""
 
     conversation: Conversation
-    briefs: dict[str, ClusterBrief]
+    briefs: dict[str, GroupBrief]
     model: str
 
 
@@ -164,11 +167,11 @@ class Labeler:
         noise = int((members["cluster_id"] == NOISE).sum())
         del members
         contents = await self._contents(event, pools, config)
-        texts = {p.cluster_id: [contents[i].text for i in p.ids if i in contents] for p in pools}
+        texts = {p.group_id: [contents[i].text for i in p.ids if i in contents] for p in pools}
         keywords = await asyncio.to_thread(ctfidf.class_tfidf, texts, 10)
         drafts = self._fallback(pools, contents, keywords, flags)
         inherited = self._inherit(event, drafts)
-        to_label = [p for p in pools if p.cluster_id not in inherited]
+        to_label = [p for p in pools if p.group_id not in inherited]
 
         stats = RunStats(clusters=len(pools), inherited=len(inherited))
         errors: list[dict[str, Any]] = []
@@ -190,7 +193,7 @@ class Labeler:
 
         labels = [d.to_label(extra) for d in drafts]
         if noise:
-            labels.append(ClusterLabel(cluster_id=NOISE, label="Noise",
+            labels.append(ClusterLabel(group_id=NOISE, label="Noise",
                                        summary=f"{noise:,} documents not assigned to any cluster",
                                        keywords=[], metadata={"labeling": {"source": "rule"}}))
         stats.seconds = time.perf_counter() - started
@@ -203,7 +206,7 @@ class Labeler:
             labels=labels, llm_labeling_errors=errors,
         ), stats
 
-    async def _contents(self, event: ExecutionClustered, pools: list[representatives.ClusterPool],
+    async def _contents(self, event: ExecutionClustered, pools: list[representatives.GroupPool],
                         config: LLMLabeling | None) -> dict[str, MemberContent]:
         """The text and media of the pooled members, from their payloads in the run
         cluster's collections (only the pooled members: never a whole cluster)."""
@@ -219,14 +222,14 @@ class Labeler:
         centroid (a cluster that kept its stable id, an assign run's source clusters).
         They keep it and are not labelled again; they go first, so that deduplication
         changes the new labels, never theirs. Returns their cluster ids."""
-        before = {c.cluster_id: c for c in event.centroids if c.label and c.cluster_id != NOISE}
+        before = {c.group_id: c for c in event.centroids if c.label and c.group_id != NOISE}
         for draft in drafts:
-            kept = before.get(draft.cluster_id)
+            kept = before.get(draft.group_id)
             if kept is not None:
                 draft.label, draft.summary, draft.keywords = kept.label, kept.summary, list(kept.keywords)
                 draft.source, draft.settled, draft.metadata = "inherited", True, {}
         drafts.sort(key=lambda d: d.source != "inherited")  # stable: largest first within each
-        return {d.cluster_id for d in drafts if d.source == "inherited"}
+        return {d.group_id for d in drafts if d.source == "inherited"}
 
     def _client(self, event: ExecutionClustered, config: LLMLabeling | None
                 ) -> tuple[LLMClient | None, dict[str, Any]]:
@@ -248,14 +251,14 @@ class Labeler:
 
     # ------------------------------------------------------------------ c-TF-IDF
 
-    def _fallback(self, pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+    def _fallback(self, pools: list[representatives.GroupPool], contents: dict[str, MemberContent],
                   keywords: dict[str, ctfidf.Keywords], flags: LLMLabeling) -> list[Draft]:
-        candidates = {p.cluster_id: ctfidf.label_from_keywords(keywords[p.cluster_id].terms) or
-                      f"Cluster {p.cluster_id.removeprefix('cl_')}" for p in pools}
+        candidates = {p.group_id: ctfidf.label_from_keywords(keywords[p.group_id].terms) or
+                      f"Cluster {p.group_id.removeprefix('cl_')}" for p in pools}
         unique = ctfidf.unique_labels(candidates, {c: k.terms for c, k in keywords.items()})
         drafts = []
         for p in pools:
-            terms = keywords[p.cluster_id].terms
+            terms = keywords[p.group_id].terms
             central = next((contents[i] for i in p.ids if i in contents and contents[i].title), None)
             summary = None
             if flags.include_summary:
@@ -265,7 +268,7 @@ class Labeler:
                 if terms:
                     parts.append("key terms: " + ", ".join(terms[:5]))
                 summary = "; ".join(parts) or None
-            drafts.append(Draft(cluster_id=p.cluster_id, size=p.size, label=unique[p.cluster_id],
+            drafts.append(Draft(group_id=p.group_id, size=p.size, label=unique[p.group_id],
                                 summary=summary, keywords=terms[:8] if flags.include_keywords else [],
                                 source="ctfidf"))
         return drafts
@@ -273,17 +276,17 @@ class Labeler:
     # ----------------------------------------------------------------------- LLM
 
     async def _llm_labels(self, event: ExecutionClustered, config: LLMLabeling, client: LLMClient,
-                          pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+                          pools: list[representatives.GroupPool], contents: dict[str, MemberContent],
                           keywords: dict[str, ctfidf.Keywords], drafts: list[Draft],
                           errors: list[dict[str, Any]], stats: RunStats) -> LLMRun:
         briefs = await self._briefs(event, config, pools, contents, keywords)
         schema = shape.item_schema(config)
-        by_id = {d.cluster_id: d for d in drafts}
+        by_id = {d.group_id: d for d in drafts}
         fingerprint = label_cache.config_fingerprint(config, provider=client.provider.value, model=client.model)
         max_len = config.sample_text_max_length
         for brief in briefs:
             if brief.samples:
-                by_id[brief.cluster_id].cache_key = label_cache.cache_key(fingerprint, brief.samples, max_len)
+                by_id[brief.group_id].cache_key = label_cache.cache_key(fingerprint, brief.samples, max_len)
 
         cached: dict[str, dict[str, Any]] = {}
         if config.cache_ttl_seconds > 0:
@@ -305,23 +308,23 @@ class Labeler:
             prompt_max_chars=self.settings.llm_prompt_max_chars,
         )
         # A cluster with nothing to show (its documents deleted since) keeps its text label.
-        todo = [b for b in briefs if b.samples and by_id[b.cluster_id].source != "cache"]
+        todo = [b for b in briefs if b.samples and by_id[b.group_id].source != "cache"]
         taken = [d.label for d in drafts if d.source in ("cache", "inherited")]
         outputs, failed = await conversation.label(todo, taken)
         errors.extend(failed)
         for cid, output in outputs.items():
             self._apply(by_id[cid], output, schema, config, keywords[cid].terms)
-        return LLMRun(conversation, {b.cluster_id: b for b in briefs}, client.model)
+        return LLMRun(conversation, {b.group_id: b for b in briefs}, client.model)
 
     async def _briefs(self, event: ExecutionClustered, config: LLMLabeling,
-                      pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
-                      keywords: dict[str, ctfidf.Keywords]) -> list[ClusterBrief]:
+                      pools: list[representatives.GroupPool], contents: dict[str, MemberContent],
+                      keywords: dict[str, ctfidf.Keywords]) -> list[GroupBrief]:
         counts = representatives.sample_counts(pools, config.max_samples_per_cluster)
         # Members with something to show, nearest first.
-        shown = {p.cluster_id: [i for i in p.ids if i in contents and (contents[i].text or contents[i].media)]
+        shown = {p.group_id: [i for i in p.ids if i in contents and (contents[i].text or contents[i].media)]
                  for p in pools}
         vectors: dict[str, Any] = {}
-        if any(len(shown[p.cluster_id]) > counts[p.cluster_id] for p in pools):
+        if any(len(shown[p.group_id]) > counts[p.group_id] for p in pools):
             dataset = artifact_key(event.namespace, event.cluster_id, event.run_id, "manifest")
             try:
                 vectors = await asyncio.to_thread(self.results.vectors, dataset,
@@ -331,14 +334,14 @@ class Labeler:
                             event.run_id, exc)
         briefs = []
         for p in pools:
-            ids = shown[p.cluster_id]
+            ids = shown[p.group_id]
             matrix = None
             if ids and all(i in vectors for i in ids):
                 matrix = np.stack([vectors[i] for i in ids])
-            chosen = representatives.select(ids, matrix, counts[p.cluster_id])
-            briefs.append(ClusterBrief(cluster_id=p.cluster_id, size=p.size,
+            chosen = representatives.select(ids, matrix, counts[p.group_id])
+            briefs.append(GroupBrief(group_id=p.group_id, size=p.size,
                                        samples=[contents[i] for i in chosen],
-                                       keywords=keywords[p.cluster_id].terms))
+                                       keywords=keywords[p.group_id].terms))
         return briefs
 
     @staticmethod
@@ -361,15 +364,15 @@ class Labeler:
     # -------------------------------------------------------------------- topics
 
     async def _topics(self, event: ExecutionClustered, config: LLMLabeling | None, texts: dict[str, list[str]],
-                      pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+                      pools: list[representatives.GroupPool], contents: dict[str, MemberContent],
                       drafts: list[Draft], flags: LLMLabeling, llm_run: LLMRun | None,
                       errors: list[dict[str, Any]]) -> list[Draft]:
         """Drafts for the topics of the run's hierarchy (none without one)."""
         tree = hierarchy_labels.Tree.from_centroids(event.centroids)
         if not tree.children:
             return []
-        labels = {d.cluster_id: d.label for d in drafts}
-        sizes = {c.cluster_id: c.num_members for c in event.centroids}
+        labels = {d.group_id: d.label for d in drafts}
+        sizes = {c.group_id: c.num_members for c in event.centroids}
         out: list[Draft] = []
         # Deepest first: a topic's children are labelled (and named to it) before it.
         for depth in tree.depths:
@@ -384,41 +387,41 @@ class Labeler:
                 if flags.include_summary:
                     summary = "; ".join(p for p in ("subtopics: " + "; ".join(subtopics),
                                                      "key terms: " + ", ".join(terms[:5]) if terms else "") if p)
-                made.append(Draft(cluster_id=t, size=sizes.get(t, 0), label=unique[t], summary=summary,
+                made.append(Draft(group_id=t, size=sizes.get(t, 0), label=unique[t], summary=summary,
                                   keywords=terms[:8] if flags.include_keywords else [], source="ctfidf"))
             if llm_run is not None and config is not None and not llm_run.conversation.broken:
                 await self._llm_topics(tree, config, llm_run, made, pools, contents, keywords, labels, errors)
             used = {label.casefold() for cid, label in labels.items()}
             for draft in made:  # exact repeats only: a topic may be near its subtopic's name, never equal
                 if draft.label.casefold() in used:
-                    draft.label = ctfidf.disambiguate(draft.label, keywords[draft.cluster_id].terms, used)
+                    draft.label = ctfidf.disambiguate(draft.label, keywords[draft.group_id].terms, used)
                 used.add(draft.label.casefold())
-                labels[draft.cluster_id] = draft.label
+                labels[draft.group_id] = draft.label
             out.extend(made)
         return out
 
     async def _llm_topics(self, tree: hierarchy_labels.Tree, config: LLMLabeling, llm_run: LLMRun, made: list[Draft],
-                          pools: list[representatives.ClusterPool], contents: dict[str, MemberContent],
+                          pools: list[representatives.GroupPool], contents: dict[str, MemberContent],
                           keywords: dict[str, ctfidf.Keywords], labels: dict[str, str],
                           errors: list[dict[str, Any]]) -> None:
         """The LLM names one level's topics: each shows its subtopics' labels and the
         documents nearest each of its clusters' centroids."""
-        nearest = {p.cluster_id: [contents[i] for i in p.ids if i in contents] for p in pools}
+        nearest = {p.group_id: [contents[i] for i in p.ids if i in contents] for p in pools}
         briefs = []
         for draft in made:
-            leaves = tree.leaves_of(draft.cluster_id)
+            leaves = tree.leaves_of(draft.group_id)
             per_leaf = max(1, (config.max_samples_per_cluster or 10) // len(leaves))
             samples = [s for leaf in leaves for s in nearest.get(leaf, [])[:per_leaf]]
-            briefs.append(ClusterBrief(cluster_id=draft.cluster_id, size=draft.size, samples=samples[:20],
-                                       keywords=keywords[draft.cluster_id].terms,
-                                       subtopics=[labels.get(c, c) for c in tree.children[draft.cluster_id]]))
+            briefs.append(GroupBrief(group_id=draft.group_id, size=draft.size, samples=samples[:20],
+                                       keywords=keywords[draft.group_id].terms,
+                                       subtopics=[labels.get(c, c) for c in tree.children[draft.group_id]]))
         conversation = llm_run.conversation
         outputs, failed = await conversation.label([b for b in briefs if b.samples], list(labels.values()))
         errors.extend(failed)
-        by_id = {d.cluster_id: d for d in made}
+        by_id = {d.group_id: d for d in made}
         for cid, output in outputs.items():
             self._apply(by_id[cid], output, conversation.item_schema, config, keywords[cid].terms)
-            llm_run.briefs[cid] = next(b for b in briefs if b.cluster_id == cid)
+            llm_run.briefs[cid] = next(b for b in briefs if b.group_id == cid)
 
     # --------------------------------------------------------------------- dedup
 
@@ -443,16 +446,16 @@ class Labeler:
         if llm_run is not None and not llm_run.conversation.broken:
             # Ask the LLM again for the duplicates, every kept label forbidden.
             conversation = llm_run.conversation
-            targets = [llm_run.briefs[drafts[i].cluster_id] for i in sorted(pending)
-                       if drafts[i].cluster_id in llm_run.briefs]
+            targets = [llm_run.briefs[drafts[i].group_id] for i in sorted(pending)
+                       if drafts[i].group_id in llm_run.briefs]
             kept = [d.label for i, d in enumerate(drafts) if i not in pending]
             note = "these labels were too close to other clusters' labels: " + "; ".join(
-                f"{drafts[d.index].cluster_id} '{drafts[d.index].label}' ~ '{drafts[d.of].label}'"
+                f"{drafts[d.index].group_id} '{drafts[d.index].label}' ~ '{drafts[d.of].label}'"
                 for d in result.duplicates)
             outputs = await conversation.relabel(targets, kept, note)
             for i in sorted(pending):
                 draft = drafts[i]
-                output = outputs.get(draft.cluster_id)
+                output = outputs.get(draft.group_id)
                 new = shape.label_of(output, conversation.item_schema) if output else None
                 if not new:
                     continue
@@ -468,7 +471,7 @@ class Labeler:
         used = {d.label.casefold() for i, d in enumerate(drafts) if i not in pending}
         for i in sorted(pending):
             draft = drafts[i]
-            draft.label = ctfidf.disambiguate(draft.label, keywords[draft.cluster_id].terms, used)
+            draft.label = ctfidf.disambiguate(draft.label, keywords[draft.group_id].terms, used)
             draft.settled = True
             used.add(draft.label.casefold())
         return result.method

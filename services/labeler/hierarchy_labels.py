@@ -21,14 +21,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from contracts.api import NOISE_CLUSTER_ID as NOISE
+from contracts.api import NOISE_GROUP_ID as NOISE
 from contracts.events import CentroidSummary
 from services.labeler import ctfidf
 
 
 @dataclass
 class Tree:
-    """A run's hierarchy as its centroids describe it (topics have child_cluster_ids)."""
+    """A run's hierarchy as its centroids describe it (topics have child_group_ids)."""
 
     children: dict[str, list[str]] = field(default_factory=dict)  # topic -> its children
     level: dict[str, int] = field(default_factory=dict)  # every node -> depth from the top
@@ -37,11 +37,11 @@ class Tree:
     def from_centroids(cls, centroids: Iterable[CentroidSummary]) -> Tree:
         tree = cls()
         for c in centroids:
-            if c.cluster_id == NOISE or c.hierarchy_level is None:
+            if c.group_id == NOISE or c.hierarchy_level is None:
                 continue
-            tree.level[c.cluster_id] = c.hierarchy_level
-            if c.child_cluster_ids:
-                tree.children[c.cluster_id] = list(c.child_cluster_ids)
+            tree.level[c.group_id] = c.hierarchy_level
+            if c.child_group_ids:
+                tree.children[c.group_id] = list(c.child_group_ids)
         return tree
 
     @property

@@ -5,8 +5,8 @@ the item schema, one corrective retry, and errors recorded per cluster.
   order, each batch told the labels already taken by the batches before it.
 - A reply that is not JSON, lacks a cluster, or whose entry does not match the schema
   is asked for again once, for the failing clusters only, with what was wrong; what
-  still fails becomes an `llm_labeling_errors` entry (cluster_id, error, an excerpt of
-  the raw reply) and the caller falls back to the c-TF-IDF label for that cluster.
+  still fails becomes an `llm_labeling_errors` entry (the group's id, under the REST
+  name `cluster_id`; error, an excerpt of the raw reply) and the caller falls back to the c-TF-IDF label for that cluster.
 - A provider failure (refused request, or retries exhausted) ends the conversation:
   the remaining clusters are not sent, each gets an error entry.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 from services.labeler import shape
 from services.labeler.prompts import (
-    ClusterBrief,
+    GroupBrief,
     Prompt,
     ReplyError,
     build_prompt,
@@ -46,7 +46,7 @@ class Conversation:
     broken: str | None = None  # why the provider is no longer called
     prompts: list[Prompt] = field(default_factory=list)  # what was sent, for tests and logs
 
-    async def label(self, briefs: Sequence[ClusterBrief], taken: Sequence[str]
+    async def label(self, briefs: Sequence[GroupBrief], taken: Sequence[str]
                     ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
         """Validated outputs by cluster id, and the errors of the clusters without one."""
         outputs: dict[str, dict[str, Any]] = {}
@@ -60,7 +60,7 @@ class Conversation:
                          if (label := shape.label_of(output, self.item_schema)))
         return outputs, errors
 
-    async def relabel(self, briefs: Sequence[ClusterBrief], taken: Sequence[str], note: str
+    async def relabel(self, briefs: Sequence[GroupBrief], taken: Sequence[str], note: str
                       ) -> dict[str, dict[str, Any]]:
         """Ask once more for clusters whose labels came out too close to others'."""
         if self.broken or not briefs:
@@ -71,14 +71,14 @@ class Conversation:
         except LLMError as exc:
             log.warning("relabeling near-duplicates failed: %s", exc)
             return {}
-        got, _ = self._read(text, [b.cluster_id for b in briefs])
+        got, _ = self._read(text, [b.group_id for b in briefs])
         return got
 
     # ------------------------------------------------------------------ internals
 
-    def _batches(self, briefs: Sequence[ClusterBrief]) -> list[list[ClusterBrief]]:
-        batches: list[list[ClusterBrief]] = []
-        current: list[ClusterBrief] = []
+    def _batches(self, briefs: Sequence[GroupBrief]) -> list[list[GroupBrief]]:
+        batches: list[list[GroupBrief]] = []
+        current: list[GroupBrief] = []
         size = 0
         for brief in briefs:
             cost = 200 + sum(min(len(s.text), self.sample_max_length) + 40 for s in brief.samples)
@@ -91,7 +91,7 @@ class Conversation:
             batches.append(current)
         return batches
 
-    def _prompt(self, briefs: Sequence[ClusterBrief], taken: Sequence[str], correction: str | None = None) -> Prompt:
+    def _prompt(self, briefs: Sequence[GroupBrief], taken: Sequence[str], correction: str | None = None) -> Prompt:
         return build_prompt(
             briefs, item_schema=self.item_schema, sample_max_length=self.sample_max_length,
             taken_labels=taken, custom_prompt=self.custom_prompt, context=self.context,
@@ -104,8 +104,8 @@ class Conversation:
         reply = await self.client.complete(prompt, self.parameters)
         return reply.text
 
-    def _error(self, cluster_id: str, error: str, raw: str | None) -> dict[str, Any]:
-        entry = {"cluster_id": cluster_id, "error": error,
+    def _error(self, group_id: str, error: str, raw: str | None) -> dict[str, Any]:
+        entry = {"cluster_id": group_id, "error": error,
                  "provider": self.client.provider.value, "model": self.client.model}
         if raw is not None:
             entry["raw_reply"] = excerpt(raw)
@@ -131,9 +131,9 @@ class Conversation:
                 good[cid] = output
         return good, bad
 
-    async def _batch(self, batch: list[ClusterBrief], taken: Sequence[str]
+    async def _batch(self, batch: list[GroupBrief], taken: Sequence[str]
                      ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-        ids = [b.cluster_id for b in batch]
+        ids = [b.group_id for b in batch]
         if self.broken:
             return {}, [self._error(cid, f"not sent: {self.broken}", None) for cid in ids]
         try:
@@ -146,7 +146,7 @@ class Conversation:
             return good, []
 
         # One more try for what failed, saying what was wrong.
-        retry = [b for b in batch if b.cluster_id in bad]
+        retry = [b for b in batch if b.group_id in bad]
         problems = "; ".join(f"{cid}: {why}" for cid, why in bad.items())
         log.info("labeler: %d cluster(s) not usable in the reply, asking again: %s", len(bad), problems[:300])
         first_text = text
@@ -157,6 +157,6 @@ class Conversation:
         except LLMError as exc:
             self.broken = str(exc)
             return good, [self._error(cid, f"{bad[cid]} (the retry failed: {exc})", first_text) for cid in bad]
-        good2, bad2 = self._read(text, [b.cluster_id for b in retry])
+        good2, bad2 = self._read(text, [b.group_id for b in retry])
         good.update(good2)
         return good, [self._error(cid, f"{why} (after one retry)", text) for cid, why in bad2.items()]

@@ -53,10 +53,10 @@ class Prompt:
 
 
 @dataclass
-class ClusterBrief:
-    """What the prompt shows of one cluster."""
+class GroupBrief:
+    """What the prompt shows of one group (the prompt calls it a cluster)."""
 
-    cluster_id: str
+    group_id: str
     size: int
     samples: list[MemberContent]
     keywords: list[str] = field(default_factory=list)
@@ -64,7 +64,7 @@ class ClusterBrief:
 
 
 def build_prompt(
-    clusters: Sequence[ClusterBrief],
+    clusters: Sequence[GroupBrief],
     *,
     item_schema: dict[str, Any],
     sample_max_length: int,
@@ -75,7 +75,7 @@ def build_prompt(
     with_media: bool = True,
 ) -> Prompt:
     parts: list[Part] = []
-    ids = [c.cluster_id for c in clusters]
+    ids = [c.group_id for c in clusters]
     if custom_prompt:
         parts.append(TextPart(custom_prompt.strip() + "\n\n"))
     else:
@@ -84,7 +84,7 @@ def build_prompt(
         parts.append(TextPart("Context: " + "; ".join(f"{k}: {v}" for k, v in context) + "\n\n"))
     parts.append(TextPart(f"Clusters ({len(clusters)}): {', '.join(ids)}\n"))
     for c in clusters:
-        header = f"\n### Cluster {c.cluster_id} ({c.size:,} documents)\n"
+        header = f"\n### Cluster {c.group_id} ({c.size:,} documents)\n"
         if c.keywords:
             header += "Distinctive terms: " + ", ".join(c.keywords[:10]) + "\n"
         if c.subtopics:

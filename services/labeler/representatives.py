@@ -16,23 +16,23 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from contracts.api import NOISE_CLUSTER_ID
+from contracts.api import NOISE_GROUP_ID
 
-NOISE = NOISE_CLUSTER_ID
+NOISE = NOISE_GROUP_ID
 MIN_AUTO, MAX_AUTO = 3, 20
 
 
 @dataclass
-class ClusterPool:
-    cluster_id: str
-    size: int  # all members of the cluster
+class GroupPool:
+    group_id: str
+    size: int  # all members of the group
     spread: float  # mean distance to the centroid over all members
     ids: list[str]  # the nearest members, nearest first
     distances: np.ndarray
 
 
-def pools(members: pl.DataFrame, per_cluster: int, total: int | None = None) -> list[ClusterPool]:
-    """Each non-noise cluster's nearest members, largest clusters first.
+def pools(members: pl.DataFrame, per_cluster: int, total: int | None = None) -> list[GroupPool]:
+    """Each non-noise group's nearest members, largest groups first.
 
     `total` bounds the members kept over all clusters (each keeps at least 20)."""
     real = members.filter(pl.col("cluster_id") != NOISE)
@@ -51,8 +51,8 @@ def pools(members: pl.DataFrame, per_cluster: int, total: int | None = None) -> 
     out = []
     for row in stats.iter_rows(named=True):
         frame = grouped[row["cluster_id"]]
-        out.append(ClusterPool(
-            cluster_id=row["cluster_id"], size=int(row["size"]),
+        out.append(GroupPool(
+            group_id=row["cluster_id"], size=int(row["size"]),
             spread=float(row["spread"]) if row["spread"] is not None else 0.0,
             ids=frame["document_id"].to_list(),
             distances=frame["distance_to_centroid"].fill_nan(None).fill_null(0.0).to_numpy().astype(np.float64),
@@ -69,12 +69,12 @@ def auto_sample_count(size: int, spread: float, typical_spread: float) -> int:
     return int(min(max(round(base * factor), MIN_AUTO), MAX_AUTO, max(size, 1)))
 
 
-def sample_counts(pool_list: list[ClusterPool], fixed: int | None) -> dict[str, int]:
+def sample_counts(pool_list: list[GroupPool], fixed: int | None) -> dict[str, int]:
     if fixed is not None:
-        return {p.cluster_id: min(fixed, p.size) for p in pool_list}
+        return {p.group_id: min(fixed, p.size) for p in pool_list}
     spreads = [p.spread for p in pool_list if p.spread > 0]
     typical = float(np.median(spreads)) if spreads else 0.0
-    return {p.cluster_id: auto_sample_count(p.size, p.spread, typical) for p in pool_list}
+    return {p.group_id: auto_sample_count(p.size, p.spread, typical) for p in pool_list}
 
 
 def select(ids: list[str], vectors: np.ndarray | None, k: int) -> list[str]:

@@ -14,7 +14,7 @@ By mode:
   source_run_id`), else the cluster's latest completed full run with centroids. The
   engine's sampling caps do not apply (assignment is linear); only the run's own
   `sample_size` does (the cluster's stored `sample_size` sizes its clusterings).
-- composite: the vectors are the centroids of the `source_execution_ids` runs (any
+- composite: the vectors are the centroids of the `source_run_ids` runs (any
   completed run of the namespace with centroids of one dimension), one row each, in a
   segment of the run's own.
 """
@@ -196,24 +196,24 @@ class Preparer:
     async def _composite(self, event: ExecutionRequested, config: ClusteringConfig
                          ) -> tuple[DatasetPrepared, dict[str, Any]]:
         """The dataset of a composite run: the source runs' centroids, one row each."""
-        ids = list(dict.fromkeys(event.options.source_execution_ids or []))
+        ids = list(dict.fromkeys(event.options.source_run_ids or []))
         if len(ids) < MIN_COMPOSITE_SOURCES:
             raise RunFailed(f"mode 'composite' needs at least {MIN_COMPOSITE_SOURCES} distinct "
-                            f"source_execution_ids (got {len(ids)})")
+                            f"source runs (got {len(ids)})")
         sources, frames = [], []
         for run_id in ids:
             row = await self.documents.load_run(event.namespace, run_id)
             problem = check_source(row, run_id)
             if problem:
-                raise RunFailed(f"mode 'composite' cannot use source execution {run_id}: {problem}")
+                raise RunFailed(f"mode 'composite' cannot use source run {run_id}: {problem}")
             source = source_run(row)
             frame = await asyncio.to_thread(self.store.get_parquet, source.centroids_key)
             frame = real_centroids(frame)
             if frame.height == 0:
-                raise RunFailed(f"mode 'composite' cannot use source execution {run_id}: it has no centroids")
+                raise RunFailed(f"mode 'composite' cannot use source run {run_id}: it has no centroids")
             sources.append(source)
             frames.append(frame.select(pl.lit(run_id).alias("source_run_id"),
-                                       pl.col("cluster_id").alias("source_cluster_id"),
+                                       pl.col("cluster_id").alias("source_group_id"),
                                        pl.col("num_members").cast(pl.Int64), pl.col("centroid").alias("vector")))
         dims = {run_id: f.schema["vector"].shape[0] for run_id, f in zip(ids, frames)}
         if len(set(dims.values())) > 1:
@@ -224,13 +224,13 @@ class Preparer:
         await stop_if_canceled(self.runs, event.run_id)
         # The centroids are a segment of the run's own (not a collection's: no compaction,
         # deleted with the run), read through a manifest like every run's vectors. Their
-        # ids say where each came from: "<source run>/<source cluster>".
+        # ids say where each came from: "<source run>/<source group>".
         inputs = artifact_key(event.namespace, event.cluster_id, event.run_id, "centroid-inputs")
-        ids_of = (dataset["source_run_id"] + "/" + dataset["source_cluster_id"]).to_list()
+        ids_of = (dataset["source_run_id"] + "/" + dataset["source_group_id"]).to_list()
         vectors = np.asarray(dataset["vector"].to_numpy(), dtype=np.float32)
         ref = SegmentRef(segment_id=0, key=inputs, num_rows=n)
         manifest = Manifest.build(vectors.shape[1], [ref], np.zeros(n, np.int64), np.arange(n),
-                                  {"mode": "composite", "source_execution_ids": ids, "dimension": vectors.shape[1]})
+                                  {"mode": "composite", "source_run_ids": ids, "dimension": vectors.shape[1]})
         key = artifact_key(event.namespace, event.cluster_id, event.run_id, "manifest")
         await asyncio.to_thread(self._put_segment, inputs, ids_of, vectors)
         await asyncio.to_thread(self._put_manifest, key, manifest)
@@ -241,7 +241,9 @@ class Preparer:
             sampling=SamplingInfo(matched=n, sampled=n,
                                   reason=f"composite: the {n} centroids of {len(sources)} runs are clustered"),
         )
-        return prepared, {"source_execution_ids": ids, "unit": "centroids"}
+        # The source runs reach the task's additional_data through the run's own row
+        # (clusterflow/readmodel.py task_row), not through these details.
+        return prepared, {"unit": "centroids"}
 
 
 def check_source(row: dict[str, Any] | None, run_id: str) -> str | None:

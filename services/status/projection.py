@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from clusterflow import readmodel
-from clusterflow.readmodel import Run, task_row  # noqa: F401 - the projector's store persists task_row(run)
+from clusterflow.readmodel import SOURCE_RUN_IDS, Run, stored, task_row  # noqa: F401 - the store persists task_row(run)
 from contracts.api import TERMINAL_STATUSES, TaskStatusEnum, applied_as
 from contracts.events import (
     DEFERRED_LAYOUT_STAGE,
@@ -68,13 +68,14 @@ def _requested(run: Run, event: ExecutionRequested) -> Run:
     run["mode"] = event.options.mode.value
     if event.source_run_id and not run.get("source_run_id"):
         run["source_run_id"] = event.source_run_id
-    if event.options.mode.value == "composite" and event.options.source_execution_ids and \
-            not run.get("source_execution_ids"):
-        run["source_execution_ids"] = list(dict.fromkeys(event.options.source_execution_ids))
+    if event.options.mode.value == "composite" and event.options.source_run_ids and \
+            not run.get(SOURCE_RUN_IDS):
+        run[SOURCE_RUN_IDS] = list(dict.fromkeys(event.options.source_run_ids))
     run["created_at"] = min(run["created_at"], event.occurred_at)
     run["inputs"] = [{
         "cluster_id": event.cluster_id,
-        "overrides": event.options.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
+        # The REST body's names, as the gateway showed them before this projection.
+        "overrides": stored(event.options, exclude_none=True, exclude_defaults=True),
         "requested_by": event.requested_by,
     }]
     # Results projected before their request completed then: they say when (`completed_at`).
@@ -135,7 +136,7 @@ def _clustered(run: Run, event: ExecutionClustered) -> Run:
         num_points=event.num_points,
         noise_count=event.noise_count,
         metrics=event.metrics.model_dump(),
-        centroids=[c.model_dump() for c in event.centroids],
+        centroids=stored(event.centroids),
         artifacts=event.artifacts.model_dump(),
         labeling_enabled=event.config.labeling_enabled,
     )
@@ -144,12 +145,12 @@ def _clustered(run: Run, event: ExecutionClustered) -> Run:
     run["mode"] = event.config.mode.value
     if event.source_run_id:
         run["source_run_id"] = event.source_run_id
-    if event.source_execution_ids:
-        run["source_execution_ids"] = list(event.source_execution_ids)
+    if event.source_run_ids:
+        run[SOURCE_RUN_IDS] = list(event.source_run_ids)
     if event.lineage is not None:
-        run["lineage"] = event.lineage.model_dump(mode="json")
+        run["lineage"] = stored(event.lineage)
     if event.source_clusters:
-        run["source_clusters"] = [c.model_dump(mode="json") for c in event.source_clusters]
+        run["source_clusters"] = stored(event.source_clusters)
     run["details"] = {**run.get("details", {}), "estimator": event.estimator,
                       "algorithm_seconds": event.algorithm_seconds, "method_choice": event.method_choice,
                       "vis_n_components": event.config.vis_n_components,
@@ -162,13 +163,14 @@ def _clustered(run: Run, event: ExecutionClustered) -> Run:
 
 
 def _labeled(run: Run, event: ClustersLabeled) -> Run:
-    run["labels"] = [label.model_dump() for label in event.labels]
+    run["labels"] = stored(event.labels)
     if not is_terminal(run):
         run["llm_labeling_errors"] = event.llm_labeling_errors
     return _maybe_complete(run, event.occurred_at)
 
 
 def _merge_labels(run: Run) -> None:
+    # The run's stored labels and centroids: the group's id is under `cluster_id` there.
     if not run.get("labels") or not run.get("centroids"):
         return
     by_id = {label["cluster_id"]: label for label in run["labels"]}
@@ -179,20 +181,22 @@ def _merge_labels(run: Run) -> None:
     ]
 
 
+def _waiting(run: Run, stage: str, progress: float, **extra) -> Run:
+    """Results in, the run still waits for the rest (its labels, its request)."""
+    run.update(stage=stage, progress=max(run["progress"], progress), **extra)
+    if run["status"] == TaskStatusEnum.PENDING.value:
+        run["status"] = TaskStatusEnum.PROCESSING.value
+    return run
+
+
 def _maybe_complete(run: Run, at: datetime) -> Run:
     _merge_labels(run)
     if is_terminal(run) or run.get("artifacts") is None:
         return run
     if run["labeling_enabled"] and run.get("labels") is None:
-        run.update(stage="labeling", progress=max(run["progress"], 0.9))
-        if run["status"] == TaskStatusEnum.PENDING.value:
-            run["status"] = TaskStatusEnum.PROCESSING.value
-        return run
+        return _waiting(run, "labeling", 0.9)
     if run.get("inputs") is None:  # the request is still on its way to the projector
-        run.update(stage="finishing", progress=max(run["progress"], 0.95), completed_at=at)
-        if run["status"] == TaskStatusEnum.PENDING.value:
-            run["status"] = TaskStatusEnum.PROCESSING.value
-        return run
+        return _waiting(run, "finishing", 0.95, completed_at=at)
     errors = run.get("llm_labeling_errors") or []
     run["status"] = (TaskStatusEnum.COMPLETED_WITH_ERRORS if errors else TaskStatusEnum.COMPLETED).value
     run.update(stage="completed", progress=1.0, completed_at=at)

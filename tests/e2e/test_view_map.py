@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from clusterflow.readmodel import stored
 from contracts.events import CentroidSummary
 from services.clusterer.handler import with_hierarchy
 from services.gateway.web.routes import VIEW_PAGE, build_points
@@ -185,17 +186,17 @@ def test_a_runs_hierarchy_labels_its_topics_zoomed_out_and_its_clusters_zoomed_i
     centers = np.concatenate([r + rng.normal(scale=1.6, size=(6, 2)) for r in regions])
     xy = np.concatenate([c + rng.normal(scale=0.3, size=(400, 2)) for c in centers])
     cluster = np.repeat(np.arange(len(centers)), 400)
-    leaves = [CentroidSummary(cluster_id=f"cl_{c}", num_members=400, label=f"Cluster {c} words")
+    leaves = [CentroidSummary(group_id=f"cl_{c}", num_members=400, label=f"Cluster {c} words")
               for c in range(len(centers))]
     # the centroids a 2-D run would have (padded: Ward works on unit vectors)
     summaries = with_hierarchy(leaves, np.hstack([centers, np.full((len(centers), 1), 8.0)]), 3)
-    topics = {c.cluster_id for c in summaries if c.child_cluster_ids}
-    summaries = [c.model_copy(update={"label": c.label or f"Topic {c.cluster_id}"}) for c in summaries]
+    topics = {c.group_id for c in summaries if c.child_group_ids}
+    summaries = [c.model_copy(update={"label": c.label or f"Topic {c.group_id}"}) for c in summaries]
     members = pl.DataFrame({"document_id": [f"d{i}" for i in range(len(xy))],
                             "cluster_id": [f"cl_{c}" for c in cluster],
                             "distance_to_centroid": np.zeros(len(xy), dtype=np.float32)})
     coords = pl.DataFrame({"document_id": members["document_id"], "x": xy[:, 0], "y": xy[:, 1]})
-    body = build_points(members, coords, [c.model_dump() for c in summaries])
+    body = build_points(members, coords, stored(summaries))  # as the read model holds them
     run = {"run_id": "run_tree", "cluster_id": "clust_tree", "cluster_name": "hierarchy", "collection_ids": [],
            "status": "COMPLETED", "clustering_method": "auto", "metrics": None, **body}
     assert topics and all(c.get("parent_cluster_id") for c in body["clusters"]

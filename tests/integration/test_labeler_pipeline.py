@@ -108,11 +108,11 @@ async def test_llm_labels_are_cached_in_postgres_and_the_second_run_calls_no_pro
         assert labeled.llm_labeling_errors == []
         words = topic_words()
         for label in labeled.labels:
-            if label.cluster_id == "cl_-1":
+            if label.group_id == "cl_-1":
                 assert label.label == "Noise"
                 continue
             assert label.metadata["labeling"]["source"] == "llm"
-            assert set(label.label.casefold().split()) & words[world["corpus"].topic_of[label.cluster_id]]
+            assert set(label.label.casefold().split()) & words[world["corpus"].topic_of[label.group_id]]
         prompt = server.fake.requests[0].prompt
         assert "zebra" not in prompt  # payloads came from the cluster's own collection
         assert elapsed < 10
@@ -129,8 +129,8 @@ async def test_llm_labels_are_cached_in_postgres_and_the_second_run_calls_no_pro
         await labeler2.handle(_event(world, f"run_{unique}_b", _write_run(world, f"run_{unique}_b"), config))
         assert len(server.fake.requests) == 1
         second = publisher2.on(EXECUTION_LABELED)[0]
-        assert [(l.cluster_id, l.label, l.keywords) for l in second.labels] == \
-               [(l.cluster_id, l.label, l.keywords) for l in labeled.labels]
+        assert [(l.group_id, l.label, l.keywords) for l in second.labels] == \
+               [(l.group_id, l.label, l.keywords) for l in labeled.labels]
         assert labeling_stats(publisher2)["cache_hits"] == 4
 
         # A redelivery of the first event is skipped (the processed log in Postgres).
@@ -147,7 +147,7 @@ async def test_text_labels_from_real_payloads_and_results(world, settings, uniqu
     await labeler.handle(_event(world, run, _write_run(world, run), LLMLabeling(enabled=True)))
     labeled = publisher.on(EXECUTION_LABELED)[0]
     words = topic_words()
-    by_id = {l.cluster_id: l for l in labeled.labels}
+    by_id = {l.group_id: l for l in labeled.labels}
     assert by_id["cl_-1"].label == "Noise"
     for cid, topic in world["corpus"].topic_of.items():
         label = by_id[cid]
@@ -229,4 +229,4 @@ async def test_the_labeler_consumes_an_event_from_kafka_through_the_consumer(wor
     finally:
         await broker.stop()
     (labeled,) = outputs.on(EXECUTION_LABELED)
-    assert labeled.run_id == run and {l.cluster_id for l in labeled.labels} >= {"cl_0", "cl_1", "cl_2", "cl_3"}
+    assert labeled.run_id == run and {l.group_id for l in labeled.labels} >= {"cl_0", "cl_1", "cl_2", "cl_3"}

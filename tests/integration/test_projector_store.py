@@ -38,7 +38,7 @@ def first_events(run: int, unique: str) -> list:
         ExecutionClustered(**ids, occurred_at=T0 + timedelta(seconds=3),
                            artifacts=ResultArtifacts(members_key="m", centroids_key="c"), num_clusters=1,
                            num_points=3, metrics=ClusterMetrics(),
-                           centroids=[CentroidSummary(cluster_id="cl_0", num_members=3)],
+                           centroids=[CentroidSummary(group_id="cl_0", num_members=3)],
                            config=ClusteringConfig(clustering_method="kmeans", embedding_name="text")),
     ]
 

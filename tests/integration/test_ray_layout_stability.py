@@ -70,7 +70,9 @@ def test_a_deferred_ray_layout_keeps_the_previous_runs_shape(ray_settings, store
     for record in read_topic(ray_settings, STATUS_CHANGED.name):
         event = RunStatusChanged.model_validate_json(record.value)
         if event.stage == DEFERRED_LAYOUT_STAGE and event.run_id in (first, second, third):
-            reports[event.run_id] = event.details
+            # What the layout applied travels in the report's typed fields (RunStatusChanged v2).
+            reports[event.run_id] = {"layout_stability_applied": getattr(event.layout_stability_applied, "value", None),
+                                     "layout_stability_reason": event.layout_stability_reason}
     assert reports[first] == {"layout_stability_applied": "none",
                               "layout_stability_reason": "layout_stability 'none': a fresh layout"}
     assert reports[second] == {

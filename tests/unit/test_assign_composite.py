@@ -18,7 +18,7 @@ from clusterflow.segments import Manifest, RunVectors, SegmentCache, SegmentRef
 from tests.fakes import MemoryObjectStore
 from services.clusterer.assign import MEMBERS_SCHEMA, Assigner
 from services.clusterer.composite import group_centroids
-from services.clusterer.handler import assign_blocks, cluster_keys
+from services.clusterer.handler import assign_blocks, group_keys_of
 from services.preparer.export import _SIGNATURE, FixedWidthCopy
 from services.preparer.handler import check_source, plan_assign, resolve_config
 
@@ -130,8 +130,8 @@ def test_assign_blocks_streams_the_run_into_the_members_file(tmp_path, centroids
 
 def test_cluster_keys_name_every_label_noise_included():
     labels = np.array([2, -1, 0, 2, 10])
-    assert cluster_keys(labels).to_list() == ["cl_2", "cl_-1", "cl_0", "cl_2", "cl_10"]
-    assert cluster_keys(np.array([], dtype=np.int64)).to_list() == []
+    assert group_keys_of(labels).to_list() == ["cl_2", "cl_-1", "cl_0", "cl_2", "cl_10"]
+    assert group_keys_of(np.array([], dtype=np.int64)).to_list() == []
 
 
 def test_vectors_of_reads_fixed_size_lists_with_offsets():

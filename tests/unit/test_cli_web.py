@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from clusterflow.settings import Settings
 from services.gateway import errors
 from services.gateway.web import router
-from services.gateway.web.routes import STATIC, build_points, cluster_sort_key, like_pattern, snippet
+from services.gateway.web.routes import STATIC, build_points, group_sort_key, like_pattern, snippet
 from tests.fakes import FakeGatewayRepository, MemoryObjectStore
 
 
@@ -38,7 +38,7 @@ CENTROIDS = [{"cluster_id": "cl_0", "num_members": 3, "label": "Kings", "keyword
 
 
 def test_clusters_are_ordered_by_number_with_noise_last():
-    assert sorted(["cl_-1", "cl_10", "cl_2", "x", "cl_0"], key=cluster_sort_key) == \
+    assert sorted(["cl_-1", "cl_10", "cl_2", "x", "cl_0"], key=group_sort_key) == \
         ["cl_0", "cl_2", "cl_10", "x", "cl_-1"]
 
 

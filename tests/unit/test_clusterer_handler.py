@@ -97,8 +97,8 @@ def groups_of(clusterer: Clusterer, clustered: ExecutionClustered) -> dict[str, 
 def as_source(clustered: ExecutionClustered, labels: dict[str, str] | None = None, *,
               labeling_enabled: bool = False, groups: dict[str, str] | None = None) -> SourceRun:
     """The completed run as the preparer hands it on, its clusters labelled by group."""
-    centroids = [c.model_copy(update={"label": labels[groups[c.cluster_id]]})
-                 if labels and groups and c.cluster_id in groups else c for c in clustered.centroids]
+    centroids = [c.model_copy(update={"label": labels[groups[c.group_id]]})
+                 if labels and groups and c.group_id in groups else c for c in clustered.centroids]
     return SourceRun(run_id=clustered.run_id, cluster_id=CLUSTER, members_key=clustered.artifacts.members_key,
                      centroids_key=clustered.artifacts.centroids_key, num_points=clustered.num_points,
                      labeling_enabled=labeling_enabled, centroids=centroids)
@@ -134,7 +134,7 @@ def test_a_later_full_run_keeps_each_groups_stable_id_and_label(rig, first):
     """Renumbered clusters (other documents, other order) match the previous run's by
     their members: each keeps the stable id and the label its group had."""
     before, groups = first
-    stable_of_group = {groups[c.cluster_id]: c.stable_id for c in before.centroids}
+    stable_of_group = {groups[c.group_id]: c.stable_id for c in before.centroids}
     ids, X = blobs(seed=1, per_group=25)
     order = np.random.default_rng(5).permutation(len(ids))
     event = prepared(rig, "run_2", [ids[i] for i in order], X[order],
@@ -143,8 +143,8 @@ def test_a_later_full_run_keeps_each_groups_stable_id_and_label(rig, first):
     now = groups_of(rig, after)
     assert after.lineage.previous_run_id == "run_1"
     for c in after.centroids:
-        assert c.stable_id == stable_of_group[now[c.cluster_id]]
-        assert c.label == LABELS[now[c.cluster_id]]
+        assert c.stable_id == stable_of_group[now[c.group_id]]
+        assert c.label == LABELS[now[c.group_id]]
 
 
 def test_a_run_asking_for_llm_labels_keeps_stable_ids_but_not_offline_labels(rig, first):
@@ -176,10 +176,10 @@ def test_an_assign_run_keeps_the_source_runs_clusters_and_labels(rig, first):
                      source=as_source(before, LABELS, groups=groups))
     assigned = handled(rig, event)
     assert assigned.config.mode is ExecutionMode.assign and assigned.source_run_id == "run_1"
-    by_id = {c.cluster_id: c for c in assigned.centroids}
+    by_id = {c.group_id: c for c in assigned.centroids}
     for c in before.centroids:
-        kept = by_id[c.cluster_id]
-        assert kept.stable_id == c.stable_id and kept.label == LABELS[groups[c.cluster_id]]
+        kept = by_id[c.group_id]
+        assert kept.stable_id == c.stable_id and kept.label == LABELS[groups[c.group_id]]
         assert kept.num_members == 5
     assert by_id["cl_-1"].num_members == 1 and assigned.noise_count == 1
     members = members_by_cluster(rig, assigned)
@@ -217,12 +217,12 @@ def test_a_composite_run_groups_the_sources_clusters_and_names_groups_after_the_
                      sources=[source_one, source_two])
     grouped = handled(rig, event)
     assert grouped.config.mode is ExecutionMode.composite
-    assert grouped.num_clusters == 3 and grouped.source_execution_ids == ["run_1", "run_2"]
-    group_of_source = {(s.source_run_id, s.source_cluster_id): s.cluster_id for s in grouped.source_clusters}
+    assert grouped.num_clusters == 3 and grouped.source_run_ids == ["run_1", "run_2"]
+    group_of_source = {(s.source_run_id, s.source_group_id): s.group_id for s in grouped.source_clusters}
     for key, group in groups_one.items():  # the same blob in both runs lands in one group
         twin = next(k for k, g in groups_two.items() if g == group)
         assert group_of_source["run_1", key] == group_of_source["run_2", twin]
-    by_group = {c.cluster_id: c for c in grouped.centroids}
+    by_group = {c.group_id: c for c in grouped.centroids}
     for key, group in groups_two.items():
         summary = by_group[group_of_source["run_2", key]]
         assert summary.label == f"{LABELS[group]} (2)" and summary.num_members == 20 + 30

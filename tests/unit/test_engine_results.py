@@ -5,11 +5,11 @@ from sklearn.metrics import davies_bouldin_score, silhouette_score
 
 from services.clusterer.engine import (
     assign_to_centroids,
-    cluster_key,
+    group_key,
     clustering_metrics,
     compute_centroids,
     distances_to_centroids,
-    parse_cluster_key,
+    parse_group_key,
 )
 
 NONE_METRICS = {"silhouette_score": None, "davies_bouldin_index": None, "calinski_harabasz_score": None}
@@ -107,10 +107,10 @@ def test_member_distances_to_their_own_centroid(labelled):
 
 
 def test_cluster_keys_round_trip():
-    assert cluster_key(0) == "cl_0" and cluster_key(np.int32(12)) == "cl_12" and cluster_key(-1) == "cl_-1"
-    assert parse_cluster_key("cl_7") == 7 and parse_cluster_key("cl_-1") == -1
+    assert group_key(0) == "cl_0" and group_key(np.int32(12)) == "cl_12" and group_key(-1) == "cl_-1"
+    assert parse_group_key("cl_7") == 7 and parse_group_key("cl_-1") == -1
     with pytest.raises(ValueError, match='must look like "cl_<n>"'):
-        parse_cluster_key("cluster_7")
+        parse_group_key("cluster_7")
 
 
 def test_assign_mode_uses_cosine_similarity_and_a_threshold():

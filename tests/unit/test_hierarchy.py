@@ -115,21 +115,21 @@ def test_the_request_fields_and_their_bounds():
 
 def test_centroid_summaries_keep_the_clusters_and_add_the_topics_after_them():
     vectors, sizes, _ = _blobs(groups=3, per_group=3)
-    leaves = [CentroidSummary(cluster_id=f"cl_{i}", num_members=int(n), stable_id=f"sc_{i:012x}")
+    leaves = [CentroidSummary(group_id=f"cl_{i}", num_members=int(n), stable_id=f"sc_{i:012x}")
               for i, n in enumerate(sizes)]
     out = with_hierarchy(leaves, vectors, 3)
-    by_id = {c.cluster_id: c for c in out}
-    assert [c.cluster_id for c in out[:9]] == [f"cl_{i}" for i in range(9)]
+    by_id = {c.group_id: c for c in out}
+    assert [c.group_id for c in out[:9]] == [f"cl_{i}" for i in range(9)]
     assert all(c.stable_id == f"sc_{i:012x}" for i, c in enumerate(out[:9]))  # lineage untouched
     topics_ = out[9:]
-    assert topics_ and all(re.fullmatch(r"cl_\d+", t.cluster_id) and int(t.cluster_id[3:]) >= 9 for t in topics_)
-    assert all(t.stable_id is None and len(t.child_cluster_ids) >= 2 for t in topics_)
+    assert topics_ and all(re.fullmatch(r"cl_\d+", t.group_id) and int(t.group_id[3:]) >= 9 for t in topics_)
+    assert all(t.stable_id is None and len(t.child_group_ids) >= 2 for t in topics_)
     for c in out:
-        for child in c.child_cluster_ids:
-            assert by_id[child].parent_cluster_id == c.cluster_id
+        for child in c.child_group_ids:
+            assert by_id[child].parent_group_id == c.group_id
             assert by_id[child].hierarchy_level == c.hierarchy_level + 1
-    assert {c.hierarchy_level for c in out if c.parent_cluster_id is None} == {0}
-    assert sum(c.num_members for c in out if c.parent_cluster_id is None) == int(sizes.sum())
+    assert {c.hierarchy_level for c in out if c.parent_group_id is None} == {0}
+    assert sum(c.num_members for c in out if c.parent_group_id is None) == int(sizes.sum())
 
 
 # ------------------------------------------------------------------ topic labels
@@ -146,24 +146,24 @@ def _split_corpus(per_topic: int = 40):
     centroids = []
     for t in range(4):
         kids = [f"cl_{2 * t}", f"cl_{2 * t + 1}"]
-        centroids += [CentroidSummary(cluster_id=k, num_members=sizes[k], parent_cluster_id=f"cl_{8 + t}",
+        centroids += [CentroidSummary(group_id=k, num_members=sizes[k], parent_group_id=f"cl_{8 + t}",
                                       hierarchy_level=1) for k in kids]
-        centroids.append(CentroidSummary(cluster_id=f"cl_{8 + t}", num_members=sizes[kids[0]] + sizes[kids[1]],
-                                         child_cluster_ids=kids, hierarchy_level=0))
+        centroids.append(CentroidSummary(group_id=f"cl_{8 + t}", num_members=sizes[kids[0]] + sizes[kids[1]],
+                                         child_group_ids=kids, hierarchy_level=0))
     theme = {f"cl_{8 + t}": c.topic_of[f"cl_{t}"] for t in range(4)}
     return c, members, centroids, theme
 
 
 def _check_topic_labels(labels: dict, centroids: list[CentroidSummary], theme: dict[str, str]) -> None:
     words = lambda s: set(re.findall(r"[a-z]+", s.casefold()))  # noqa: E731
-    assert set(labels) == {c.cluster_id for c in centroids}, "every level is labelled"
+    assert set(labels) == {c.group_id for c in centroids}, "every level is labelled"
     assert len({l.label.casefold() for l in labels.values()}) == len(labels), "labels are distinct"
     for c in centroids:
-        if not c.child_cluster_ids:
+        if not c.child_group_ids:
             continue
-        topic, children = labels[c.cluster_id], [labels[k] for k in c.child_cluster_ids]
+        topic, children = labels[c.group_id], [labels[k] for k in c.child_group_ids]
         assert len({k.label for k in children}) == len(children), "siblings share no label"
-        assert words(topic.label) & TOPIC_HINTS[theme[c.cluster_id]], (theme[c.cluster_id], topic.label)
+        assert words(topic.label) & TOPIC_HINTS[theme[c.group_id]], (theme[c.group_id], topic.label)
         joined = {", ".join(k.keywords[:n]) for k in children for n in (1, 2, 3)}
         assert topic.label.casefold() not in {j.casefold() for j in joined}
         assert topic.label not in {k.label for k in children}
@@ -177,7 +177,7 @@ async def test_every_topic_gets_a_keyword_label_that_names_it_and_not_its_subtop
     rig.results._members = members
     event = clustered_event(members).model_copy(update={"centroids": centroids})
     await rig.labeler.handle(event)
-    labels = {l.cluster_id: l for l in rig.labeled().labels}
+    labels = {l.group_id: l for l in rig.labeled().labels}
     _check_topic_labels(labels, centroids, theme)
     for t in theme:
         assert labels[t].metadata["labeling"]["source"] == "ctfidf" and labels[t].keywords
@@ -192,19 +192,19 @@ async def test_with_llm_labeling_topics_are_named_by_the_llm_shown_their_subtopi
     config = LLMLabeling(enabled=True, model_name="gpt-4o-mini-2024-07-18")
     event = clustered_event(members, llm_labeling=config).model_copy(update={"centroids": centroids})
     await rig.labeler.handle(event)
-    labels = {l.cluster_id: l for l in rig.labeled().labels}
+    labels = {l.group_id: l for l in rig.labeled().labels}
     assert all(labels[t].metadata["labeling"]["source"] == "llm" for t in theme)
     topic_prompts = [r.prompt for r in fake.requests if "A topic over these named subtopics" in r.prompt]
     assert topic_prompts and all(f"### Cluster {t} " in topic_prompts[-1] for t in theme)
     for t in theme:
-        kids = [labels[k].label for k in centroids[[x.cluster_id for x in centroids].index(t)].child_cluster_ids]
+        kids = [labels[k].label for k in centroids[[x.group_id for x in centroids].index(t)].child_group_ids]
         assert all(k in topic_prompts[-1] for k in kids)
     assert len({l.label.casefold() for l in labels.values()}) == len(labels)
 
 
 def test_the_tree_read_back_from_centroids():
     _, _, centroids, _ = _split_corpus(per_topic=4)
-    tree = hierarchy_labels.Tree.from_centroids([*centroids, CentroidSummary(cluster_id="cl_-1", num_members=3)])
+    tree = hierarchy_labels.Tree.from_centroids([*centroids, CentroidSummary(group_id="cl_-1", num_members=3)])
     assert tree.depths == [0] and sorted(tree.children) == ["cl_10", "cl_11", "cl_8", "cl_9"]
     assert tree.leaves_of("cl_9") == ["cl_2", "cl_3"] and tree.leaves_of("cl_2") == ["cl_2"]
     assert "cl_-1" not in tree.level

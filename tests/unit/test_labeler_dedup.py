@@ -99,7 +99,7 @@ async def test_the_llm_is_asked_again_for_near_duplicates_with_the_taken_labels(
     rig = make_rig(c, fake)
     await rig.labeler.handle(clustered_event(c.members, llm_labeling=LLMLabeling(
         enabled=True, model_name="gpt-4o-mini-2024-07-18")))
-    labels = {l.cluster_id: l.label for l in rig.labeled().labels}
+    labels = {l.group_id: l.label for l in rig.labeled().labels}
     assert labels == {"cl_0": "Space Missions", "cl_1": "Home Cooking", "cl_2": "Football Results",
                       "cl_3": "Markets"}
     second = fake.requests[1].prompt
@@ -116,7 +116,7 @@ async def test_a_duplicate_the_llm_cannot_fix_gets_its_next_distinguishing_keywo
     rig = make_rig(c, fake)
     await rig.labeler.handle(clustered_event(c.members, llm_labeling=LLMLabeling(
         enabled=True, model_name="gpt-4o-mini-2024-07-18")))
-    labels = {l.cluster_id: l.label for l in rig.labeled().labels}
+    labels = {l.group_id: l.label for l in rig.labeled().labels}
     assert labels["cl_0"] == "News Stories"
     assert labels["cl_2"].startswith("News Story (") and labels["cl_2"] != "News Story"
     keyword = labels["cl_2"].removeprefix("News Story (").rstrip(")").casefold()
@@ -133,6 +133,6 @@ async def test_the_embedder_is_used_through_the_port_in_a_run():
     rig = make_rig(c, fake, embedder=embedder)
     await rig.labeler.handle(clustered_event(c.members, llm_labeling=LLMLabeling(
         enabled=True, model_name="claude-haiku-4-5-20251001")))
-    labels = {l.cluster_id: l.label for l in rig.labeled().labels}
+    labels = {l.group_id: l.label for l in rig.labeled().labels}
     assert labels["cl_2"] == "Football" and embedder.calls >= 2
     assert rig.stats()["dedup_method"] == "embedding:fake-synonyms"

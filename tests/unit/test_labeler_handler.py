@@ -35,7 +35,7 @@ async def test_without_llm_labeling_every_run_still_gets_labels_from_its_text():
     labeled = rig.labeled()
     assert labeled.event_id == derived_event_id(event.run_id, EXECUTION_LABELED.name)
     assert (labeled.run_id, labeled.cluster_id, labeled.task_id) == (event.run_id, event.cluster_id, event.task_id)
-    by_id = {l.cluster_id: l for l in labeled.labels}
+    by_id = {l.group_id: l for l in labeled.labels}
     for cid, topic in c.topic_of.items():
         label = by_id[cid]
         assert _words(label.label) & TOPIC_HINTS[topic], (topic, label.label)
@@ -86,7 +86,7 @@ async def test_llm_labels_with_representatives_near_and_spread_and_flags_respect
     for label in labeled.labels:
         assert label.metadata["labeling"] == {"source": "llm", "provider": "openai", "model": GPT}
         assert label.summary is None and label.keywords
-        assert _words(label.label) & TOPIC_HINTS[c.topic_of[label.cluster_id]]
+        assert _words(label.label) & TOPIC_HINTS[c.topic_of[label.group_id]]
     # Vectors were read for the candidate pools only.
     assert rig.results.vector_reads == [240]
 
@@ -125,8 +125,8 @@ async def test_second_run_is_served_from_the_cache_without_a_provider_call():
     second = make_rig(c, fake, cache=cache)
     await second.labeler.handle(clustered_event(c.members, llm_labeling=config, run_id="run_b"))
     assert len(fake.requests) == 1  # no new call
-    a = {l.cluster_id: (l.label, l.summary, l.keywords) for l in first.labeled().labels}
-    b = {l.cluster_id: (l.label, l.summary, l.keywords) for l in second.labeled().labels}
+    a = {l.group_id: (l.label, l.summary, l.keywords) for l in first.labeled().labels}
+    b = {l.group_id: (l.label, l.summary, l.keywords) for l in second.labeled().labels}
     assert a == b
     assert {l.metadata["labeling"]["source"] for l in second.labeled().labels} == {"cache"}
     assert second.stats()["cache_hits"] == 4
@@ -177,7 +177,7 @@ async def test_only_the_failing_clusters_are_asked_again():
     assert re.search(r"cl_1: the entry does not match the schema: \$: (missing required property 'label'"
                      r"|'label' is a required property)", retry)
     assert '"Topic Alpha"' in retry  # the labels already given are taken
-    labels = {l.cluster_id: l.label for l in rig.labeled().labels}
+    labels = {l.group_id: l.label for l in rig.labeled().labels}
     assert labels == {"cl_0": "Topic Alpha", "cl_1": "Topic Beta", "cl_2": "Topic Gamma", "cl_3": "Topic Delta"}
     assert rig.labeled().llm_labeling_errors == []
 
@@ -256,7 +256,7 @@ async def test_clusters_whose_documents_are_gone_are_not_sent_to_the_llm():
     rig = make_rig(c, fake)
     await rig.labeler.handle(clustered_event(c.members, llm_labeling=LLMLabeling(enabled=True, model_name=GPT)))
     assert _samples_per_cluster(fake.requests[0].prompt).keys() == {"cl_0", "cl_1", "cl_3"}
-    labels = {l.cluster_id: l for l in rig.labeled().labels}
+    labels = {l.group_id: l for l in rig.labeled().labels}
     assert labels["cl_2"].label == "Cluster 2" and labels["cl_2"].metadata["labeling"]["source"] == "ctfidf"
     assert rig.labeled().llm_labeling_errors == []
 
@@ -283,7 +283,7 @@ async def test_a_custom_prompt_reply_with_labels_only_is_accepted():
         custom_prompt="Generate emoji-based labels. Return JSON: [{'cluster_id': 'cl_0', 'label': '🚀 Tech'}]")))
     labeled = rig.labeled()
     assert labeled.llm_labeling_errors == [] and len(fake.requests) == 1
-    by_id = {l.cluster_id: l for l in labeled.labels}
+    by_id = {l.group_id: l for l in labeled.labels}
     assert by_id["cl_0"].label == "🚀 Space"
     assert by_id["cl_0"].summary.startswith("Most central document")  # the text summary fills in
     assert by_id["cl_0"].keywords  # and the text keywords
@@ -294,7 +294,7 @@ def _with_labels(event, labels: dict[str, str]):
     from contracts.events import CentroidSummary
 
     sizes = {"cl_0": 30, "cl_1": 30, "cl_2": 30, "cl_3": 30}
-    centroids = [CentroidSummary(cluster_id=cid, num_members=n, label=labels.get(cid),
+    centroids = [CentroidSummary(group_id=cid, num_members=n, label=labels.get(cid),
                                  summary=f"kept summary of {cid}" if cid in labels else None,
                                  keywords=["kept"] if cid in labels else [])
                  for cid, n in sizes.items()]
@@ -313,7 +313,7 @@ async def test_clusters_that_kept_their_label_are_not_labelled_again():
     prompt = fake.requests[0].prompt
     assert set(_samples_per_cluster(prompt)) == {"cl_1", "cl_3"}  # only the new clusters are asked for
     assert "Kept Zero" in prompt and "Kept Two" in prompt  # and told those labels are taken
-    by_id = {l.cluster_id: l for l in rig.labeled().labels}
+    by_id = {l.group_id: l for l in rig.labeled().labels}
     assert (by_id["cl_0"].label, by_id["cl_0"].summary, by_id["cl_0"].keywords) == (
         "Kept Zero", "kept summary of cl_0", ["kept"])
     assert by_id["cl_0"].metadata["labeling"] == {"source": "inherited"}
@@ -325,7 +325,7 @@ async def test_clusters_that_kept_their_label_are_not_labelled_again():
     await again.labeler.handle(_with_labels(clustered_event(c.members, llm_labeling=config, run_id="run_all"),
                                             {f"cl_{i}": f"Kept {i}" for i in range(4)}))
     assert len(fake.requests) == 1
-    assert {l.metadata["labeling"]["source"] for l in again.labeled().labels if l.cluster_id != "cl_-1"} == {
+    assert {l.metadata["labeling"]["source"] for l in again.labeled().labels if l.group_id != "cl_-1"} == {
         "inherited"}
 
 
@@ -333,12 +333,12 @@ async def test_a_new_label_that_repeats_a_kept_one_is_the_one_that_changes():
     c = corpus(per_topic=30)
     plain = make_rig(c, FakeLLM())
     await plain.labeler.handle(clustered_event(c.members))
-    text_label_of_1 = {l.cluster_id: l.label for l in plain.labeled().labels}["cl_1"]
+    text_label_of_1 = {l.group_id: l.label for l in plain.labeled().labels}["cl_1"]
 
     # cl_3 (smaller or not) kept cl_1's text label from an earlier run: cl_1 must yield.
     rig = make_rig(c, FakeLLM())
     await rig.labeler.handle(_with_labels(clustered_event(c.members, run_id="run_dup"), {"cl_3": text_label_of_1}))
-    by_id = {l.cluster_id: l.label for l in rig.labeled().labels}
+    by_id = {l.group_id: l.label for l in rig.labeled().labels}
     assert by_id["cl_3"] == text_label_of_1
     assert by_id["cl_1"].casefold() != text_label_of_1.casefold()
     assert len({v.casefold() for v in by_id.values()}) == len(by_id)

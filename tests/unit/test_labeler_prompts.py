@@ -6,7 +6,7 @@ import json
 import pytest
 
 from services.labeler.prompts import (
-    ClusterBrief,
+    GroupBrief,
     MediaPart,
     ReplyError,
     TextPart,
@@ -17,11 +17,11 @@ from services.labeler.shape import default_item_schema
 from services.labeler.texts import Media, MemberContent
 
 
-def _brief(cid: str, texts: list[str], media: list[Media] | None = None) -> ClusterBrief:
+def _brief(cid: str, texts: list[str], media: list[Media] | None = None) -> GroupBrief:
     samples = [MemberContent(document_id=f"{cid}-{i}", text=t, fields=[("text", t)]) for i, t in enumerate(texts)]
     if media:
         samples[0].media = media
-    return ClusterBrief(cluster_id=cid, size=100 * len(texts), samples=samples, keywords=["alpha", "beta"])
+    return GroupBrief(group_id=cid, size=100 * len(texts), samples=samples, keywords=["alpha", "beta"])
 
 
 def test_default_prompt_asks_for_discriminative_labels_and_forbids_taken_ones():

@@ -24,7 +24,7 @@ def _members(sizes: dict[str, int], noise: int = 0) -> pl.DataFrame:
 def test_pools_keep_the_nearest_members_capped_and_skip_noise():
     members = _members({"cl_0": 500, "cl_1": 30}, noise=50)
     pools = reps.pools(members, per_cluster=200)
-    assert [p.cluster_id for p in pools] == ["cl_0", "cl_1"]  # largest first, noise gone
+    assert [p.group_id for p in pools] == ["cl_0", "cl_1"]  # largest first, noise gone
     big = pools[0]
     assert big.size == 500 and len(big.ids) == 200
     assert np.all(np.diff(big.distances) >= 0)  # nearest first

@@ -12,7 +12,9 @@ from pydantic import BaseModel
 import contracts.api as api
 from contracts.api import ExecuteClusterByIdRequest, ExecutionMode, LayoutStability, LLMLabeling, LogicalOperator
 from contracts.events import ExecutionRequested, RunOptions
-from services.gateway.routes.runs import GATEWAY_ONLY, run_options
+from clusterflow.readmodel import stored
+from services.gateway.routes.runs import GATEWAY_ONLY, RENAMED_OPTIONS, run_options
+from services.status.projection import apply
 
 IDS = dict(namespace="ns", run_id="run_1", cluster_id="clust_1", task_id="task_1")
 
@@ -87,8 +89,9 @@ def test_every_rest_field_is_mapped_or_gateway_only():
     default = run_options(ExecuteClusterByIdRequest())
     for name, value in SAMPLES.items():
         mapped = run_options(ExecuteClusterByIdRequest(**{name: value}))
-        assert name in RunOptions.model_fields, f"RunOptions has no {name}: add it, or list it in GATEWAY_ONLY"
-        assert getattr(mapped, name) == value != getattr(default, name), f"run_options drops {name}"
+        option = RENAMED_OPTIONS.get(name, name)
+        assert option in RunOptions.model_fields, f"RunOptions has no {option}: add it, or list it in GATEWAY_ONLY"
+        assert getattr(mapped, option) == value != getattr(default, option), f"run_options drops {name}"
 
 
 def test_the_mapped_options_show_the_same_overrides_as_the_request():
@@ -96,8 +99,19 @@ def test_the_mapped_options_show_the_same_overrides_as_the_request():
     # from the event once projected. Both must read the same.
     body = ExecuteClusterByIdRequest(**SAMPLES)
     dump = dict(mode="json", exclude_none=True, exclude_defaults=True)
-    assert run_options(body).model_dump(**dump) == body.model_dump(**dump)
-    assert run_options(ExecuteClusterByIdRequest()).model_dump(**dump) == {}
+    assert stored(run_options(body), **dump) == body.model_dump(**dump)
+    assert stored(run_options(ExecuteClusterByIdRequest()), **dump) == {}
+    # RunOptions' own names differ: only the read model's names make them equal.
+    assert run_options(body).model_dump(**dump) != body.model_dump(**dump)
+
+
+def test_the_projected_inputs_show_the_rest_bodys_names():
+    body = ExecuteClusterByIdRequest(**SAMPLES)
+    event = ExecutionRequested(**IDS, options=run_options(body))
+    run = apply(None, event)
+    assert run["inputs"][0]["overrides"]["source_execution_ids"] == ["run_a", "run_b"]
+    assert "source_run_ids" not in run["inputs"][0]["overrides"]
+    assert run["source_execution_ids"] == ["run_a", "run_b"]
 
 
 def test_a_version_1_event_written_with_the_rest_body_reads_the_same():
@@ -105,3 +119,15 @@ def test_a_version_1_event_written_with_the_rest_body_reads_the_same():
     old_wire = json.dumps({**IDS, "schema_version": 1, "event_type": "execution.requested",
                            "options": body.model_dump(mode="json")})
     assert ExecutionRequested.model_validate_json(old_wire).options == run_options(body)
+
+
+def test_the_projected_inputs_keep_the_keys_a_model_serializer_adds():
+    # The hosted SDK sends llm_labeling.sample_selection_strategy: LLMLabeling keeps it
+    # through its own serializer, not as a field; the projector must not trip over it.
+    body = ExecuteClusterByIdRequest.model_validate(
+        {"mode": "assign", "llm_labeling": {"enabled": False, "sample_selection_strategy": "nearest"}})
+    run = apply(None, ExecutionRequested(**IDS, options=run_options(body)))
+    overrides = run["inputs"][0]["overrides"]
+    assert overrides["llm_labeling"]["sample_selection_strategy"] == "nearest"
+    dump = dict(mode="json", exclude_none=True, exclude_defaults=True)
+    assert overrides == body.model_dump(**dump)

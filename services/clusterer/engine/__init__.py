@@ -3,7 +3,7 @@
     params     validate_params, ClusteringMethod, MAX_POINTS / cap_for
     algorithms run_clustering -> ClusteringOutcome (labels 0..k-1 by size, -1 noise)
     metrics    clustering_metrics -> {silhouette_score, davies_bouldin_index, calinski_harabasz_score}
-    results    compute_centroids, distances_to_centroids, assign_to_centroids, cluster_key,
+    results    compute_centroids, distances_to_centroids, assign_to_centroids, group_key,
                centroid_similarity (members' cosine to their centroid, representatives)
     layout     project -> UMAP coordinates (2 or 3 columns)
     hierarchy  build_hierarchy -> topics over the clusters (parents of agglomerated centroids)
@@ -25,10 +25,10 @@ from .results import (
     Centroids,
     assign_to_centroids,
     centroid_similarity,
-    cluster_key,
+    group_key,
     compute_centroids,
     distances_to_centroids,
-    parse_cluster_key,
+    parse_group_key,
 )
 
 __all__ = [
@@ -43,12 +43,12 @@ __all__ = [
     "assign_to_centroids",
     "cap_for",
     "centroid_similarity",
-    "cluster_key",
+    "group_key",
     "clustering_metrics",
     "compute_centroids",
     "distances_to_centroids",
     "hierarchy",
-    "parse_cluster_key",
+    "parse_group_key",
     "parse_method",
     "project",
     "relabel_by_size",

@@ -1,8 +1,8 @@
 """What a labelling means for the stored results: centroids, member distances, ids.
 
-Cluster ids stay ints inside the engine (0..k-1, -1 for noise); ``cluster_key`` (from
-contracts/, where the vocabulary lives) makes the API's string form, "cl_-1" for noise,
-and ``parse_cluster_key`` inverts it.
+A group of points (docs/vocabulary.md) is an int label inside the engine (0..k-1, -1 for
+noise); ``group_key`` (from contracts/, where the vocabulary lives) makes its group id,
+"cl_3", "cl_-1" for noise, and ``parse_group_key`` inverts it.
 
 All functions are vectorised and chunked so they stay within a few hundred MB for
 1,000,000 x 384 inputs.
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from contracts.api import NOISE_LABEL, cluster_key, parse_cluster_key
+from contracts.api import NOISE_LABEL, group_key, parse_group_key
 
 __all__ = [
     "NOISE",
@@ -25,10 +25,10 @@ __all__ = [
     "Centroids",
     "assign_to_centroids",
     "centroid_similarity",
-    "cluster_key",
+    "group_key",
     "compute_centroids",
     "distances_to_centroids",
-    "parse_cluster_key",
+    "parse_group_key",
 ]
 
 NOISE = NOISE_LABEL  # the engine's name for it
@@ -41,9 +41,9 @@ REPRESENTATIVES = 5
 
 @dataclass(frozen=True)
 class Centroids:
-    """Per-cluster summaries, row i describing cluster ``cluster_ids[i]`` (= i)."""
+    """Per-group summaries, row i describing the group labelled ``group_labels[i]`` (= i)."""
 
-    cluster_ids: np.ndarray  # int32 (k,), 0..k-1
+    group_labels: np.ndarray  # int32 (k,), 0..k-1
     vectors: np.ndarray  # float32 (k, d): mean of the members
     num_members: np.ndarray  # int64 (k,)
     variance: np.ndarray  # float32 (k,): mean squared euclidean distance to the centroid
@@ -51,7 +51,7 @@ class Centroids:
 
     @property
     def n_clusters(self) -> int:
-        return len(self.cluster_ids)
+        return len(self.group_labels)
 
     def records(self, *, include_vectors: bool = True, include_noise: bool = False) -> list[dict[str, Any]]:
         """JSON-ready rows: ``{"cluster_id": "cl_0", "num_members", "variance",
@@ -59,9 +59,9 @@ class Centroids:
         ``{"cluster_id": "cl_-1", "num_members": noise_count, "variance": None,
         "centroid_vector": None}`` is appended."""
         rows: list[dict[str, Any]] = []
-        for i, cid in enumerate(self.cluster_ids):
+        for i, cid in enumerate(self.group_labels):
             row: dict[str, Any] = {
-                "cluster_id": cluster_key(cid),
+                "cluster_id": group_key(cid),
                 "num_members": int(self.num_members[i]),
                 "variance": float(self.variance[i]),
             }
@@ -69,7 +69,7 @@ class Centroids:
                 row["centroid_vector"] = self.vectors[i].tolist()
             rows.append(row)
         if include_noise and self.noise_count:
-            row = {"cluster_id": cluster_key(NOISE), "num_members": self.noise_count, "variance": None}
+            row = {"cluster_id": group_key(NOISE), "num_members": self.noise_count, "variance": None}
             if include_vectors:
                 row["centroid_vector"] = None
             rows.append(row)
@@ -102,7 +102,7 @@ def compute_centroids(X: np.ndarray, labels: np.ndarray) -> Centroids:
     sq = distances_to_centroids(X, labels, vectors) ** 2
     variance = np.bincount(labels[clustered], weights=sq[clustered], minlength=k) / np.maximum(counts, 1)
     return Centroids(
-        cluster_ids=np.arange(k, dtype=np.int32),
+        group_labels=np.arange(k, dtype=np.int32),
         vectors=vectors,
         num_members=counts,
         variance=variance.astype(np.float32),

@@ -141,6 +141,9 @@ async def execute_clustering(
     )
 
 
+# Fields of the REST body that RunOptions names by clusterflow's vocabulary
+# (docs/vocabulary.md): REST name -> RunOptions' name.
+RENAMED_OPTIONS: dict[str, str] = {"source_execution_ids": "source_run_ids"}
 # Fields of the REST body that the gateway alone acts on, so no worker needs them in
 # RunOptions. A new field of ExecuteClusterByIdRequest goes into `run_options` or here
 # (tests/unit/test_run_options.py fails until it does).
@@ -151,7 +154,7 @@ def run_options(body: ExecuteClusterByIdRequest) -> RunOptions:
     """The REST body's overrides as the event carries them to the workers."""
     return RunOptions(
         mode=body.mode,
-        source_execution_ids=body.source_execution_ids,
+        source_run_ids=body.source_execution_ids,
         assignment_threshold=body.assignment_threshold,
         filters=body.filters,
         sample_size=body.sample_size,
@@ -409,9 +412,10 @@ def _read_data(store, row: dict, artifacts: dict, body: ExecutionDataRequest) ->
     return result
 
 
-def _leaves_under(centroids: list[dict], cluster_id: str) -> list[str]:
+def _leaves_under(centroids: list[dict], group_id: str) -> list[str]:
+    """The groups under `group_id` in the run's stored centroids (REST names: `cluster_id`)."""
     children = {c["cluster_id"]: c.get("child_cluster_ids") or [] for c in centroids}
-    todo, leaves, seen = [cluster_id], [], set()
+    todo, leaves, seen = [group_id], [], set()
     while todo:
         node = todo.pop()
         if node in seen:

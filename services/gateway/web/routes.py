@@ -121,13 +121,13 @@ def _points_json(store, ns: str, cluster: dict, row: dict, artifacts: dict, max_
     return json.dumps({**head, **points}, separators=(",", ":"), allow_nan=False).encode()
 
 
-def cluster_sort_key(cluster_id: str) -> tuple[int, int, str]:
-    """cl_0, cl_1, ..., cl_10, then anything else, noise (cl_-1) last."""
-    match = re.fullmatch(r"cl_(-?\d+)", cluster_id)
+def group_sort_key(group_id: str) -> tuple[int, int, str]:
+    """Group ids in order: cl_0, cl_1, ..., cl_10, then anything else, noise (cl_-1) last."""
+    match = re.fullmatch(r"cl_(-?\d+)", group_id)
     if match is None:
-        return (1, 0, cluster_id)
+        return (1, 0, group_id)
     number = int(match.group(1))
-    return (2, 0, cluster_id) if number < 0 else (0, number, cluster_id)
+    return (2, 0, group_id) if number < 0 else (0, number, group_id)
 
 
 REPRESENTATIVES = 5
@@ -159,7 +159,7 @@ def build_points(members: pl.DataFrame, coords: pl.DataFrame | None, centroids: 
     summaries = {c["cluster_id"]: c for c in centroids}
     sizes = members.group_by("cluster_id").len() if not sampled else None
     ids = set(summaries) | set(members["cluster_id"].unique().to_list())
-    ordered = sorted(ids, key=cluster_sort_key)
+    ordered = sorted(ids, key=group_sort_key)
     clusters = []
     for index, cid in enumerate(ordered):
         summary = summaries.get(cid, {})
@@ -169,7 +169,7 @@ def build_points(members: pl.DataFrame, coords: pl.DataFrame | None, centroids: 
         entry = {
             "index": index, "cluster_id": cid, "num_members": int(size or 0), "label": summary.get("label"),
             "summary": summary.get("summary"), "keywords": list(summary.get("keywords") or []),
-            "noise": cluster_sort_key(cid)[0] == 2, "representatives": nearest.get(cid, []),
+            "noise": group_sort_key(cid)[0] == 2, "representatives": nearest.get(cid, []),
         }
         # A hierarchy, when the run's centroids carry one: the page labels by level.
         entry.update({k: summary[k] for k in ("hierarchy_level", "parent_cluster_id") if summary.get(k) is not None})
