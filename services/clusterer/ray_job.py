@@ -99,11 +99,26 @@ class EngineResult(BaseModel):
 
 # ---------------------------------------------------------------------------- S3 I/O
 
-def _store():
+# The settings a job's processes read S3 and the segments with: the clusterer passes
+# them as the job's env_vars (app.ray_engine). A job's tasks read them from that
+# environment; a layout worker (ray_layout.py) outlives the job that created it, keeps
+# that job's environment, and so is handed the calling job's values with every call.
+JOB_SETTINGS = ("s3_endpoint", "s3_access_key", "s3_secret_key", "s3_bucket", "s3_secure", "s3_region",
+                "segment_cache_bytes", "segment_fetch_parallel")
+
+
+def job_settings() -> dict[str, Any]:
+    """This process's JOB_SETTINGS (from its environment)."""
+    from clusterflow.settings import Settings
+
+    return Settings().model_dump(include=set(JOB_SETTINGS))
+
+
+def _store(values: dict[str, Any] | None = None):
     from clusterflow.settings import Settings
     from clusterflow.storage import S3ObjectStore
 
-    return S3ObjectStore.from_settings(Settings())
+    return S3ObjectStore.from_settings(Settings(**(values or {})))
 
 
 def put_json(store: ObjectStore, key: str, value: BaseModel) -> None:
@@ -114,30 +129,34 @@ def get_json(store: ObjectStore, key: str, model: type[BaseModel]) -> BaseModel:
     return model.model_validate_json(store.get_bytes(key))
 
 
-# Each Ray worker process keeps one segment cache; the processes of a node share its
-# directory (entries are written under temporary names and renamed, so that is safe),
-# so the k-means passes after the first read the node's local copies, not S3.
-_CACHE = None
+# Each Ray worker process keeps one segment cache per JOB_SETTINGS it was given; the
+# processes of a node share its directory (entries are written under temporary names
+# and renamed, so that is safe), so the k-means passes after the first read the node's
+# local copies, not S3.
+_CACHES: dict[str, Any] = {}
 
 
-def _cache(dimension: int):
-    global _CACHE
-    if _CACHE is None:
-        from clusterflow.segments import cache_from_settings
-        from clusterflow.settings import Settings
+def _cache(values: dict[str, Any] | None = None):
+    """The segment cache for `values` (JOB_SETTINGS; None: this process's environment)."""
+    from clusterflow.segments import cache_from_settings
+    from clusterflow.settings import Settings
 
-        _CACHE = cache_from_settings(Settings(), "ray", _store())
-    return _CACHE
+    values = job_settings() if values is None else values
+    key = json.dumps(values, sort_keys=True, default=str)
+    if key not in _CACHES:
+        _CACHES[key] = cache_from_settings(Settings(**values), "ray", _store(values))
+    return _CACHES[key]
 
 
-def read_block(block: dict) -> tuple[pa.Array, np.ndarray]:
-    """One block's ids and vectors: `rows` (ascending) of one segment."""
+def read_block(block: dict, settings: dict[str, Any] | None = None) -> tuple[pa.Array, np.ndarray]:
+    """One block's ids and vectors: `rows` (ascending) of one segment, read with
+    `settings` (JOB_SETTINGS; None: this process's environment)."""
     from clusterflow.segments import SegmentRef
 
     ref = SegmentRef(**block["segment"])
     rows = np.asarray(block["rows"], dtype=np.int32)
     X = np.empty((len(rows), block["dimension"]), dtype=np.float32)
-    ids = _cache(block["dimension"]).read_rows_into(ref, block["dimension"], rows, X)
+    ids = _cache(settings).read_rows_into(ref, block["dimension"], rows, X)
     return ids, X
 
 
@@ -173,10 +192,10 @@ def _threads():
     return threadpool_limits(limits=TASK_THREADS)
 
 
-def task_sample(block: dict, positions: np.ndarray) -> np.ndarray:
+def task_sample(block: dict, positions: np.ndarray, settings: dict[str, Any] | None = None) -> np.ndarray:
     """The rows of a seeded sample that fall in this block (positions within it)."""
     with _threads():
-        _, X = read_block(block)
+        _, X = read_block(block, settings)
         return X[positions]
 
 
@@ -223,13 +242,14 @@ def task_fit_layout(sample: np.ndarray, n_components: int, seed: int):
         return fit_landmarks(sample, n_components, seed)
 
 
-def task_transform(block: dict, model) -> tuple[pa.Array, np.ndarray, str, float]:
+def task_transform(block: dict, model, settings: dict[str, Any] | None = None
+                   ) -> tuple[pa.Array, np.ndarray, str, float]:
     """The block placed on the fitted layout, and the seconds the placing took (the
     read excluded: what the bench reports as the transform's own time)."""
     from services.clusterer.engine.layout import transform_rows
 
     with _threads():
-        ids, X = read_block(block)
+        ids, X = read_block(block, settings)
         started = time.perf_counter()
         coords = transform_rows(model, X)
         return ids, coords, _node(), time.perf_counter() - started
@@ -288,6 +308,7 @@ class Driver:
         self.nodes: list[str] = []
         self.seconds: dict[str, float] = {}  # the layout's phases (sample, fit, transform)
         self.layout_workers: dict[str, Any] = {}  # EngineResult.layout_workers
+        self._job: dict[str, Any] | None = None  # _worker_job
         # SPREAD: Ray's default (hybrid) policy packs short tasks onto the driver's node
         # while it has room; measured here, every block of a 60K run ran on the head.
         # Blocks are independent reads of S3: spreading them uses every node's CPU and
@@ -319,7 +340,8 @@ class Driver:
                 parts.append((b, positions[lo:hi] - b["start"]))
                 taken.append(positions[lo:hi])
         try:
-            rows = self.ray.get([workers[i % len(workers)].sample.remote(*part) for i, part in enumerate(parts)]
+            rows = self.ray.get([workers[i % len(workers)].sample.remote(self._worker_job, *part)
+                                 for i, part in enumerate(parts)]
                                 if workers else [self.r_sample.remote(*part) for part in parts])
         except self.ray.exceptions.RayActorError as exc:
             log.warning("a layout worker died while sampling (%s): sampling in tasks", type(exc).__name__)
@@ -344,7 +366,7 @@ class Driver:
     def _kmeans(self, manifest, blocks: list[dict]) -> EngineResult:
         from services.clusterer.engine import CentroidSimilarity, run_clustering, validate_params
         from services.clusterer.engine.algorithms import MINIBATCH_SEED_SAMPLE
-        from services.clusterer.engine.blockwise import LloydPartial, calinski_harabasz, davies_bouldin, \
+        from services.clusterer.engine.blockwise import calinski_harabasz, davies_bouldin, \
             lloyd_update, size_order
         from services.clusterer.engine.metrics import SILHOUETTE_SAMPLE, _finite, _scorable
         from sklearn.cluster import KMeans
@@ -453,9 +475,9 @@ class Driver:
 
         spec = self.spec
         started = time.perf_counter()
-        workers, created = self._layout_workers()
+        workers, created, reaped = self._layout_workers()
         self.layout_workers = {"mode": "actors" if workers else "tasks", "workers": len(workers),
-                               "created": created}
+                               "created": created, "reaped": reaped}
         _, sample = self._sample(blocks, len(manifest), UMAP_FIT_MAX_POINTS, spec.seed, workers)
         self.seconds["layout_sample"] = time.perf_counter() - started  # with finding or creating the workers
         model = self._fit(workers, sample)
@@ -482,23 +504,32 @@ class Driver:
         self.layout_workers["cold_blocks"] = sum(cold)
         return spec.coords_key
 
-    def _layout_workers(self) -> tuple[list, int]:
-        """The warmed layout actors (ray_layout.py), or none: per-job tasks."""
+    def _layout_workers(self) -> tuple[list, int, int]:
+        """The warmed layout actors (ray_layout.py: with how many were created and
+        reaped), or none: per-job tasks."""
         if not self.spec.layout_workers:
-            return [], 0
+            return [], 0, 0
         from services.clusterer.ray_layout import workers
 
         try:
             return workers(self.ray, self.spec.layout_workers_per_node)
         except Exception:  # noqa: BLE001 - the actors are a speed-up: without them, tasks
             log.exception("no layout workers: the layout runs as this job's tasks")
-            return [], 0
+            return [], 0, 0
+
+    @property
+    def _worker_job(self) -> dict[str, Any]:
+        """What every layout worker call names (ray_layout.LayoutWorker): this job, and
+        the settings to read its blocks with."""
+        if self._job is None:
+            self._job = {"id": self.ray.get_runtime_context().get_job_id(), "settings": job_settings()}
+        return self._job
 
     def _fit(self, workers: list, sample: np.ndarray):
         """The landmark fit's model (an object ref): on a warmed worker, else a task."""
         if workers:
-            model, info = workers[0].fit.options(num_returns=2).remote(sample, self.spec.vis_n_components,
-                                                                      self.spec.seed)
+            model, info = workers[0].fit.options(num_returns=2).remote(self._worker_job, sample,
+                                                                      self.spec.vis_n_components, self.spec.seed)
             try:
                 self.layout_workers["fit_warm"] = self.ray.get(info)["warm"]
                 return model
@@ -521,7 +552,7 @@ class Driver:
         def hand(worker) -> None:
             if queue:
                 block = queue.pop(0)
-                ref = worker.transform.remote(block, [model]) if worker is not None else \
+                ref = worker.transform.remote(self._worker_job, block, [model]) if worker is not None else \
                     self.r_transform.remote(block, model)
                 running[ref] = (worker, block)
 

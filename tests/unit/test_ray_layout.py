@@ -47,8 +47,9 @@ class Worker:
         self.transform = Method(self._transform)
         self.forget = Method(lambda: None)
 
-    def _transform(self, block, model):
+    def _transform(self, job, block, model):
         assert isinstance(model, list)  # boxed: the worker fetches the model once
+        assert job["settings"]["s3_bucket"] == "the-jobs"  # the calling job's, never the worker's own
         self.calls.append(block["n"])
         self.clock += self.seconds
         if self.dies_after is not None and len(self.calls) > self.dies_after:
@@ -60,6 +61,7 @@ def _driver(tasks: list) -> Driver:
     driver = Driver.__new__(Driver)
     driver.ray, driver.spec = FakeRay(), EngineJob(run_id="r", manifest_key="m", members_key="a", coords_key="c",
                                                    result_key="e")
+    driver._job = {"id": "01000000", "settings": {"s3_bucket": "the-jobs"}}
     driver.r_transform = Method(lambda block, model: tasks.append(block["n"]) or Ref(
         (block["n"], None, "task", 0.0), 1000 + len(tasks)))
     return driver
@@ -85,3 +87,117 @@ def test_a_dead_workers_blocks_run_as_tasks(alive: int) -> None:
     assert tasks  # the blocks it held went to tasks
     if not alive:
         assert len(tasks) == 10 - 2
+
+
+# -- a detached worker never serves a job with another's settings or code
+
+def test_a_worker_reads_blocks_with_the_calling_jobs_settings_not_its_creators(monkeypatch) -> None:
+    import numpy as np
+
+    import clusterflow.segments as segments
+    from services.clusterer import ray_job
+    from services.clusterer.ray_layout import LayoutWorker
+
+    seen = []
+
+    class Cache:
+        def __init__(self, settings) -> None:
+            self.bucket = settings.s3_bucket
+
+        def read_rows_into(self, ref, dimension, rows, out):
+            seen.append(self.bucket)
+            out[:] = 1.0
+            return [f"d{r}" for r in rows]
+
+    monkeypatch.setattr(segments, "cache_from_settings", lambda settings, service, source: Cache(settings))
+    monkeypatch.setattr(ray_job, "_CACHES", {})
+    monkeypatch.setenv("CLUSTERFLOW_S3_BUCKET", "creator")  # what the creating job's env_vars said
+    worker = LayoutWorker()
+    block = {"segment": {"segment_id": "s", "key": "k", "num_rows": 4}, "rows": [0, 1, 2, 3], "dimension": 3}
+    for bucket in ("first", "second", "first"):
+        job = {"id": "02000000", "settings": {**ray_job.job_settings(), "s3_bucket": bucket}}
+        rows = worker.sample(job, block, np.array([1, 3]))
+        assert rows.shape == (2, 3)
+    assert seen == ["first", "second", "first"]
+    assert len(ray_job._CACHES) == 2  # one cache per job's settings, kept for the next call
+    assert worker.job == "02000000"  # noted: not reaped while its job runs
+    worker.forget()
+    assert worker.job is None
+
+
+def test_the_code_fingerprint_follows_the_sources_and_the_libraries(tmp_path) -> None:
+    from services.clusterer.ray_layout import code_fingerprint
+
+    def tree(at, body: str):
+        (at / "pkg" / "sub").mkdir(parents=True)
+        (at / "pkg" / "a.py").write_text("A = 1\n")
+        (at / "pkg" / "sub" / "b.py").write_text(body)
+        (at / "pkg" / "data.txt").write_text("not code")
+        return [at / "pkg"]
+
+    one, same, other = tree(tmp_path / "1", "B = 2\n"), tree(tmp_path / "2", "B = 2\n"), tree(tmp_path / "3", "B = 3\n")
+    assert code_fingerprint(one) == code_fingerprint(same)  # where it is installed does not count
+    assert code_fingerprint(one) != code_fingerprint(other)
+    (tmp_path / "2" / "pkg" / "data.txt").write_text("changed")
+    assert code_fingerprint(one) == code_fingerprint(same)  # only the sources
+    (tmp_path / "2" / "pkg" / "sub" / "c.py").write_text("")
+    assert code_fingerprint(one) != code_fingerprint(same)  # a new module
+    assert code_fingerprint(one, ("numpy",)) != code_fingerprint(one, ("numpy", "pyarrow"))
+
+
+class Timeout(Exception):
+    pass
+
+
+class Handle:
+    def __init__(self, name: str, info) -> None:
+        self.name, self.result = name, info
+        self.info = Method(lambda: self)
+
+
+class ReapRay:
+    """Named actors in namespaces, each answering info() with a dict, raising (dead) or
+    timing out (busy)."""
+
+    class exceptions:
+        GetTimeoutError = Timeout
+
+    def __init__(self, actors: dict) -> None:
+        self.actors, self.killed = actors, []
+        self.util = type("util", (), {"list_named_actors": staticmethod(
+            lambda all_namespaces: [{"name": n, "namespace": ns} for ns, n in self.actors])})
+
+    def get_actor(self, name, namespace):
+        return Handle(name, self.actors[(namespace, name)])
+
+    def get(self, handle, timeout):
+        if isinstance(handle.result, Exception):
+            raise handle.result
+        return handle.result
+
+    def kill(self, handle, no_restart):
+        self.killed.append(handle.name)
+
+
+def test_a_job_reaps_the_idle_workers_of_other_code_only() -> None:
+    from services.clusterer.ray_layout import CODE, NAMESPACE, PREFIX, STALE_JOB_S, reap
+
+    def name(code: str, slot: int) -> str:
+        return f"{PREFIX}-{code}-node{slot}-0"
+
+    actors = {
+        (NAMESPACE, name(CODE, 0)): {"code": CODE, "job": None, "idle_s": 9e9},  # ours: never
+        (NAMESPACE, name("0ldc0de0ld00", 1)): {"code": "0ldc0de0ld00", "job": None, "idle_s": 1.0},
+        (NAMESPACE, name("0ldc0de0ld00", 2)): {"code": "0ldc0de0ld00", "job": "03000000", "idle_s": 5.0},
+        (NAMESPACE, name("0ldc0de0ld00", 3)): {"code": "0ldc0de0ld00", "job": "04000000",
+                                               "idle_s": STALE_JOB_S + 1},
+        (NAMESPACE, name("0ldc0de0ld00", 4)): Timeout(),  # mid-call: in use
+        (NAMESPACE, name("0ldc0de0ld00", 5)): RuntimeError("actor died"),
+        (NAMESPACE, f"{PREFIX}-node6-0"): {"version": 1, "pid": 1},  # before fingerprints
+        ("elsewhere", name("0ldc0de0ld00", 7)): {"job": None},
+        (NAMESPACE, "something-else"): {"job": None},
+    }
+    ray = ReapRay(actors)
+    assert reap(ray) == ray.killed
+    assert sorted(ray.killed) == sorted([name("0ldc0de0ld00", 1), name("0ldc0de0ld00", 3), name("0ldc0de0ld00", 5),
+                                         f"{PREFIX}-node6-0"])
