@@ -96,3 +96,22 @@ def test_the_vectorised_init_graph_transform_equals_umaps_bit_for_bit():
         expected = original(graph, embedding)
         assert np.isnan(expected[-3:]).all()
         assert np.array_equal(init_graph_transform(graph, embedding), expected, equal_nan=True)
+
+
+def test_transform_rows_places_equal_chunks_so_every_point_gets_the_same_epochs() -> None:
+    from services.clusterer.engine.layout import transform_rows
+
+    class Reducer:
+        n_components = 2
+
+        def __init__(self) -> None:
+            self.sizes = []
+
+        def transform(self, X):
+            self.sizes.append(len(X))
+            return np.zeros((len(X), 2), np.float32)
+
+    for n, sizes in ((65_536, [16_384] * 4), (38_928, [19_464] * 2), (20_000, [20_000]), (5, [5])):
+        reducer = Reducer()
+        assert transform_rows(reducer, np.zeros((n, 4), np.float32), 20_000).shape == (n, 2)
+        assert reducer.sizes == sizes  # none of them a small remainder (umap: 100 epochs at <= 10,000)
