@@ -116,29 +116,60 @@ def rss_mb(pid: int, field: str = "VmHWM") -> float:
     return int(fields[field].split()[0]) / 1024
 
 
-def write_import_file(path: str, X: np.ndarray, buckets: int = 10) -> None:
-    """The documents as a user's parquet file: ids, the vectors (a fixed-size list of
-    float32), and a payload column `bucket` (row number mod `buckets`) to filter on."""
+def make_pieces(n: int, first: int = 0, seed: int = 0, piece: int = 100_000) -> Iterator[tuple[int, np.ndarray]]:
+    """Rows [first, first + n) of a collection of any size drawn like `make_data` (the
+    same K directions for every row), `piece` rows at a time as (first row, float32
+    matrix): a 5M x 384 collection is written without ever being in memory whole."""
+    centers = np.random.default_rng(seed).normal(size=(K, DIM))
+    for start in range(first, first + n, piece):
+        rng = np.random.default_rng([seed, start])
+        size = min(piece, first + n - start)
+        X = centers[rng.integers(0, K, size=size)] + rng.normal(scale=0.5, size=(size, DIM))
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        yield start, X.astype(np.float32)
+
+
+def _import_table(X: np.ndarray, first: int, buckets: int):
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     n, d = X.shape
     vectors = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1), pa.float32()), d)
-    table = pa.table({"document_id": [f"doc_{i:07d}" for i in range(n)], "embedding": vectors,
-                      "bucket": np.arange(n) % buckets})
-    pq.write_table(table, path, row_group_size=50_000, compression="none")
+    rows = np.arange(first, first + n)
+    return pa.table({"document_id": [f"doc_{i:07d}" for i in rows], "embedding": vectors, "bucket": rows % buckets})
 
 
-def import_documents(client: Client, name: str, path: str) -> tuple[str, float, dict]:
-    """A new collection of `name`, filled through the import endpoint: its id, the
-    seconds from the upload's start to the import task's end, and the task."""
-    collection = client.create_collection(name, {"text": DIM})
+def write_import_file(path: str, X: np.ndarray | Iterator[tuple[int, np.ndarray]], buckets: int = 10) -> None:
+    """The documents as a user's parquet file: ids, the vectors (a fixed-size list of
+    float32), and a payload column `bucket` (row number mod `buckets`) to filter on.
+    `X`: the matrix, or (first row, rows) pieces (`make_pieces`) written one at a time."""
+    import pyarrow.parquet as pq
+
+    pieces = [(0, X)] if isinstance(X, np.ndarray) else X
+    writer = None
+    try:
+        for first, part in pieces:
+            table = _import_table(part, first, buckets)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="none")
+            writer.write_table(table, row_group_size=50_000)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def import_documents(client: Client, name: str, path: str, collection_id: str | None = None
+                     ) -> tuple[str, float, dict]:
+    """The file imported through the import endpoint into `collection_id` (None: a new
+    collection of `name`): its id, the seconds from the upload's start to the import
+    task's end, and the task."""
+    if collection_id is None:
+        collection_id = client.create_collection(name, {"text": DIM})["collection_id"]
     t0 = time.perf_counter()
-    task = client.import_file(collection["collection_id"], path)
+    task = client.import_file(collection_id, path)
     done = client.wait(task["task_id"], timeout=3600, interval=0.1, max_interval=0.2)
     seconds = time.perf_counter() - t0
     assert done["status"] == "COMPLETED", done
-    return collection["collection_id"], seconds, done
+    return collection_id, seconds, done
 
 
 def last_line(figures: dict) -> None:

@@ -126,6 +126,17 @@ class Settings(BaseSettings):
     metrics_lag_interval_seconds: float = Field(default=15.0, gt=0)
 
 
+def choose_engine(setting: str, address: str, num_points: int, min_points: int) -> Literal["local", "ray"]:
+    """Where a run of `num_points` is computed under `engine`'s rule (above). The
+    clusterer decides with it, and the preparer, which samples a run to the cap of the
+    engine that will compute it (contracts/engine_params.py: `cap_for`)."""
+    if setting == "ray":
+        return "ray"
+    if setting == "auto" and address and num_points >= min_points:
+        return "ray"
+    return "local"
+
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()

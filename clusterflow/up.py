@@ -20,7 +20,9 @@ variables as `servers.sh` (CLUSTERFLOW_HOME, CLUSTERFLOW_KAFKA_PORT, CLUSTERFLOW
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,11 +112,16 @@ def _ini_value(text: str) -> str:
     return text.replace("%", "%%")
 
 
-def render_config(plan: Plan, layout: Layout) -> str:
+def render_config(plan: Plan, layout: Layout, password: str | None = None) -> str:
     """supervisord.conf for the five services. The environment the services share comes
-    from supervisord's own (set by `up`); only the per-service settings are written here."""
+    from supervisord's own (set by `up`); only the per-service settings are written here.
+    The control socket takes a user and a password (a fresh one per `up`, in this file
+    alone, which `up` makes readable by its owner only): without them supervisord logs a
+    CRIT line at every start, the first thing a new user would read as an error."""
+    password = password or secrets.token_urlsafe(18)
+    credentials = ["username=clusterflow", f"password={_ini_value(password)}"]
     sections = [
-        "[unix_http_server]", f"file={_ini_value(str(layout.socket))}", "chmod=0700", "",
+        "[unix_http_server]", f"file={_ini_value(str(layout.socket))}", "chmod=0700", *credentials, "",
         "[supervisord]", f"logfile={_ini_value(str(layout.supervisor_log))}", "logfile_maxbytes=10MB",
         "logfile_backups=2",
         # `up` follows the log file itself (prefixed); no second copy on stdout.
@@ -125,7 +132,7 @@ def render_config(plan: Plan, layout: Layout) -> str:
         f"directory={_ini_value(str(ROOT))}", f"childlogdir={_ini_value(str(layout.state_dir / 'logs'))}", "",
         "[rpcinterface:supervisor]",
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
-        "[supervisorctl]", f"serverurl=unix://{_ini_value(str(layout.socket))}", "",
+        "[supervisorctl]", f"serverurl=unix://{_ini_value(str(layout.socket))}", *credentials, "",
     ]
     for service in SERVICES:
         env = ",".join(f'{k}="{v}"' for k, v in plan.service_env(service).items())
@@ -244,20 +251,36 @@ def prefixed(name: str, line: str) -> str:
     return f"{name:<{PREFIX_WIDTH}} | {line.rstrip()}"
 
 
-def next_steps(url: str, namespace: str, api_key: str | None) -> list[str]:
+def program_name(argv0: str | None = None, which: Callable[[str], str | None] = shutil.which) -> str:
+    """How the user types this CLI again: `clusterflow` when that name on PATH is the
+    command that is running; else the path it was started by (`.venv/bin/clusterflow up`
+    without the venv activated, where a bare `clusterflow` is "command not found"); else
+    `python -m clusterflow.client.cli`."""
+    started = Path(argv0 if argv0 is not None else sys.argv[0])
+    on_path = which("clusterflow")
+    if started.name == "clusterflow":
+        if on_path and Path(on_path).absolute() == started.absolute():
+            return "clusterflow"
+        return shlex.quote(str(started.absolute()))
+    return "clusterflow" if on_path else f"{shlex.quote(sys.executable)} -m clusterflow.client.cli"
+
+
+def next_steps(url: str, namespace: str, api_key: str | None, program: str = "clusterflow") -> list[str]:
     exports = f"export CLUSTERFLOW_URL={url} CLUSTERFLOW_NAMESPACE={shlex.quote(namespace)}"
     if api_key:
         exports += f" CLUSTERFLOW_API_KEY={shlex.quote(api_key)}"
     return [exports,
-            "clusterflow collections create docs --embedding text=384",
-            "clusterflow ingest docs documents.parquet",
-            "clusterflow clusters create --collection docs --name topics",
-            "clusterflow execute topics --wait",
-            "clusterflow results topics"]
+            f"{program} collections create docs --embedding text=384",
+            "# documents.parquet: a document_id column, an embedding column (lists of 384 floats),",
+            "# and payload columns (title, text...: what the labeler reads)",
+            f"{program} ingest docs documents.parquet",
+            f"{program} clusters create --collection docs --name topics",
+            f"{program} execute topics --wait",
+            f"{program} results topics"]
 
 
 def up(*, plan: Plan, layout: Layout, namespace: str, api_key: str | None, detach: bool,
-       say: Callable[[str], None], ready_timeout: float = 120.0) -> int:
+       say: Callable[[str], None], ready_timeout: float = 120.0, program: str = "clusterflow") -> int:
     pid = layout.running_pid()
     if pid is not None:
         raise RuntimeError(f"already up (supervisord pid {pid}, {layout.state_dir}); `clusterflow down` first")
@@ -270,6 +293,8 @@ def up(*, plan: Plan, layout: Layout, namespace: str, api_key: str | None, detac
     say("applying the migrations")
     api_key = prepare_database(plan.env, namespace, api_key)
     (layout.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    layout.config.touch(mode=0o600)
+    layout.config.chmod(0o600)  # it holds the control socket's password
     layout.config.write_text(render_config(plan, layout))
     follower = LogFollower({"supervisor": layout.supervisor_log,
                             **{s: layout.service_log(s) for s in SERVICES}}, say)
@@ -282,7 +307,7 @@ def up(*, plan: Plan, layout: Layout, namespace: str, api_key: str | None, detac
         while layout.running_pid() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         wait_ready(plan.url, lambda: layout.running_pid() is not None, ready_timeout, layout.supervisor_log)
-        announce(plan.url, namespace, api_key, say, detached=True)
+        announce(plan.url, namespace, api_key, say, detached=True, program=program)
         return 0
     # Its own session: a Ctrl-C in the terminal reaches `up` alone, which then stops
     # supervisord in order (services first), instead of racing it.
@@ -306,7 +331,7 @@ def up(*, plan: Plan, layout: Layout, namespace: str, api_key: str | None, detac
                 raise
         if not stopping:
             follower.poll()
-            announce(plan.url, namespace, api_key, say, detached=False)
+            announce(plan.url, namespace, api_key, say, detached=False, program=program)
         while proc.poll() is None:
             if not follower.poll():
                 time.sleep(0.2)
@@ -321,12 +346,13 @@ def up(*, plan: Plan, layout: Layout, namespace: str, api_key: str | None, detac
     return 0 if stopping and proc.returncode == 0 else (proc.returncode or 1)
 
 
-def announce(url: str, namespace: str, api_key: str | None, say: Callable[[str], None], detached: bool) -> None:
+def announce(url: str, namespace: str, api_key: str | None, say: Callable[[str], None], detached: bool,
+             program: str = "clusterflow") -> None:
     lines = ["", f"clusterflow is up: {url}", f"  namespace: {namespace}"]
     if api_key:
         lines.append(f"  api key:   {api_key}")
-    lines += ["", "next:", *(f"  {step}" for step in next_steps(url, namespace, api_key)), ""]
-    lines.append("stop it with: clusterflow down" if detached else "Ctrl-C stops it")
+    lines += ["", "next:", *(f"  {step}" for step in next_steps(url, namespace, api_key, program)), ""]
+    lines.append(f"stop it with: {program} down" if detached else "Ctrl-C stops it")
     lines.append("")
     for line in lines:
         say(line)

@@ -815,7 +815,7 @@ def up(
     plan = local.Plan(host=host, port=port, metrics_port_base=metrics_port_base)
     try:
         code = local.up(plan=plan, layout=layout, namespace=namespace, api_key=opts.api_key, detach=detach,
-                        say=typer.echo)
+                        say=typer.echo, program=local.program_name())
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:  # Ctrl-C before the services started (servers, migrations)

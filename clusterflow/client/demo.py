@@ -16,6 +16,7 @@ needs only the client's dependencies.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -58,6 +59,13 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=console)
 
 
+def log_dir() -> Path:
+    """Where the services started here write their logs: under CLUSTERFLOW_HOME, as
+    `deploy/local/servers.sh` keeps the servers' (default ~/.clusterflow)."""
+    home = os.environ.get("CLUSTERFLOW_HOME") or str(Path.home() / ".clusterflow")
+    return Path(home).expanduser() / "logs" / "services"
+
+
 @contextmanager
 def _gateway(url: str | None, api_key: str | None) -> Iterator[tuple[str, str | None]]:
     """(the gateway's URL, an API key): the one given, or services started here."""
@@ -66,9 +74,9 @@ def _gateway(url: str | None, api_key: str | None) -> Iterator[tuple[str, str | 
         return
     from clusterflow.stack import local_services  # the server side: only when starting it
 
-    log_dir = Path.home() / ".clusterflow" / "logs" / "services"
-    console.print(f"[bold]starting the services[/] (logs in {log_dir})")
-    with local_services(log_dir, namespace=NAMESPACE) as started:
+    logs = log_dir()
+    console.print(f"[bold]starting the services[/] (logs in {logs})")
+    with local_services(logs, namespace=NAMESPACE) as started:
         yield started
 
 

@@ -63,6 +63,7 @@ from contracts.events import (
     SourceRun,
     derived_event_id,
 )
+from contracts.engine_params import cap_for
 from contracts.topics import EXECUTION_CLUSTERED
 from services.clusterer import composite, lineage, pipeline
 from services.clusterer.assign import MEMBERS_SCHEMA, Assigner
@@ -254,6 +255,14 @@ class Clusterer:
 
     async def _full_in_process(self, event: DatasetPrepared, progress, timings: Stopwatch) -> "FullOutcome":
         config = event.config
+        cap = cap_for(config.clustering_method, config.algorithm_params)
+        if event.num_points > cap:
+            # sampled for the Ray engine's cap, then not computed there (Ray away and
+            # CLUSTERFLOW_ENGINE=auto): refused before the matrix is read, not after
+            raise RunFailed(
+                f"the run's {event.num_points:,} points were prepared for the Ray engine, which cannot compute it; "
+                f"in the clusterer's process {config.clustering_method} takes at most {cap:,} "
+                f"(set sample_size <= {cap:,}, or bring the Ray cluster at CLUSTERFLOW_RAY_ADDRESS back)")
         await progress("loading", 0.2, f"loading {event.num_points} vectors")
         id_column, X = await self._read_vectors(event)
         ids = pl.Series("document_id", id_column)

@@ -33,6 +33,7 @@ import httpx
 
 from clusterflow.messaging import RunFailed
 from clusterflow.runstate import RunCanceled
+from clusterflow.settings import choose_engine  # the kernel's: the preparer samples by it too
 from clusterflow.storage import ObjectStore, artifact_key
 from services.clusterer.ray_job import RESULT_NAME, SPEC_NAME, EngineJob, EngineResult, get_json, put_json
 
@@ -44,15 +45,6 @@ TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 class RayUnavailable(RuntimeError):
     """The Ray cluster's Jobs API cannot be reached (or answers nonsense)."""
-
-
-def choose_engine(setting: Engine, address: str, num_points: int, min_points: int) -> Literal["local", "ray"]:
-    """Where a run is computed (see the module's docstring)."""
-    if setting == "ray":
-        return "ray"
-    if setting == "auto" and address and num_points >= min_points:
-        return "ray"
-    return "local"
 
 
 def submission_id(run_id: str, kind: str) -> str:

@@ -7,7 +7,7 @@ from clusterflow.db import make_engine
 from clusterflow.idempotency import PostgresProcessedLog
 from clusterflow.messaging import KafkaPublisher, make_broker
 from clusterflow.runstate import PostgresRunState
-from clusterflow.settings import Settings, get_settings
+from clusterflow.settings import Settings, choose_engine, get_settings
 from clusterflow.storage import S3ObjectStore
 from clusterflow.worker import worker_app
 from contracts.topics import EXECUTION_REQUESTED, IMPORT_REQUESTED, PREPARER
@@ -36,6 +36,7 @@ def bootstrap(settings: Settings | None = None) -> FastStream:
         processed=PostgresProcessedLog(engine),
         runs=PostgresRunState(engine),
         heartbeat_s=settings.heartbeat_seconds,
+        on_ray=lambda n: choose_engine(settings.engine, settings.ray_address, n, settings.ray_min_points) == "ray",
     )
     importer = Importer(engine=engine, store=store, publisher=publisher, processed=PostgresProcessedLog(engine),
                         max_rows=settings.segment_max_rows, heartbeat_s=min(settings.heartbeat_seconds, 2.0))

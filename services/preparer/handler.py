@@ -87,6 +87,9 @@ class Preparer:
     processed: ProcessedLog
     runs: RunState
     heartbeat_s: float = 30.0
+    # Whether the clusterer will compute a run of this many points on Ray (the
+    # settings' `choose_engine`): a kmeans run there is sampled to the Ray engine's cap.
+    on_ray: Callable[[int], bool] = lambda num_points: False
 
     async def handle(self, event: ExecutionRequested) -> None:
         if await self.processed.seen(SERVICE, event.event_id):
@@ -126,9 +129,11 @@ class Preparer:
         plans: list[SamplingInfo] = []
 
         def plan(matched: int) -> int | None:
+            # preprocessing_steps keep a run in the clusterer's process (its Ray job does not
+            # transform the whole matrix), and so under the in-process cap
             sampling = plan_assign(matched, options.sample_size) if assign else plan_sample(
                 matched, options.sample_size or cluster["sample_size"], config.clustering_method,
-                config.algorithm_params)
+                config.algorithm_params, on_ray=self.on_ray(matched) and not config.preprocessing_steps)
             plans.append(sampling)
             return sampling.sampled if sampling.sampled < sampling.matched else None
 
@@ -305,9 +310,11 @@ def plan_assign(matched: int, requested: int | None) -> SamplingInfo:
     return SamplingInfo(matched=matched, sampled=sampled, requested_sample_size=requested, reason=reason)
 
 
-def plan_sample(matched: int, requested: int | None, method: str, params: dict[str, Any]) -> SamplingInfo:
-    """How many of the matched documents the run clusters, and why."""
-    cap = cap_for(method, params)
+def plan_sample(matched: int, requested: int | None, method: str, params: dict[str, Any], *,
+                on_ray: bool = False) -> SamplingInfo:
+    """How many of the matched documents the run clusters, and why (`on_ray`: the Ray
+    engine computes it, with its own caps)."""
+    cap = cap_for(method, params, on_ray=on_ray)
     limit = min(requested or matched, cap)
     sampled = min(matched, limit)
     reason = None

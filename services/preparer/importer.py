@@ -31,7 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from clusterflow import datasets
 from clusterflow.db.schema import collections
 from clusterflow.idempotency import ProcessedLog
-from clusterflow.imports import MAX_REPORTED_BAD_ROWS, BadRow, ImportFileError, check_batch, duplicated_rows, plan_columns
+from clusterflow.imports import (MAX_REPORTED_BAD_ROWS, BadRow, ImportFileError, check_batch, duplicated_rows,
+                                 file_batches, plan_columns)
 from clusterflow.messaging import Publisher, RunFailed, heartbeat, report_status
 from clusterflow.observability import Stopwatch
 from clusterflow.segments import segment_key
@@ -108,7 +109,7 @@ class Importer:
     async def _import(self, event: ImportRequested, embeddings: dict[str, int], path: str, tmp: str,
                       done) -> ImportResult:
         try:
-            source = pq.ParquetFile(path)
+            source, batches = file_batches(path, BATCH_ROWS)
             plan = plan_columns(source.schema_arrow, embeddings, id_column=event.id_column,
                                 embedding_columns=event.embedding_columns or None,
                                 payload_columns=event.payload_columns)
@@ -133,7 +134,7 @@ class Importer:
                 "CREATE TEMP TABLE import_vectors (document_id text, embedding_name text, vector bytea, "
                 "segment_id bigint, segment_row int) ON COMMIT DROP"))
             raw = (await conn.get_raw_connection()).driver_connection
-            for batch in source.iter_batches(batch_size=BATCH_ROWS):
+            for batch in batches:
                 checked = await asyncio.to_thread(check_batch, batch, plan, embeddings, row, duplicated)
                 row += batch.num_rows
                 bad_count += len(checked.bad)

@@ -21,7 +21,8 @@ import pytest
 
 from clusterflow.stack import free_port, settings_env
 from clusterflow.up import ports_in_use
-from tests.e2e.test_cli_and_web import separated_groups
+from tests.e2e.cdp import Browser
+from tests.e2e.test_cli_and_web import chromium, separated_groups
 
 pytestmark = pytest.mark.e2e
 
@@ -136,6 +137,23 @@ def test_up_serves_a_round_restarts_a_dead_service_and_leaves_nothing_after_sigi
         assert result["status"] == "completed" and result["num_points"] == 200
         assert sorted(c["num_members"] for c in result["centroids"]) == [50, 50, 50, 50]
 
+        # The view: link `execute` printed opens the run when pasted: the key rides in the
+        # fragment, the page sends it as a header (its /points answer 200), and neither the
+        # gateway's access log nor any service's log holds it.
+        link = next(line.split(None, 1)[1] for line in executed.splitlines() if line.startswith("view:"))
+        assert link.endswith(f"#key={key}") and key not in link.split("#")[0], link
+        with Browser(chromium()) as browser:
+            browser.open(link, until="document.readyState === 'complete'")
+            assert browser.evaluate("location.hash") == ""  # the key left the address bar
+        access = up.state_dir / "logs" / "gateway.log"
+        view_path = re.escape(link.split("#")[0].removeprefix(up.url))
+        up.wait_for(rf'^gateway\s+\| .*"GET {view_path} HTTP/1.1" 200', timeout=30)
+        up.wait_for(r'^gateway\s+\| .*"GET /v1/clusters/\S+/points\S* HTTP/1.1" 200', timeout=60)
+        logs = {p.name: p.read_text(errors="replace") for p in (up.state_dir / "logs").iterdir()}
+        assert access.name in logs and [name for name, text in logs.items() if key in text] == []
+        # supervisord's control socket takes a password: no CRIT line greets the user.
+        assert not [line for line in up.lines if " CRIT " in line], [l for l in up.lines if " CRIT " in l]
+
         # Ctrl-C: everything stops, nothing is left.
         everything = [psutil.Process(up.proc.pid), *up.tree()]
         up.proc.send_signal(signal.SIGINT)
@@ -158,7 +176,7 @@ def test_up_detach_returns_and_down_stops_it(settings, tmp_path, unique):
     up.start()
     try:
         assert up.proc.wait(timeout=240) == 0, "\n".join(up.lines)
-        up.wait_for(r"stop it with: clusterflow down", timeout=5)
+        up.wait_for(r"stop it with: \S.* down$", timeout=5)
         assert httpx.get(f"{up.url}/ready", timeout=5).status_code == 200
         tree = up.tree()
         assert len(tree) >= 1 + 5

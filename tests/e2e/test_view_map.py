@@ -135,8 +135,9 @@ def test_200k_points_first_draw_and_zoom_redraw(page_server, browser):
     figures = {"points": POINTS, **{k: round(perf[k], 1) for k in (
         "firstDrawMs", "fetchMs", "parseMs", "drawMs", "redrawMedianMs", "redrawMaxMs")}}
     print(json.dumps(figures))
-    # The targets, with room for the two shared cores this runs on (the figures above are
-    # what the report quotes).
+    # The targets are a measurement (the printed line; docs/README.md quotes four runs:
+    # first draw 632-1027 ms, redraw median 19-64 ms at load 3-11). The test keeps room of
+    # twice them, so that a CI box shared past its cores fails only on a real regression.
     assert 0 < figures["drawMs"] and 0 < figures["redrawMedianMs"], figures  # real time, not virtual
     assert figures["firstDrawMs"] <= 2 * FIRST_DRAW_TARGET_MS, figures
     assert figures["redrawMedianMs"] <= 2 * REDRAW_TARGET_MS, figures
@@ -146,7 +147,7 @@ def test_labels_never_overlap_at_two_zoom_levels_and_more_appear_zoomed_in(page_
     base, centers = page_server
     cx, cy = (float(v) / 11 for v in centers[3])  # around cluster 3, in the page's normalized coordinates
     views = {"out": base, "in": base + f"?zoom=6&cx={cx:.3f}&cy={cy:.3f}"}
-    drawn = {}
+    drawn, collisions = {}, 0
     for name, url in views.items():
         browser.open(url, until=READY)
         labels = labels_of(browser)
@@ -154,6 +155,13 @@ def test_labels_never_overlap_at_two_zoom_levels_and_more_appear_zoomed_in(page_
         overlapping = [(a["cluster_id"], b["cluster_id"]) for a, b in combinations(labels, 2)
                        if meet(a["box"], b["box"])]
         assert overlapping == [], f"zoomed {name}: labels overlap: {overlapping}"
+        # A label left out for a collision met one of a higher level or of a cluster at least as large.
+        hidden = browser.evaluate("window.clusterflowHiddenLabels")
+        collisions += len(hidden)
+        for h in hidden:
+            winners = [d for d in labels if meet(d["box"], h["box"])]
+            assert any(d["level"] < h["level"] or (d["level"] == h["level"] and d["size"] >= h["size"])
+                       for d in winners), f"zoomed {name}: {h} lost to {winners}"
         image = read_png(browser.screenshot(tmp_path / f"zoom-{name}.png"))
         # Every box reported holds dark text pixels: the boxes are the labels on screen.
         for label in labels:
@@ -163,6 +171,7 @@ def test_labels_never_overlap_at_two_zoom_levels_and_more_appear_zoomed_in(page_
         drawn[name] = {label["cluster_id"]: label["level"] for label in labels}
         if name == "out":
             assert count_color(image, NOISE_COLOR) > 500, "noise is not visible"
+    assert collisions > 0, "no label collided: the larger-wins check above tested nothing"
     # Zoomed out: only the top level, far fewer than 135 labels; zoomed in, others appear.
     assert set(drawn["out"].values()) == {0} and len(drawn["out"]) < 20, drawn["out"]
     assert set(drawn["in"]) - set(drawn["out"]), drawn

@@ -20,7 +20,7 @@ from services.clusterer.assign import MEMBERS_SCHEMA, Assigner
 from services.clusterer.composite import group_centroids
 from services.clusterer.handler import assign_blocks, group_keys_of
 from services.preparer.export import _SIGNATURE, FixedWidthCopy
-from services.preparer.handler import check_source, plan_assign, resolve_config
+from services.preparer.handler import check_source, plan_assign, plan_sample, resolve_config
 
 DIM = 16
 
@@ -270,6 +270,16 @@ def test_assign_sampling_has_no_engine_cap():
     assert info.sampled == 1_000_000 and info.cap is None and info.reason is None
     info = plan_assign(500, 100)
     assert info.sampled == 100 and "sample_size 100" in info.reason
+
+
+def test_a_kmeans_run_the_ray_engine_computes_is_sampled_to_the_ray_cap_the_others_keep_theirs():
+    assert plan_sample(5_000_000, None, "kmeans", {}).sampled == 1_000_000
+    on_ray = plan_sample(5_000_000, None, "kmeans", {}, on_ray=True)
+    assert on_ray.sampled == 5_000_000 and on_ray.cap is None and on_ray.reason is None
+    over = plan_sample(6_000_000, None, "kmeans", {}, on_ray=True)
+    assert over.sampled == over.cap == 5_000_000 and "capped at 5,000,000" in over.reason
+    # every other method runs as one task holding its matrix: the in-process caps stay
+    assert plan_sample(200_000, None, "hdbscan", {}, on_ray=True).sampled == 50_000
 
 
 CLUSTER = {"clustering_method": "hdbscan", "algorithm_params": {}, "embedding_name": "text", "vis_n_components": 2,

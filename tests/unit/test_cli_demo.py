@@ -30,3 +30,13 @@ def test_the_labeler_never_sees_the_category():
 def test_kmeans_yardstick_uses_the_true_k():
     k, ari = demo.kmeans_true_k_ari(sample())
     assert k == 3 and ari == 1.0
+
+
+def test_the_services_logs_go_under_clusterflow_home(monkeypatch, tmp_path):
+    """The demo's services log where servers.sh keeps the servers' logs: two homes (two
+    checkouts, two users of one machine) never write into each other's files."""
+    monkeypatch.setenv("CLUSTERFLOW_HOME", str(tmp_path / "home"))
+    assert demo.log_dir() == tmp_path / "home" / "logs" / "services"
+    monkeypatch.delenv("CLUSTERFLOW_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert demo.log_dir() == tmp_path / ".clusterflow" / "logs" / "services"

@@ -71,3 +71,27 @@ def test_next_steps_quote_what_the_shell_would_split():
     assert steps[0] == "export CLUSTERFLOW_URL=http://127.0.0.1:8000 CLUSTERFLOW_NAMESPACE='team a' " \
                        "CLUSTERFLOW_API_KEY=cfk_x"
     assert any(s.startswith("clusterflow execute") for s in steps)
+
+
+def test_next_steps_name_the_cli_as_the_user_can_type_it(tmp_path: Path):
+    """`.venv/bin/clusterflow up` without the venv activated: a bare `clusterflow` is
+    "command not found", so the steps (and the `down` hint) say the path it ran by."""
+    entry = str(tmp_path / "venv" / "bin" / "clusterflow")
+    assert up.program_name(entry, which=lambda name: None) == entry
+    assert up.program_name(entry, which=lambda name: "/usr/local/bin/clusterflow") == entry  # another one
+    assert up.program_name(entry, which=lambda name: entry) == "clusterflow"
+    assert up.program_name("/x/cli.py", which=lambda name: None).endswith(" -m clusterflow.client.cli")
+    steps = up.next_steps("http://127.0.0.1:8000", "default", None, program=entry)
+    commands = [s for s in steps if not s.startswith(("export ", "#"))]
+    assert commands and all(s.startswith(entry + " ") for s in commands)
+    # What documents.parquet must hold is said where the user reads the command.
+    assert any(s.startswith("#") and "document_id" in s and "embedding" in s for s in steps)
+
+
+def test_the_control_socket_has_a_password_so_supervisord_logs_no_crit(tmp_path: Path):
+    layout = up.Layout(state_dir=tmp_path)
+    parser = configparser.RawConfigParser()
+    parser.read_string(up.render_config(up.Plan(), layout, password="p%w"))
+    for section in ("unix_http_server", "supervisorctl"):
+        assert parser[section]["username"] == "clusterflow" and parser[section]["password"] == "p%%w"
+    assert up.render_config(up.Plan(), layout) != up.render_config(up.Plan(), layout)  # a fresh one each time

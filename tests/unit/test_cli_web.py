@@ -160,6 +160,8 @@ def test_view_is_one_self_contained_page(web):
     # No external scripts, styles or fonts: the machine may have no CDN access.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert not re.search(r"@import|url\(\s*['\"]?https?:", page)
+    # Nor a script or stylesheet of its own beside it: everything is inline.
+    assert not re.search(r"<script[^>]*\bsrc\s*=|<link[^>]*\bstylesheet", page, re.IGNORECASE)
     assert list(STATIC.iterdir()) == [STATIC / "view.html"]
 
 

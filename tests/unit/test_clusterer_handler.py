@@ -267,3 +267,13 @@ def test_a_run_canceled_before_it_starts_does_no_work(rig, first):
                                         source=as_source(before, LABELS, groups=groups))))
     assert not any(name == "get_parquet" for name, _ in rig.store.calls[reads:])  # the centroids were not read
     assert not rig.store.exists(artifact_key(NS, CLUSTER, "run_3", "members"))
+
+
+def test_a_run_prepared_for_the_ray_cap_that_falls_back_to_the_process_fails_before_reading_its_vectors(rig):
+    """Ray away under CLUSTERFLOW_ENGINE=auto: a kmeans run sampled to the Ray engine's
+    cap (above the in-process one) fails with what to do, without loading the matrix."""
+    ids, X = blobs()
+    event = prepared(rig, "run_big", ids, X).model_copy(update={"num_points": 2_000_000})
+    with pytest.raises(RunFailed, match="prepared for the Ray engine.*at most 1,000,000"):
+        asyncio.run(rig.handle(event))
+    assert rig.cache.misses == 0  # no segment was read

@@ -124,6 +124,16 @@ def test_hdbscan_at_384_dims_reduces_first(blobs_384):
     np.testing.assert_array_equal(run_clustering(X, "hdbscan", {"min_cluster_size": 20}, seed=1).labels, outcome.labels)
 
 
+
+def test_hdbscan_fast_route_above_its_threshold(blobs_384, monkeypatch):
+    # The 50K route (kNN once, UMAP from PCA coordinates, few epochs, 5-d), forced on 2K points.
+    monkeypatch.setattr(algorithms, "HDBSCAN_FAST_MIN_POINTS", 1_000)
+    X, y = blobs_384
+    outcome = run_clustering(X, "hdbscan", {"min_cluster_size": 20}, seed=1)
+    assert outcome.reduction == "PCA(384->50)+UMAP(50->5, pca init, 10 epochs)"
+    assert adjusted_rand_score(y, outcome.labels) >= 0.9
+    np.testing.assert_array_equal(run_clustering(X, "hdbscan", {"min_cluster_size": 20}, seed=1).labels, outcome.labels)
+
 @pytest.mark.parametrize(
     ("method", "key", "criterion"),
     [

@@ -176,5 +176,8 @@ def test_sampling_caps():
     assert cap_for("spectral", {"affinity": "nearest_neighbors"}) == 50_000
     assert (cap_for("leiden"), cap_for("evoc")) == (50_000, 50_000)
     assert cap_for("auto") == 1_000_000  # above 50K it clusters a sample and assigns the rest
+    # kmeans block by block on Ray: the measured cap there; the one-task methods keep theirs
+    assert cap_for("kmeans", on_ray=True) == 5_000_000
+    assert (cap_for("hdbscan", on_ray=True), cap_for("auto", on_ray=True)) == (50_000, 1_000_000)
     with pytest.raises(ValueError, match="unknown clustering_method"):
         cap_for("birch")
