@@ -3,6 +3,7 @@
     eval "$(deploy/local/servers.sh env)"; deploy/local/servers.sh start ray
     .venv/bin/python bench/ray_engine.py --sizes 100000 300000 [--layout]
     .venv/bin/python bench/ray_engine.py --sizes 1000000 --layout-only   # the 1M-point layout
+    .venv/bin/python bench/ray_engine.py --sizes 1000000 --layout-only --ray-runs 2  # cold, then warm
 
 For each size: unit vectors around K=20 directions (bench/common.py), put into S3 as
 segments of 170K rows with a manifest (setup, not measured). In-process: what the
@@ -11,7 +12,9 @@ and centroids, the layout with --layout) in this process. Ray: the same run as a
 job on the project's 2-node cluster, submit to result (job start, block tasks, members
 and coordinates written to S3). ARI between the two labelings joined by document id;
 peak RSS of this process (in-process engine) and of every process of the Ray nodes
-(sampled every 0.5 s) beside the dataset's size. The last line is one JSON object.
+(sampled every 0.5 s) beside the dataset's size. The Ray jobs run first (`--ray-runs`
+of them, each a line as it ends: the second on the layout workers the first warmed),
+then the in-process engine. The last line is one JSON object.
 
     .venv/bin/python bench/ray_engine.py --service --sizes 5000000 [--import-chunk 1000000]
         [--local-max 1000000] [--lock /work/heavy.lock]
@@ -168,6 +171,31 @@ def in_process(store, manifest_key: str, layout: bool, seed: int, layout_only: b
     return seconds, pl.DataFrame({"document_id": pl.Series(ids), "local": clustering.labels})
 
 
+def ray_run(engine, store, run_id: str, key: str, args) -> dict:
+    """One Ray job on the run's data, submit to result, its figures (printed as it ends)."""
+    job = engine.job_for("bench", "ray", run_id, kind="layout" if args.layout_only else "full", manifest_key=key,
+                         method="kmeans", params={"n_clusters": K}, seed=args.seed, layout=args.layout)
+    monitor = PeakRss()
+    monitor.start()
+    started = time.perf_counter()
+
+    async def noop() -> None:
+        return None
+
+    result = asyncio.run(engine.run(job, noop))
+    ray_s = time.perf_counter() - started
+    monitor.stop.set()
+    monitor.join()
+    out = {"ray_s": round(ray_s, 1), "ray_engine_s": result.seconds, "ray_iterations": result.iterations,
+           "ray_nodes": len(set(result.block_nodes)), "ray_layout_workers": result.layout_workers,
+           "ray_peak_process_mb": round(max(monitor.peaks.values(), default=0.0)),
+           "ray_peak_process": max(monitor.peaks, key=monitor.peaks.get, default=None), "members_key": job.members_key}
+    if args.layout_only:
+        out["ray_coords_rows"] = store.get_parquet(job.coords_key).height
+    print(json.dumps({"run_id": run_id, **out}), flush=True)
+    return out
+
+
 SERVERS = ("ray-head", "ray-worker", "postgres", "s3", "kafka")
 
 
@@ -283,6 +311,8 @@ def main() -> None:
     parser.add_argument("--layout-only", action="store_true",
                         help="the layout alone (a deferred layout's job) beside pipeline.layout in this process")
     parser.add_argument("--skip-local", action="store_true", help="Ray only (sizes the process cannot hold)")
+    parser.add_argument("--ray-runs", type=int, default=1,
+                        help="Ray jobs one after the other on the same data (2: cold, then warm layout workers)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--service", action="store_true", help="through the service (see the docstring)")
     parser.add_argument("--import-chunk", type=int, default=1_000_000, help="--service: rows per import file")
@@ -306,42 +336,26 @@ def main() -> None:
         del X
         row = {"n": n, "dim": 384, "k": K, "layout": args.layout or args.layout_only, "layout_only": args.layout_only,
                "dataset_mb": round(dataset_mb)}
-        if not args.skip_local:
+        runs = [ray_run(engine, store, run_id if i == 0 else f"{run_id}_{i}", key, args) for i in range(args.ray_runs)]
+        row |= runs[-1]  # with --ray-runs 2: the second job, on the workers the first warmed
+        if args.ray_runs > 1:
+            row["ray_runs"] = [{k: r[k] for k in ("ray_s", "ray_engine_s", "ray_layout_workers")} for r in runs]
+        if not args.skip_local:  # after the Ray jobs, so that a run cut short keeps their figures
             base = psutil.Process().memory_info().rss / 2**20
             local_s, local = in_process(store, key, args.layout, args.seed, args.layout_only)
             row |= {"in_process_s": round(local_s, 1),
                     "in_process_peak_mb": round(float(open("/proc/self/status").read().split("VmHWM:")[1]
-                                                      .split()[0]) / 1024 - base)}
-        job = engine.job_for("bench", "ray", run_id, kind="layout" if args.layout_only else "full", manifest_key=key,
-                             method="kmeans", params={"n_clusters": K}, seed=args.seed, layout=args.layout)
-        monitor = PeakRss()
-        monitor.start()
-        started = time.perf_counter()
-
-        async def noop() -> None:
-            return None
-
-        result = asyncio.run(engine.run(job, noop))
-        ray_s = time.perf_counter() - started
-        monitor.stop.set()
-        monitor.join()
-        row |= {"ray_s": round(ray_s, 1), "ray_engine_s": result.seconds, "ray_iterations": result.iterations,
-                "ray_nodes": len(set(result.block_nodes)),
-                "ray_peak_process_mb": round(max(monitor.peaks.values(), default=0.0)),
-                "ray_peak_process": max(monitor.peaks, key=monitor.peaks.get, default=None)}
-        if args.layout_only:
-            coords = store.get_parquet(job.coords_key)
-            row["ray_coords_rows"] = coords.height
-            if not args.skip_local:
-                row["ray_over_in_process"] = round(ray_s / local_s, 2)
-        elif not args.skip_local:
-            members = store.get_parquet(job.members_key, ["document_id", "cluster_id"])
-            joined = local.join(members, on="document_id")
-            row["ari_vs_in_process"] = round(adjusted_rand_score(joined["local"], joined["cluster_id"]), 4)
-            row["ray_over_in_process"] = round(ray_s / local_s, 2)
+                                                      .split()[0]) / 1024 - base),
+                    "ray_over_in_process": round(row["ray_s"] / local_s, 2)}
+            if not args.layout_only:
+                members = store.get_parquet(row.pop("members_key"), ["document_id", "cluster_id"])
+                joined = local.join(members, on="document_id")
+                row["ari_vs_in_process"] = round(adjusted_rand_score(joined["local"], joined["cluster_id"]), 4)
+        row.pop("members_key", None)
         print(json.dumps(row), flush=True)
         rows.append(row)
-        store.delete_prefix(f"bench/ray/{run_id}/")
+        for i in range(args.ray_runs):
+            store.delete_prefix(f"bench/ray/{run_id if i == 0 else f'{run_id}_{i}'}/")
         store.delete_prefix("bench/segments/ray/")
     print(json.dumps({"benchmark": "ray_engine", "runs": rows}))
 

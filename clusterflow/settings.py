@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     ray_poll_seconds: float = Field(default=1.0, gt=0)
     # Rows per block task: 65k x 384 float32 = 100 MB read by one task at a time.
     ray_block_rows: int = Field(default=65_536, ge=1)
+    # The layout (UMAP fit and transforms) on long-lived, warmed actors, one per CPU of
+    # each node (`ray_layout_workers_per_node`, 0: the node's CPUs), named and detached in
+    # the Ray namespace "clusterflow": numba compiles once per actor, not in every job's
+    # new worker processes (services/clusterer/ray_layout.py). False: the job's tasks.
+    ray_layout_workers: bool = True
+    ray_layout_workers_per_node: int = Field(default=0, ge=0)
 
     # Vector segments (clusterflow/segments.py, services/preparer/segments.py). Readers
     # keep the segments they fetched under `segment_cache_dir` (empty: a folder per

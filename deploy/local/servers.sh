@@ -51,6 +51,9 @@
 #   CLUSTERFLOW_RAY_HEAD_CPUS=1  CLUSTERFLOW_RAY_WORKER_CPUS=1
 #   CLUSTERFLOW_RAY_HEAD_OBJECT_STORE_MB=512  CLUSTERFLOW_RAY_WORKER_OBJECT_STORE_MB=256
 #   CLUSTERFLOW_RAY_VERSION=2.60.0 (installed into the venv when missing)
+#   CLUSTERFLOW_RAY_WORKER_NICENESS=15  the nice value of the nodes' worker processes
+#                                  (Ray's worker_niceness; 15 is Ray's default); 0 puts
+#                                  the tasks on par with the in-process engine on a shared box
 #   CLUSTERFLOW_START_TIMEOUT=90  CLUSTERFLOW_STOP_TIMEOUT=30 (seconds)
 #   CLUSTERFLOW_LOG_TAIL=30        log lines shown when a server fails
 set -euo pipefail
@@ -105,13 +108,14 @@ RAY_WORKER_CPUS=${CLUSTERFLOW_RAY_WORKER_CPUS:-1}
 RAY_HEAD_STORE_MB=${CLUSTERFLOW_RAY_HEAD_OBJECT_STORE_MB:-512}
 RAY_WORKER_STORE_MB=${CLUSTERFLOW_RAY_WORKER_OBJECT_STORE_MB:-256}
 RAY_VERSION=${CLUSTERFLOW_RAY_VERSION:-2.60.0}
+RAY_WORKER_NICENESS=${CLUSTERFLOW_RAY_WORKER_NICENESS:-15}
 RAY_DIR=$CF_HOME/ray
 
 ALL_SERVERS=(kafka postgres s3)
 if [[ ${CLUSTERFLOW_WITH_RAY:-0} == 1 ]]; then ALL_SERVERS+=(ray); fi
 
 for _v in KAFKA_PORT KAFKA_CONTROLLER_PORT PG_PORT S3_PORT S3_PORT_BASE START_TIMEOUT \
-          RAY_PORT RAY_DASHBOARD_PORT RAY_HEAD_CPUS RAY_WORKER_CPUS RAY_HEAD_STORE_MB RAY_WORKER_STORE_MB \
+          RAY_PORT RAY_DASHBOARD_PORT RAY_HEAD_CPUS RAY_WORKER_CPUS RAY_HEAD_STORE_MB RAY_WORKER_STORE_MB RAY_WORKER_NICENESS \
           STOP_TIMEOUT INSTALL_TIMEOUT TAIL_LINES; do
   if ! [[ ${!_v} =~ ^[0-9]+$ ]]; then
     echo "servers.sh: $_v must be a number, got '${!_v}'" >&2
@@ -895,6 +899,9 @@ ray_node_args() {
 ray_env() {
   # Usage stats off; a stopped node drains at once instead of waiting 30 s for tasks.
   export RAY_USAGE_STATS_ENABLED=0 RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0 RAY_DISABLE_DOCKER_CPU_WARNING=1
+  # The raylet reads its config from RAY_<name>: Ray nices its workers to 15 by default,
+  # so on a box shared with other work they get a fraction of a core beside nice-0 work.
+  export RAY_worker_niceness=$RAY_WORKER_NICENESS
   # The driver of a job runs the venv's python with the project importable from it.
   export PATH=$CF_VENV/bin:$PATH
 }

@@ -21,6 +21,7 @@ from contracts.topics import CLUSTERER, DATASET_PREPARED, LAYOUT_COMPUTE
 from services.clusterer.engine import warm_up
 from services.clusterer.handler import SERVICE, Clusterer, PostgresLayoutLedger
 from services.clusterer.ray_engine import RayEngine, RayJobs
+from services.clusterer.ray_job import JOB_SETTINGS
 
 log = logging.getLogger("clusterflow.clusterer")
 WARM_UP_DONE = "numba warm-up done"  # logged when it is (tests and benchmarks wait for it)
@@ -55,13 +56,13 @@ def ray_engine(settings: Settings, store: S3ObjectStore) -> RayEngine | None:
     if not settings.ray_address:
         raise ValueError("CLUSTERFLOW_ENGINE=ray needs CLUSTERFLOW_RAY_ADDRESS (the Ray dashboard, http://host:8265)")
     # The job's processes read and write S3 like this service: they get its settings.
-    env = {f"CLUSTERFLOW_{name.upper()}": str(getattr(settings, name)) for name in (
-        "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_bucket", "s3_secure", "s3_region",
-        "segment_cache_bytes", "segment_fetch_parallel")}
+    env = {f"CLUSTERFLOW_{name.upper()}": str(getattr(settings, name)) for name in JOB_SETTINGS}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     return RayEngine(jobs=RayJobs(settings.ray_address), store=store, setting=settings.engine,
                      min_points=settings.ray_min_points, python=settings.ray_job_python or sys.executable,
-                     env_vars=env, poll_s=settings.ray_poll_seconds, block_rows=settings.ray_block_rows)
+                     env_vars=env, poll_s=settings.ray_poll_seconds, block_rows=settings.ray_block_rows,
+                     layout_workers=settings.ray_layout_workers,
+                     layout_workers_per_node=settings.ray_layout_workers_per_node)
 
 
 def start_warm_up(compile_: Callable[[], None] = warm_up) -> threading.Thread:

@@ -111,6 +111,8 @@ class RayEngine:
     env_vars: dict[str, str] = field(default_factory=dict)  # what the job's processes need (S3)
     poll_s: float = 1.0
     block_rows: int = 65_536
+    layout_workers: bool = True  # the layout on warmed actors (ray_layout.py)
+    layout_workers_per_node: int = 0
 
     def wants(self, num_points: int) -> bool:
         return choose_engine(self.setting, self.jobs.address, num_points, self.min_points) == "ray"
@@ -125,6 +127,8 @@ class RayEngine:
 
         kind = fields.get("kind", "full")
         folder = key("members").rsplit("/", 1)[0]
+        fields = {"layout_workers": self.layout_workers, "layout_workers_per_node": self.layout_workers_per_node,
+                  **fields}
         return EngineJob(run_id=run_id, members_key=key("members"), coords_key=key("coords"),
                          result_key=f"{folder}/{kind}-{RESULT_NAME}", block_rows=self.block_rows, **fields)
 

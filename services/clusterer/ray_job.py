@@ -66,6 +66,10 @@ class EngineJob(BaseModel):
     centroid_ids: list[str] = Field(default_factory=list)
     centroids: list[list[float]] = Field(default_factory=list)
     assignment_threshold: float = 0.5
+    # the layout on warmed, long-lived actors (ray_layout.py; False: this job's tasks),
+    # how many per node (0: the node's CPUs)
+    layout_workers: bool = True
+    layout_workers_per_node: int = 0
 
 
 class EngineResult(BaseModel):
@@ -86,15 +90,35 @@ class EngineResult(BaseModel):
     # per group (as `sizes`): members' mean/min cosine to the centroid and the
     # representatives (engine.CentroidSimilarity.records, reduced over the blocks)
     centroid_stats: list[dict[str, Any]] | None = None
+    # the layout's workers: mode "actors" (warmed, ray_layout.py) or "tasks", how many
+    # actors and how many this job created, whether the fit's worker had fitted before
+    # (fit_warm), and how many blocks a worker transformed before it had compiled
+    # (cold_blocks; every block of a task is cold)
+    layout_workers: dict[str, Any] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- S3 I/O
 
-def _store():
+# The settings a job's processes read S3 and the segments with: the clusterer passes
+# them as the job's env_vars (app.ray_engine). A job's tasks read them from that
+# environment; a layout worker (ray_layout.py) outlives the job that created it, keeps
+# that job's environment, and so is handed the calling job's values with every call.
+JOB_SETTINGS = ("s3_endpoint", "s3_access_key", "s3_secret_key", "s3_bucket", "s3_secure", "s3_region",
+                "segment_cache_bytes", "segment_fetch_parallel")
+
+
+def job_settings() -> dict[str, Any]:
+    """This process's JOB_SETTINGS (from its environment)."""
+    from clusterflow.settings import Settings
+
+    return Settings().model_dump(include=set(JOB_SETTINGS))
+
+
+def _store(values: dict[str, Any] | None = None):
     from clusterflow.settings import Settings
     from clusterflow.storage import S3ObjectStore
 
-    return S3ObjectStore.from_settings(Settings())
+    return S3ObjectStore.from_settings(Settings(**(values or {})))
 
 
 def put_json(store: ObjectStore, key: str, value: BaseModel) -> None:
@@ -105,30 +129,34 @@ def get_json(store: ObjectStore, key: str, model: type[BaseModel]) -> BaseModel:
     return model.model_validate_json(store.get_bytes(key))
 
 
-# Each Ray worker process keeps one segment cache; the processes of a node share its
-# directory (entries are written under temporary names and renamed, so that is safe),
-# so the k-means passes after the first read the node's local copies, not S3.
-_CACHE = None
+# Each Ray worker process keeps one segment cache per JOB_SETTINGS it was given; the
+# processes of a node share its directory (entries are written under temporary names
+# and renamed, so that is safe), so the k-means passes after the first read the node's
+# local copies, not S3.
+_CACHES: dict[str, Any] = {}
 
 
-def _cache(dimension: int):
-    global _CACHE
-    if _CACHE is None:
-        from clusterflow.segments import cache_from_settings
-        from clusterflow.settings import Settings
+def _cache(values: dict[str, Any] | None = None):
+    """The segment cache for `values` (JOB_SETTINGS; None: this process's environment)."""
+    from clusterflow.segments import cache_from_settings
+    from clusterflow.settings import Settings
 
-        _CACHE = cache_from_settings(Settings(), "ray", _store())
-    return _CACHE
+    values = job_settings() if values is None else values
+    key = json.dumps(values, sort_keys=True, default=str)
+    if key not in _CACHES:
+        _CACHES[key] = cache_from_settings(Settings(**values), "ray", _store(values))
+    return _CACHES[key]
 
 
-def read_block(block: dict) -> tuple[pa.Array, np.ndarray]:
-    """One block's ids and vectors: `rows` (ascending) of one segment."""
+def read_block(block: dict, settings: dict[str, Any] | None = None) -> tuple[pa.Array, np.ndarray]:
+    """One block's ids and vectors: `rows` (ascending) of one segment, read with
+    `settings` (JOB_SETTINGS; None: this process's environment)."""
     from clusterflow.segments import SegmentRef
 
     ref = SegmentRef(**block["segment"])
     rows = np.asarray(block["rows"], dtype=np.int32)
     X = np.empty((len(rows), block["dimension"]), dtype=np.float32)
-    ids = _cache(block["dimension"]).read_rows_into(ref, block["dimension"], rows, X)
+    ids = _cache(settings).read_rows_into(ref, block["dimension"], rows, X)
     return ids, X
 
 
@@ -164,10 +192,10 @@ def _threads():
     return threadpool_limits(limits=TASK_THREADS)
 
 
-def task_sample(block: dict, positions: np.ndarray) -> np.ndarray:
+def task_sample(block: dict, positions: np.ndarray, settings: dict[str, Any] | None = None) -> np.ndarray:
     """The rows of a seeded sample that fall in this block (positions within it)."""
     with _threads():
-        _, X = read_block(block)
+        _, X = read_block(block, settings)
         return X[positions]
 
 
@@ -214,13 +242,14 @@ def task_fit_layout(sample: np.ndarray, n_components: int, seed: int):
         return fit_landmarks(sample, n_components, seed)
 
 
-def task_transform(block: dict, model) -> tuple[pa.Array, np.ndarray, str, float]:
+def task_transform(block: dict, model, settings: dict[str, Any] | None = None
+                   ) -> tuple[pa.Array, np.ndarray, str, float]:
     """The block placed on the fitted layout, and the seconds the placing took (the
     read excluded: what the bench reports as the transform's own time)."""
     from services.clusterer.engine.layout import transform_rows
 
     with _threads():
-        ids, X = read_block(block)
+        ids, X = read_block(block, settings)
         started = time.perf_counter()
         coords = transform_rows(model, X)
         return ids, coords, _node(), time.perf_counter() - started
@@ -278,6 +307,8 @@ class Driver:
         self.store = store
         self.nodes: list[str] = []
         self.seconds: dict[str, float] = {}  # the layout's phases (sample, fit, transform)
+        self.layout_workers: dict[str, Any] = {}  # EngineResult.layout_workers
+        self._job: dict[str, Any] | None = None  # _worker_job
         # SPREAD: Ray's default (hybrid) policy packs short tasks onto the driver's node
         # while it has room; measured here, every block of a 60K run ran on the head.
         # Blocks are independent reads of S3: spreading them uses every node's CPU and
@@ -296,17 +327,25 @@ class Driver:
 
         return load_manifest(self.store, self.spec.manifest_key)
 
-    def _sample(self, blocks: list[dict], n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def _sample(self, blocks: list[dict], n: int, size: int, seed: int, workers: list = ()
+                ) -> tuple[np.ndarray, np.ndarray]:
         """A seeded sample of the run's rows (sorted manifest positions, and the rows),
-        gathered by tasks from the blocks that hold them."""
+        gathered by tasks from the blocks that hold them (by the layout `workers`, when
+        given: no new processes; tasks again if one of them dies)."""
         positions = np.arange(n) if n <= size else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
-        refs, taken = [], []
+        parts, taken = [], []
         for b in blocks:
             lo, hi = np.searchsorted(positions, [b["start"], b["start"] + len(b["rows"])])
             if hi > lo:
-                refs.append(self.r_sample.remote(b, positions[lo:hi] - b["start"]))
+                parts.append((b, positions[lo:hi] - b["start"]))
                 taken.append(positions[lo:hi])
-        rows = self.ray.get(refs)
+        try:
+            rows = self.ray.get([workers[i % len(workers)].sample.remote(self._worker_job, *part)
+                                 for i, part in enumerate(parts)]
+                                if workers else [self.r_sample.remote(*part) for part in parts])
+        except self.ray.exceptions.RayActorError as exc:
+            log.warning("a layout worker died while sampling (%s): sampling in tasks", type(exc).__name__)
+            rows = self.ray.get([self.r_sample.remote(*part) for part in parts])
         return np.concatenate(taken), (np.concatenate(rows) if rows else np.zeros((0, blocks[0]["dimension"]),
                                                                                   np.float32))
 
@@ -327,7 +366,7 @@ class Driver:
     def _kmeans(self, manifest, blocks: list[dict]) -> EngineResult:
         from services.clusterer.engine import CentroidSimilarity, run_clustering, validate_params
         from services.clusterer.engine.algorithms import MINIBATCH_SEED_SAMPLE
-        from services.clusterer.engine.blockwise import LloydPartial, calinski_harabasz, davies_bouldin, \
+        from services.clusterer.engine.blockwise import calinski_harabasz, davies_bouldin, \
             lloyd_update, size_order
         from services.clusterer.engine.metrics import SILHOUETTE_SAMPLE, _finite, _scorable
         from sklearn.cluster import KMeans
@@ -403,7 +442,7 @@ class Driver:
             sil_labels.append(sl)
             return _members_table(ids, labels, dist)
 
-        self._write_as_finished(pending, spec.members_key, members, MEMBERS_SCHEMA)
+        self._write_as_finished(self._as_finished(pending), spec.members_key, members, MEMBERS_SCHEMA)
         self.nodes += nodes
         seconds["members"] = time.perf_counter() - started - seconds["init"] - seconds["lloyd"]
         algorithm_seconds = time.perf_counter() - started
@@ -426,53 +465,141 @@ class Driver:
             metrics=metrics, estimator=f"KMeans (Lloyd over {len(blocks)} blocks on Ray, sample-seeded)",
             algorithm_seconds=round(algorithm_seconds, 3), num_points=n, members_key=spec.members_key,
             coords_key=coords_key, block_nodes=self.nodes, iterations=iterations,
-            seconds={k: round(v, 3) for k, v in seconds.items()}, centroid_stats=cosine.records())
+            seconds={k: round(v, 3) for k, v in seconds.items()}, centroid_stats=cosine.records(),
+            layout_workers=self.layout_workers)
 
     # -- the layout: fit on a sample, transform the blocks in parallel
 
     def _layout(self, manifest, blocks: list[dict]) -> str:
         from services.clusterer.engine.layout import UMAP_FIT_MAX_POINTS
 
-        spec, ray = self.spec, self.ray
+        spec = self.spec
         started = time.perf_counter()
-        _, sample = self._sample(blocks, len(manifest), UMAP_FIT_MAX_POINTS, spec.seed)
-        self.seconds["layout_sample"] = time.perf_counter() - started
-        model = self.r_fit_layout.remote(sample, spec.vis_n_components, spec.seed)
+        workers, created, reaped = self._layout_workers()
+        self.layout_workers = {"mode": "actors" if workers else "tasks", "workers": len(workers),
+                               "created": created, "reaped": reaped}
+        _, sample = self._sample(blocks, len(manifest), UMAP_FIT_MAX_POINTS, spec.seed, workers)
+        self.seconds["layout_sample"] = time.perf_counter() - started  # with finding or creating the workers
+        model = self._fit(workers, sample)
         del sample
-        pending = [self.r_transform.remote(b, model) for b in blocks]
-        ray.wait([model], fetch_local=False)  # the transforms wait for it anyway: only timed here
         self.seconds["layout_fit"] = time.perf_counter() - started - self.seconds["layout_sample"]
-        task_seconds = []
+        task_seconds, cold = [], []
 
         def coords(out) -> pa.Table:
-            ids, xy, node, seconds = out
+            ids, xy, node, seconds, *warm = out  # a worker's call says whether it had compiled
             self.nodes.append(node)
             task_seconds.append(seconds)
+            cold.append(not warm or not warm[0])
             return _coords_table(ids, xy)
 
-        self._write_as_finished(pending, spec.coords_key, coords)
+        results = self._on_workers(workers, blocks, model) if workers else \
+            self._as_finished([self.r_transform.remote(b, model) for b in blocks])
+        self._write_as_finished(results, spec.coords_key, coords)
         # wall time of the transform phase, and the tasks' own seconds (their sum over
         # the wall time is how many CPUs the phase kept busy)
         self.seconds["layout_transform"] = time.perf_counter() - started - self.seconds["layout_sample"] \
             - self.seconds["layout_fit"]
         self.seconds["layout_transform_task_sum"] = float(sum(task_seconds))
         self.seconds["layout_transform_task_max"] = float(max(task_seconds, default=0.0))
+        self.layout_workers["cold_blocks"] = sum(cold)
         return spec.coords_key
 
-    def _write_as_finished(self, pending: list, key: str, to_table: Callable[[Any], pa.Table],
-                           schema: pa.Schema | None = None) -> None:
-        """One parquet file at `key` from the tasks' results, each written as soon as its
-        task finishes, whatever the order: every row carries its document id, which is
-        how every reader joins them. The driver holds one block's rows at a time.
-        `schema`: the file's, also when no task returns rows (else the first table's)."""
+    def _layout_workers(self) -> tuple[list, int, int]:
+        """The warmed layout actors (ray_layout.py: with how many were created and
+        reaped), or none: per-job tasks."""
+        if not self.spec.layout_workers:
+            return [], 0, 0
+        from services.clusterer.ray_layout import workers
+
+        try:
+            return workers(self.ray, self.spec.layout_workers_per_node)
+        except Exception:  # noqa: BLE001 - the actors are a speed-up: without them, tasks
+            log.exception("no layout workers: the layout runs as this job's tasks")
+            return [], 0, 0
+
+    @property
+    def _worker_job(self) -> dict[str, Any]:
+        """What every layout worker call names (ray_layout.LayoutWorker): this job, and
+        the settings to read its blocks with."""
+        if self._job is None:
+            self._job = {"id": self.ray.get_runtime_context().get_job_id(), "settings": job_settings()}
+        return self._job
+
+    def _fit(self, workers: list, sample: np.ndarray):
+        """The landmark fit's model (an object ref): on a warmed worker, else a task."""
+        if workers:
+            model, info = workers[0].fit.options(num_returns=2).remote(self._worker_job, sample,
+                                                                      self.spec.vis_n_components, self.spec.seed)
+            try:
+                self.layout_workers["fit_warm"] = self.ray.get(info)["warm"]
+                return model
+            except Exception as exc:  # noqa: BLE001 - the worker died: fit in a task
+                log.warning("the layout worker's fit failed (%s): fitting in a task", type(exc).__name__)
+        model = self.r_fit_layout.remote(sample, self.spec.vis_n_components, self.spec.seed)
+        self.ray.wait([model], fetch_local=False)  # only timed here: the transforms wait for it anyway
+        return model
+
+    def _on_workers(self, workers: list, blocks: list[dict], model):
+        """The blocks' transforms on the layout workers, each result as it finishes: each
+        worker is handed the next block when one of its DEPTH calls returns (a faster
+        node takes more blocks). A worker that dies is dropped and its blocks run as
+        tasks (the ones it had, and the rest when no worker is left)."""
+        from services.clusterer.ray_layout import DEPTH
+
+        ray, queue, live = self.ray, list(blocks), list(workers)
+        running: dict = {}  # ref -> (worker or None for a task, block)
+
+        def hand(worker) -> None:
+            if queue:
+                block = queue.pop(0)
+                ref = worker.transform.remote(self._worker_job, block, [model]) if worker is not None else \
+                    self.r_transform.remote(block, model)
+                running[ref] = (worker, block)
+
+        for _ in range(DEPTH):
+            for worker in live:
+                hand(worker)
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1)
+            worker, block = running.pop(done[0])
+            try:
+                out = ray.get(done[0])
+            except ray.exceptions.RayActorError as exc:
+                log.warning("a layout worker died (%s): its blocks run as tasks", type(exc).__name__)
+                if worker in live:
+                    live.remove(worker)
+                queue.insert(0, block)
+                hand(None)
+                if not live:
+                    while queue:
+                        hand(None)
+                continue
+            if worker is None or worker in live:
+                hand(worker)
+            yield out
+        for worker in live:
+            worker.forget.remote()  # the model's memory back (no need to wait)
+
+    def _as_finished(self, pending: list):
+        """The tasks' results, each as soon as its task finishes, whatever the order."""
         pending = list(pending)
+        while pending:
+            done, pending = self.ray.wait(pending, num_returns=1)
+            yield self.ray.get(done[0])
+
+    def _write_as_finished(self, results, key: str, to_table: Callable[[Any], pa.Table],
+                           schema: pa.Schema | None = None) -> None:
+        """One parquet file at `key` from the tasks' results (an iterable, in the order
+        they finish: `_as_finished`), each written as soon as it comes: every row carries
+        its document id, which is how every reader joins them. The driver holds one
+        block's rows at a time. `schema`: the file's, also when no task returns rows
+        (else the first table's)."""
         with tempfile.TemporaryDirectory(prefix="ray-job-") as tmp:
             path = os.path.join(tmp, key.rsplit("/", 1)[-1])
             writer = None if schema is None else pq.ParquetWriter(path, schema, compression="zstd")
             try:
-                while pending:
-                    done, pending = self.ray.wait(pending, num_returns=1)
-                    table = to_table(self.ray.get(done[0]))
+                for out in results:
+                    table = to_table(out)
                     if writer is None:
                         writer = pq.ParquetWriter(path, table.schema, compression="zstd")
                     writer.write_table(table)
@@ -487,7 +614,8 @@ class Driver:
         key = self._layout(manifest, blocks)
         seconds = {**self.seconds, "layout": time.perf_counter() - started}
         return EngineResult(run_id=self.spec.run_id, num_points=len(manifest), coords_key=key,
-                            block_nodes=self.nodes, seconds={k: round(v, 3) for k, v in seconds.items()})
+                            block_nodes=self.nodes, seconds={k: round(v, 3) for k, v in seconds.items()},
+                            layout_workers=self.layout_workers)
 
     # -- assign: each block to the source run's centroids, in parallel
 
@@ -520,7 +648,7 @@ class Driver:
             self.nodes.append(node)
             return table
 
-        self._write_as_finished(pending, spec.members_key, members, ASSIGN_MEMBERS_SCHEMA)
+        self._write_as_finished(self._as_finished(pending), spec.members_key, members, ASSIGN_MEMBERS_SCHEMA)
         points = tally["points"]
         return EngineResult(
             run_id=spec.run_id, n_clusters=len(centroids), sizes=counts.tolist(), noise_count=tally["noise"],

@@ -372,3 +372,108 @@ def test_a_layout_job_fits_a_sample_and_places_every_block(ray_settings, store) 
     assert coords.select(pl.all().exclude("document_id").is_finite().all()).row(0) == (True, True, True)
     assert len(set(result.block_nodes)) >= 2
 
+
+
+def _layout_actors(settings) -> list[dict]:
+    """The alive layout workers (services/clusterer/ray_layout.py), from Ray's state API."""
+    return [a for a in _state(settings, "actors", state="ALIVE")
+            if a.get("ray_namespace") == "clusterflow" and (a.get("name") or "").startswith("clusterflow-layout-")]
+
+
+def test_layout_jobs_share_warmed_workers_and_a_killed_one_is_created_again(ray_settings, store) -> None:
+    engine = ray_engine(ray_settings, store)
+    ids, X = _data(24_000, 16, 5, seed=8)
+
+    def layout() -> tuple:
+        job = _job(engine, store, ids, X, 5, rows_per_segment=8_000).model_copy(update={"kind": "layout"})
+        result = _run(engine, job)
+        coords = store.get_parquet(job.coords_key).sort("document_id")
+        assert coords.columns == ["document_id", "x", "y"] and coords.height == result.num_points
+        assert len(set(result.block_nodes)) >= 2, result.block_nodes
+        return result.layout_workers, coords
+
+    first, coords = layout()  # whatever ran before: the actors exist after it, one per node's CPU
+    assert first["mode"] == "actors" and first["workers"] == 2, first
+    actors = {a["name"]: a for a in _layout_actors(ray_settings)}
+    assert len(actors) == 2 and len({a["node_id"] for a in actors.values()}) == 2, actors
+
+    second, again = layout()  # the same processes, compiled: nothing created, no cold block
+    assert second == {"mode": "actors", "workers": 2, "created": 0, "reaped": 0, "fit_warm": True,
+                      "cold_blocks": 0}, second
+    assert {a["name"]: a["pid"] for a in _layout_actors(ray_settings)} == {n: a["pid"] for n, a in actors.items()}
+    # warmed or not, the same layout (seeded fit, seeded transform), row for row by id
+    assert again["document_id"].to_list() == coords["document_id"].to_list()
+    np.testing.assert_allclose(again[["x", "y"]].to_numpy(), coords[["x", "y"]].to_numpy(), atol=1e-4)
+
+    victim = actors[min(actors)]
+    os.kill(victim["pid"], signal.SIGKILL)  # an actor lost between jobs (its process killed)
+    deadline = time.monotonic() + 60
+    while any(a["name"] == victim["name"] for a in _layout_actors(ray_settings)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    third, after = layout()  # created again by the next job, which is still right
+    assert third["mode"] == "actors" and third["workers"] == 2 and third["created"] == 1, third
+    assert third["cold_blocks"] >= 1 or not third["fit_warm"], third  # the new one compiled on its first call
+    replaced = {a["name"]: a for a in _layout_actors(ray_settings)}
+    assert set(replaced) == set(actors) and replaced[victim["name"]]["pid"] != victim["pid"]
+    np.testing.assert_allclose(after[["x", "y"]].to_numpy(), coords[["x", "y"]].to_numpy(), atol=1e-4)
+
+
+def _foreign_layout_worker(settings) -> str:
+    """A layout worker named as another code's (a former deployment's), idle, created
+    by a Ray job of its own; its name."""
+    script = ("import ray; ray.init(address='auto'); "
+              "from services.clusterer.ray_layout import LayoutWorker, NAMESPACE, PREFIX; "
+              "name = f'{PREFIX}-0ldc0de0ld00-{ray.get_runtime_context().get_node_id()}-0'; "
+              "a = ray.remote(LayoutWorker).options(name=name, namespace=NAMESPACE, lifetime='detached', "
+              "num_cpus=0).remote(); ray.get(a.info.remote()); print('NAME', name)")
+    sid = f"test-foreign-worker-{uuid.uuid4().hex[:8]}"
+    with _jobs_api(settings) as api:
+        resp = api.post("/api/jobs/", json={"entrypoint": f"{sys.executable} -c \"{script}\"", "submission_id": sid,
+                                           "entrypoint_num_cpus": 0,
+                                           "runtime_env": {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}})
+        assert resp.status_code == 200, resp.text
+        assert _wait_status(settings, sid, {"SUCCEEDED", "FAILED", "STOPPED"}) == "SUCCEEDED", \
+            api.get(f"/api/jobs/{sid}/logs").text
+        return api.get(f"/api/jobs/{sid}/logs").json()["logs"].split("NAME ")[1].split()[0]
+
+
+def test_layout_workers_serve_each_job_with_its_settings_and_other_codes_workers_are_reaped(ray_settings,
+                                                                                           store) -> None:
+    from services.clusterer.ray_layout import CODE
+
+    foreign = _foreign_layout_worker(ray_settings)
+    assert foreign in {a["name"] for a in _layout_actors(ray_settings)}
+    ids, X = _data(24_000, 16, 5, seed=9)
+
+    def layout(settings, where) -> tuple:
+        engine = ray_engine(settings, where)
+        job = _job(engine, where, ids, X, 5, rows_per_segment=8_000).model_copy(update={"kind": "layout"})
+        result = _run(engine, job)
+        return result.layout_workers, where.get_parquet(job.coords_key).sort("document_id")
+
+    first, coords = layout(ray_settings, store)
+    assert first["mode"] == "actors" and first["reaped"] >= 1, first
+    deadline = time.monotonic() + 60
+    while foreign in {a["name"] for a in _layout_actors(ray_settings)} and time.monotonic() < deadline:
+        time.sleep(0.5)
+    names = {a["name"] for a in _layout_actors(ray_settings)}
+    assert foreign not in names and len(names) == 2 and all(f"-{CODE}-" in n for n in names), names
+
+    # Another deployment's S3 settings (a bucket of its own, where the first bucket has
+    # none of its segments): the same warmed workers, reading with the calling job's.
+    other = ray_settings.model_copy(update={"s3_bucket": f"{ray_settings.s3_bucket}-other"})
+    other_store = S3ObjectStore.from_settings(other)
+    other_store.ensure_bucket()
+    second, again = layout(other, other_store)
+    assert second["mode"] == "actors" and second["created"] == 0 and second["cold_blocks"] == 0, second
+    assert again["document_id"].to_list() == coords["document_id"].to_list()
+    np.testing.assert_allclose(again[["x", "y"]].to_numpy(), coords[["x", "y"]].to_numpy(), atol=1e-4)
+
+
+def test_a_layout_without_workers_runs_as_the_jobs_tasks(ray_settings, store) -> None:
+    engine = ray_engine(ray_settings.model_copy(update={"ray_layout_workers": False}), store)
+    ids, X = _data(24_000, 16, 5, seed=8)
+    job = _job(engine, store, ids, X, 5, rows_per_segment=8_000).model_copy(update={"kind": "layout"})
+    result = _run(engine, job)
+    assert result.layout_workers["mode"] == "tasks" and result.layout_workers["cold_blocks"] == len(result.block_nodes)
+    assert store.get_parquet(job.coords_key).height == result.num_points
