@@ -28,8 +28,12 @@ LOAD_BATCH = 100_000
 
 def make_data(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(K, DIM))
-    X = centers[rng.integers(0, K, size=n)] + rng.normal(scale=0.5, size=(n, DIM))
+    return _draw(rng, rng.normal(size=(K, DIM)), n)
+
+
+def _draw(rng: np.random.Generator, centers: np.ndarray, size: int) -> np.ndarray:
+    """`size` unit vectors, each around one of `centers` (float32)."""
+    X = centers[rng.integers(0, len(centers), size=size)] + rng.normal(scale=0.5, size=(size, centers.shape[1]))
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     return X.astype(np.float32)
 
@@ -122,11 +126,7 @@ def make_pieces(n: int, first: int = 0, seed: int = 0, piece: int = 100_000) -> 
     matrix): a 5M x 384 collection is written without ever being in memory whole."""
     centers = np.random.default_rng(seed).normal(size=(K, DIM))
     for start in range(first, first + n, piece):
-        rng = np.random.default_rng([seed, start])
-        size = min(piece, first + n - start)
-        X = centers[rng.integers(0, K, size=size)] + rng.normal(scale=0.5, size=(size, DIM))
-        X /= np.linalg.norm(X, axis=1, keepdims=True)
-        yield start, X.astype(np.float32)
+        yield start, _draw(np.random.default_rng([seed, start]), centers, min(piece, first + n - start))
 
 
 def _import_table(X: np.ndarray, first: int, buckets: int):

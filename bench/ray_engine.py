@@ -54,7 +54,7 @@ from sklearn.metrics import adjusted_rand_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    DIM, K, fresh_settings, import_documents, make_data, make_pieces, running_stack, write_import_file)
+    DIM, K, fresh_settings, import_documents, make_data, make_pieces, rss_mb, running_stack, write_import_file)
 from clusterflow.segments import RunVectors, SegmentCache, load_manifest  # noqa: E402
 from clusterflow.settings import get_settings  # noqa: E402
 from clusterflow.storage import S3ObjectStore  # noqa: E402
@@ -104,10 +104,11 @@ def ray_processes() -> list[psutil.Process]:
 
 
 def _hwm_mb(pid: int) -> float | None:
+    """`rss_mb`'s peak, or None where it cannot be read (the process gone, or one with
+    no memory of its own)."""
     try:
-        text = Path(f"/proc/{pid}/status").read_text()
-        return int(text.split("VmHWM:")[1].split()[0]) / 1024
-    except (OSError, IndexError, ValueError):
+        return rss_mb(pid)
+    except (OSError, KeyError, ValueError):
         return None
 
 
@@ -344,8 +345,7 @@ def main() -> None:
             base = psutil.Process().memory_info().rss / 2**20
             local_s, local = in_process(store, key, args.layout, args.seed, args.layout_only)
             row |= {"in_process_s": round(local_s, 1),
-                    "in_process_peak_mb": round(float(open("/proc/self/status").read().split("VmHWM:")[1]
-                                                      .split()[0]) / 1024 - base),
+                    "in_process_peak_mb": round(rss_mb(os.getpid()) - base),
                     "ray_over_in_process": round(row["ray_s"] / local_s, 2)}
             if not args.layout_only:
                 members = store.get_parquet(row.pop("members_key"), ["document_id", "cluster_id"])

@@ -283,7 +283,7 @@ def up(*, plan: Plan, layout: Layout, namespace: str, api_key: str | None, detac
        say: Callable[[str], None], ready_timeout: float = 120.0, program: str = "clusterflow") -> int:
     pid = layout.running_pid()
     if pid is not None:
-        raise RuntimeError(f"already up (supervisord pid {pid}, {layout.state_dir}); `clusterflow down` first")
+        raise RuntimeError(f"already up (supervisord pid {pid}, {layout.state_dir}); `{program} down` first")
     wanted = [plan.port] + ([plan.metrics_port_base + i for i in range(len(WORKERS))] if plan.metrics_port_base else [])
     busy = ports_in_use(wanted, plan.host)
     if busy:

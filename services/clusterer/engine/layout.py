@@ -16,6 +16,7 @@ there are fewer directions than components), so tiny inputs never crash.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -144,7 +145,8 @@ def transform_rows(reducer, X: np.ndarray, chunk_size: int = TRANSFORM_CHUNK) ->
     # Equal chunks, not chunk_size and a remainder: umap gives a transform of at most
     # 10,000 points 100 epochs (30 above), so a 65,536-row block's last 5,536 points
     # cost 3x per point and were placed with other epochs than the rest.
-    size = -(-len(X) // max(1, -(-len(X) // chunk_size)))
+    chunks = max(1, math.ceil(len(X) / chunk_size))
+    size = max(1, math.ceil(len(X) / chunks))
     _install_init_graph_transform()
     with _quiet_umap():
         for start in range(0, len(X), size):
@@ -193,7 +195,7 @@ def init_graph_transform(graph, embedding: np.ndarray) -> np.ndarray:
     weight is 1, NaN without neighbours) with the same float32 arithmetic in the same
     order, vectorised: the original slices the CSR graph once per row in Python, 6.9 of
     a 16.3 s transform of 20K points (cProfile). Equal bit for bit
-    (tests/unit/test_layout.py compares them)."""
+    (tests/unit/test_engine_layout.py compares them)."""
     graph = graph.tocsr()
     n = graph.shape[0]
     counts = np.diff(graph.indptr)
