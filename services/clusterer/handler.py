@@ -334,7 +334,7 @@ class Clusterer:
                 result.n_clusters, event.dimension),
             noise_count=result.noise_count, metrics=result.metrics, n_clusters=result.n_clusters,
             num_points=result.num_points, seconds=result.algorithm_seconds, estimator=result.estimator,
-            coords_key=result.coords_key, centroid_stats=result.centroid_stats)
+            coords_key=result.coords_key, centroid_stats=result.centroid_stats, method_choice=result.method_choice)
 
     async def _on_ray(self, what: str, job, poll, say=None):
         """The Ray job's result; None when Ray cannot be reached and the setting lets the

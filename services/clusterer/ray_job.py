@@ -95,6 +95,7 @@ class EngineResult(BaseModel):
     # (fit_warm), and how many blocks a worker transformed before it had compiled
     # (cold_blocks; every block of a task is cold)
     layout_workers: dict[str, Any] = Field(default_factory=dict)
+    method_choice: dict[str, Any] | None = None  # what "auto" chose and why (ClusteringOutcome.explanation)
 
 
 # ---------------------------------------------------------------------------- S3 I/O
@@ -376,17 +377,25 @@ class Driver:
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         params = validate_params("kmeans", spec.params)
+        method_choice = None
         k_wanted = params.n_clusters
         # The init: exact k-means on a seeded sample, as the in-process engine seeds its
-        # MiniBatch (engine/algorithms.py); "auto" picks k on that sample the same way.
+        # MiniBatch (engine/algorithms.py); "auto" is the in-process engine's own answer on
+        # that sample (its k, and its start from the graph's communities), whose centroids
+        # the blocks' Lloyd iterations then refine.
         size = max(MINIBATCH_SEED_SAMPLE, 20 * (k_wanted if isinstance(k_wanted, int) else 20))
         _, sample = self._sample(blocks, n, size, spec.seed)
-        if not isinstance(k_wanted, int):
-            k_wanted = int(run_clustering(sample, "kmeans", spec.params, spec.seed).params["n_clusters"])
-        if k_wanted > n:
-            raise ValueError(f"algorithm_params.n_clusters ({k_wanted}) exceeds the number of points ({n}); lower it")
-        centres = KMeans(n_clusters=k_wanted, init=params.init, n_init=params.n_init, max_iter=params.max_iter,
-                         tol=params.tol, random_state=params.random_state).fit(sample).cluster_centers_
+        if isinstance(k_wanted, int):
+            if k_wanted > n:
+                raise ValueError(
+                    f"algorithm_params.n_clusters ({k_wanted}) exceeds the number of points ({n}); lower it"
+                )
+            centres = KMeans(n_clusters=k_wanted, init=params.init, n_init=params.n_init, max_iter=params.max_iter,
+                             tol=params.tol, random_state=params.random_state).fit(sample).cluster_centers_
+        else:
+            seeded = run_clustering(sample, "kmeans", spec.params, spec.seed)
+            k_wanted, method_choice = seeded.n_clusters, seeded.explanation()
+            centres = np.stack([sample[seeded.labels == g].mean(axis=0) for g in range(k_wanted)])
         centres = centres.astype(np.float32)
         # scikit-learn's tolerance is relative to the data's mean variance (here the sample's)
         tol = params.tol * float(np.mean(np.var(sample, axis=0)))
@@ -466,7 +475,7 @@ class Driver:
             algorithm_seconds=round(algorithm_seconds, 3), num_points=n, members_key=spec.members_key,
             coords_key=coords_key, block_nodes=self.nodes, iterations=iterations,
             seconds={k: round(v, 3) for k, v in seconds.items()}, centroid_stats=cosine.records(),
-            layout_workers=self.layout_workers)
+            layout_workers=self.layout_workers, method_choice=method_choice)
 
     # -- the layout: fit on a sample, transform the blocks in parallel
 

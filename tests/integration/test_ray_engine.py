@@ -130,6 +130,22 @@ def test_a_ray_run_uses_both_nodes_and_agrees_with_the_in_process_engine(ray_set
         assert [r["document_id"] for r in stats["representative_ids"]] == nearest
 
 
+def test_kmeans_auto_on_ray_picks_k_as_the_in_process_engine_and_says_why(ray_settings, store) -> None:
+    engine = ray_engine(ray_settings, store)
+    ids, X = _data(30_000, 16, 6, seed=5)
+    result = _run(engine, _job(engine, store, ids, X, "auto"))
+    assert result.n_clusters == 6
+    choice = result.method_choice
+    assert choice["chose"] == "6 clusters" and choice["criterion"].startswith("agreement with kNN + Leiden")
+    assert set(choice["init"]["scores"]) == {"42", "43", "44"}  # started from the graph's communities
+    members = store.get_parquet(result.members_key)
+    assert members.height == result.num_points == sum(result.sizes)
+    _, y = make_blobs(n_samples=30_000, n_features=16, centers=6, cluster_std=2.0, random_state=5)
+    truth = dict(zip(ids, y))
+    ari = adjusted_rand_score([truth[d] for d in members["document_id"]], members["cluster_id"].to_list())
+    assert ari >= 0.99, ari
+
+
 def test_an_assign_job_matches_the_in_process_assign_row_for_row_on_both_nodes(ray_settings, store, tmp_path) -> None:
     from clusterflow.segments import RunVectors, SegmentCache, load_manifest
     from services.clusterer.assign import Assigner

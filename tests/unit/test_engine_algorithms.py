@@ -153,6 +153,51 @@ def test_auto_finds_the_known_number_of_clusters(five_blobs, method, key, criter
     assert adjusted_rand_score(y, outcome.labels) >= 0.9
 
 
+def test_kmeans_auto_starts_from_the_graphs_communities(five_blobs):
+    from sklearn.cluster import KMeans
+
+    X, y = five_blobs
+    outcome = run_clustering(X, "kmeans", {"n_clusters": "auto"})
+    init = outcome.explanation()["init"]
+    assert set(init["scores"]) == {"42", "43", "44"}  # one fit per Leiden restart of the search
+    assert init["chosen_seed"] == int(min(init["scores"], key=init["scores"].get))
+    search = outcome.auto_k
+    S = X[search.sample_rows]
+    groups = algorithms.communities_to_k(S, search.communities[init["chosen_seed"]], 5, 42)
+    starts = np.stack([S[groups == g].mean(axis=0) for g in range(5)])
+    expected = KMeans(n_clusters=5, init=starts, n_init=1, random_state=42).fit(X).labels_
+    assert adjusted_rand_score(expected, outcome.labels) == 1.0
+    assert adjusted_rand_score(y, outcome.labels) >= 0.9
+
+    # A named init is the user's: k-means++ as the reference runs it, no graph start.
+    named = run_clustering(X, "kmeans", {"n_clusters": "auto", "init": "k-means++"})
+    assert "init" not in named.explanation() and named.n_clusters == 5
+    reference = KMeans(n_clusters=5, n_init=10, random_state=42).fit(X).labels_
+    assert adjusted_rand_score(reference, named.labels) == 1.0
+    # A named k never searches and keeps the reference's k-means++.
+    assert run_clustering(X, "kmeans", {"n_clusters": 5}).explanation() is None
+
+
+def test_communities_to_k_merges_the_smallest_into_its_nearest_and_splits_the_largest():
+    rng = np.random.default_rng(0)
+    a = np.array([1.0, 0, 0]) + 0.01 * rng.standard_normal((12, 3))
+    b = np.array([0, 1.0, 0]) + 0.01 * rng.standard_normal((12, 3))
+    c = np.array([0.9, 0.1, 0]) + 0.01 * rng.standard_normal((3, 3))  # small, nearest to a
+    S = np.vstack([a, b, c]).astype(np.float32)
+    communities = np.repeat([7, 3, 5], [12, 12, 3])  # any ids
+    two = algorithms.communities_to_k(S, communities, 2, 42)
+    assert sorted(np.bincount(two)) == [12, 15]
+    assert len(set(two[:12]) | set(two[24:])) == 1 and two[0] != two[12]
+    assert sorted(np.bincount(algorithms.communities_to_k(S, communities, 3, 42))) == [3, 12, 12]
+
+    # One community over two groups, asked for two: the largest is split.
+    X, y = make_blobs(n_samples=60, centers=[[0, 0], [10, 10]], cluster_std=0.5, random_state=1)
+    split = algorithms.communities_to_k(X.astype(np.float32), np.zeros(60, dtype=int), 2, 42)
+    assert adjusted_rand_score(y, split) == 1.0
+    with pytest.raises(ValueError, match="between 1 and the number of points"):
+        algorithms.communities_to_k(S, communities, 0, 42)
+
+
 def test_agglomerative_distance_threshold_cuts_the_tree(five_blobs):
     X, _ = five_blobs
     outcome = run_clustering(X, "agglomerative", {"distance_threshold": 50.0})
