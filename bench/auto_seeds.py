@@ -1,10 +1,11 @@
-"""Why auto stays below one anchor on wiki7 and kmeans "auto" below the true k on debian
-(engine only, no servers; issue 14).
+"""Why auto stayed below one anchor on wiki7 on the plain graph, and kmeans "auto" below
+the true k on debian when started by k-means++ (engine only, no servers; issue 14).
 
     .venv/bin/python bench/auto_seeds.py [--sets wiki7 wiki11 debian digits]
 
-Per set, on auto's graph (cosine kNN, 15 neighbours, weights 1 - distance, exact below
-8K points), Leiden (RBConfiguration, resolution 1, until stable) from seeds 42-61:
+Per set, on the plain graph (auto's until issue 14 changed it; cosine kNN, 15
+neighbours, weights 1 - distance, exact below 8K points), Leiden (RBConfiguration,
+resolution 1, until stable) from seeds 42-61:
   - the correlation of the Leiden objective with the ARI (communities under auto's
     minimum size merged, as auto does), the seed-42 raw ARI (the kNN + Leiden anchor of
     bench/quality.py), the mean over the 20 seeds, and the six highest-objective restarts;

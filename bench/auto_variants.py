@@ -1,4 +1,5 @@
-"""Variants of auto's graph and Leiden set-up on bench/quality.py's labelled sets (engine only).
+"""Variants of the plain kNN graph (auto's until issue 14 changed it) and Leiden set-up
+on bench/quality.py's labelled sets (engine only).
 
     .venv/bin/python bench/auto_variants.py [--sets wiki7 wiki11 debian digits]
 

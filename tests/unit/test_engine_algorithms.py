@@ -275,9 +275,28 @@ def test_auto_says_what_it_chose_and_why(five_blobs):
     assert adjusted_rand_score(y, outcome.labels) >= 0.95
     choice = outcome.choice
     assert "Leiden" in choice["pipeline"] and "criterion" in choice
+    # 4-d points: the plain graph (local scaling starts at AUTO_LOCAL_SCALING_MIN_DIMS)
+    assert choice["pipeline"].startswith("kNN(15, cosine, weights 1 - distance)")
     assert len(choice["scores"]) == algorithms.AUTO_RESTARTS
     assert choice["scores"][str(choice["chosen_seed"])] == max(choice["scores"].values())
     assert outcome.assigned.dtype == bool and not outcome.assigned.any()
+
+
+def test_auto_on_embedding_sized_vectors_uses_the_centred_locally_scaled_graph(blobs_384, monkeypatch):
+    X, y = blobs_384
+    outcome = run_clustering(X, "auto", {})
+    assert outcome.choice["pipeline"].startswith(
+        "kNN(20, cosine of the mean-centred vectors, locally scaled weights: each point's scale its distance "
+        "to its 7th neighbour)")
+    assert outcome.n_clusters == 6 and adjusted_rand_score(y, outcome.labels) == 1.0
+    # The graph is what auto_graph builds: a Leiden run on it from auto's chosen seed
+    # gives auto's partition.
+    idx, weights, _ = algorithms.auto_graph(X, 42)
+    again = algorithms.leiden(idx, weights, resolution=1.0, n_iterations=-1, seed=outcome.choice["chosen_seed"])
+    assert adjusted_rand_score(again.labels, outcome.labels) == 1.0
+    # Below the threshold the plain graph: the same points cut to 7 dimensions.
+    low = run_clustering(X[:, :7], "auto", {})
+    assert low.choice["pipeline"].startswith("kNN(15, cosine, weights 1 - distance)")
 
 
 def test_auto_merges_small_communities_into_their_nearest_cluster_and_marks_them():

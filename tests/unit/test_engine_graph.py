@@ -53,3 +53,21 @@ def test_leiden_splits_two_cliques_and_reports_its_quality():
     assert found.quality > 0
     with pytest.raises(ValueError, match="objective_function must be one of"):
         graph.leiden(idx, w, objective_function="surprise")
+
+
+def test_local_scaling_weights_scale_each_edge_by_its_ends_own_neighbourhoods():
+    # Two groups: one dense (spacing 0.01), one sparse (spacing 0.1), on a line.
+    dense = np.column_stack([np.arange(10) * 0.01, np.zeros(10)])
+    sparse = np.column_stack([5 + np.arange(10) * 0.1, np.zeros(10)])
+    X = np.vstack([dense, sparse])
+    idx, dist = graph.knn(X, 3, "euclidean")
+    w = graph.local_scaling_weights(idx, dist, scale_neighbor=2)
+    s = dist[:, 1]
+    np.testing.assert_allclose(w, np.exp(-dist.astype(np.float64) ** 2 / (s[:, None] * s[idx])), rtol=1e-5)
+    # A nearest-neighbour edge weighs about the same in either group (1 - d would not).
+    inner = w[:, 0]
+    assert abs(inner[:10].mean() - inner[10:].mean()) < 0.1
+    assert graph.similarity_weights(dist, "euclidean")[:10, 0].mean() > graph.similarity_weights(dist, "euclidean")[10:, 0].mean() + 0.05
+    assert w.dtype == np.float32 and (w > 0).all()
+    with pytest.raises(ValueError, match="scale_neighbor"):
+        graph.local_scaling_weights(idx, dist, scale_neighbor=4)

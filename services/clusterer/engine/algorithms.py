@@ -41,7 +41,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors, kneighbors_graph
 
-from .graph import knn, leiden, similarity_weights
+from .graph import knn, leiden, local_scaling_weights, similarity_weights
 from .layout import umap_embedding
 from .results import NOISE, compute_centroids, nearest_centroid
 from contracts.engine_params import (
@@ -119,6 +119,7 @@ HDBSCAN_FAST_UMAP_EPOCHS = 10
 AUTO_K_MAX = 20
 AUTO_K_SAMPLE = 3_000  # up to 19 fits of the method on the sample
 AGREEMENT = "agreement with kNN + Leiden"
+AUTO_K_NEIGHBORS = 15  # the search's graph: 15 cosine neighbours, weights 1 - distance
 # kmeans with n_clusters "auto" starts Lloyd's iterations from the kNN + Leiden
 # communities the search compared against (AUTO_RESTARTS seeded partitions of its sample,
 # each merged or split to k), not from k-means++, and keeps the start of lowest inertia.
@@ -126,7 +127,7 @@ AGREEMENT = "agreement with kNN + Leiden"
 # topics and joins small ones; a start inside the graph's communities moves only locally.
 # On bench/quality.py's four sets, at the k the search chose, ARI rose on every set (wiki7
 # 0.575 -> 0.632, wiki11 0.386 -> 0.399, debian 0.530 -> 0.546, digits 0.721 -> 0.747) for
-# an inertia 0.1-1.5 % above k-means++'s best of 10 (docs/engine-measurements.md). Only
+# an inertia 0.0-1.5 % above k-means++'s best of 10 (docs/engine-measurements.md). Only
 # the "auto" path does this, and not when the user names an init: a named k keeps the
 # reference's k-means++.
 KMEANS_AUTO_INIT = "kNN + Leiden communities"
@@ -139,31 +140,45 @@ _DBSCAN_PROBE_POINTS = 512
 MEAN_SHIFT_BANDWIDTH_SAMPLE = 2_000
 
 # --- "auto": the default method --------------------------------------------------------
-# A cosine kNN graph (15 neighbours, weights 1 - distance), Leiden (RBConfiguration,
-# resolution 1, iterated until stable), best of a few seeded restarts by the objective;
-# communities below a size that grows with n are merged into their nearest cluster, so
-# auto leaves no noise. Chosen by bench/quality.py (see docs/algorithms.md): on every
-# labelled set it matched or beat KMeans given the true k, BERTopic's UMAP + HDBSCAN and
-# EVoC, with no k and no noise, in about a second on 3K documents. Above
-# AUTO_CLUSTER_SAMPLE points it clusters a seeded sample and assigns the rest to the
-# nearest centroid (cosine), which keeps 1M points within minutes. The sample is 20K, not
-# 50K, because kNN + three Leiden restarts at 50K took about a minute
-# (docs/engine-measurements.md); every labelled set in bench/quality.py is far below it,
-# and 20K points still give each of auto's clusters (>= 1 % of the sample) at least
-# 200 members to place the rest by. bench/speed.py measures it.
+# A kNN graph (20 neighbours by cosine once the vectors' mean is subtracted, locally scaled
+# weights), Leiden (RBConfiguration, resolution 1, iterated until stable), best of a few
+# seeded restarts by the objective; communities below a size that grows with n are merged
+# into their nearest cluster, so auto leaves no noise. Chosen by bench/quality.py (see
+# docs/algorithms.md): on every labelled set it beat KMeans given the true k, BERTopic's
+# UMAP + HDBSCAN, EVoC and the plain kNN + Leiden (15 neighbours, weights 1 - distance),
+# with no k and no noise, in about a second on 3K documents.
+# Why this graph (issue 14; it was the plain one): sentence embeddings share a common
+# direction, so raw cosine ranks neighbours partly by it, and subtracting the mean
+# removes it; local scaling (each point's scale its distance to its 7th neighbour,
+# graph.local_scaling_weights) lets a sparse topic hold together as well as a dense one;
+# 20 neighbours then keep a topic whole where 15 split it. Over ten seed triples, ARI
+# rose on every set (means: wiki7 0.585 -> 0.652, wiki11 0.401 -> 0.424, debian 0.598 ->
+# 0.615, digits 0.890 -> 0.893); each change alone helped some sets and hurt others
+# (docs/engine-measurements.md has the grid).
+# Above AUTO_CLUSTER_SAMPLE points it clusters a seeded sample and assigns the rest to the
+# nearest centroid (cosine), which keeps 1M points within seconds. The sample is 12K:
+# kNN + three Leiden restarts on this graph took 11-12 s of CPU at 50K with a 20K sample,
+# above issue 14's 10 s, and 6.3 s with 12K (docs/engine-measurements.md); every
+# labelled set in bench/quality.py is below it, and 12K points still give each of auto's
+# clusters (>= 1 % of the sample) at least 120 members to place the rest by.
+# bench/speed.py measures it.
 # The smallest cluster auto keeps is 1 % of the points (it was 0.5 %, issue 14): the
 # communities between 0.5 and 1 % on the labelled sets were fragments, not topics (on
 # debian 21 near-identical one-line descriptions of one package family's modules),
 # whose keyword labels name the family and not what it is for; merged into their
 # nearest cluster by centroid cosine, every set's ARI stayed at or above its best anchor
 # and debian's label share rose from 77 to 82 %. At most 100 clusters follow from it;
-# the hierarchy's topics sit above them. The alternatives measured (neighbour counts,
-# resolutions, mutual-kNN weights, centring, consensus across restarts or scales):
-# docs/engine-measurements.md.
-AUTO_NEIGHBORS = 15
+# the hierarchy's topics sit above them.
+AUTO_NEIGHBORS = 20
+AUTO_SCALE_NEIGHBOR = 7  # local scaling: each point's distance to its 7th neighbour (graph.local_scaling_weights)
+# Below 8 dimensions auto keeps the plain graph: there a neighbour's distance grows fast
+# with its rank, local scaling's kernel cuts a compact cluster apart (five 4-d blobs
+# became 10 clusters, ARI 0.631 where the plain graph gave 5 and 0.971; 2-d: 26 clusters),
+# and centring moves the angles cosine sees. From 8 dimensions both gave ARI 1.0 on blobs.
+AUTO_LOCAL_SCALING_MIN_DIMS = 8
 AUTO_RESOLUTION = 1.0
 AUTO_RESTARTS = 3
-AUTO_CLUSTER_SAMPLE = 20_000
+AUTO_CLUSTER_SAMPLE = 12_000
 AUTO_MIN_CLUSTER_SHARE = 0.01  # communities under 1 % of the points (and under 5) are merged
 AUTO_MIN_CLUSTER_SIZE = 5
 
@@ -417,8 +432,9 @@ def _choose_k(
         chosen = min(scores, key=lambda k: (scores[k], k))
     else:
         labels_for = labeller(sample)
-        idx, dist = knn(sample, min(AUTO_NEIGHBORS, m - 1), "cosine", seed)
-        weights = similarity_weights(dist, "cosine")
+        # The plain graph, not auto's: with auto's the search chose 10 clusters for
+        # debian's 12 sections, and KMeans fell below the true k's ARI.
+        idx, weights, _ = plain_graph(sample, seed)
         communities = {
             seed + i: leiden(idx, weights, resolution=AUTO_RESOLUTION, n_iterations=-1, seed=seed + i).labels
             for i in range(max(1, restarts))
@@ -726,6 +742,30 @@ def _run_evoc(X: np.ndarray, p: EVoCParams, seed: int, n_jobs: int | None) -> _F
     return _Fitted(labels, "EVoC", p.model_dump() | {"n_neighbors": k})
 
 
+def plain_graph(S: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """The plain kNN graph of the rows of S (the quality anchor's, and the k search's):
+    AUTO_K_NEIGHBORS nearest others by cosine, weights 1 - distance. As auto_graph."""
+    k = min(AUTO_K_NEIGHBORS, len(S) - 1)
+    idx, dist = knn(S, k, "cosine", seed)
+    return idx, similarity_weights(dist, "cosine"), f"kNN({k}, cosine, weights 1 - distance)"
+
+
+def auto_graph(S: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """auto's graph of the rows of S: each row's AUTO_NEIGHBORS nearest others by cosine
+    once the rows' mean is subtracted, weighed by local scaling; below
+    AUTO_LOCAL_SCALING_MIN_DIMS dimensions the plain graph (AUTO_K_NEIGHBORS raw cosine
+    neighbours, weights 1 - distance). See the AUTO_* comment. Returns (indices,
+    weights, what the graph is)."""
+    if S.shape[1] < AUTO_LOCAL_SCALING_MIN_DIMS:
+        return plain_graph(S, seed)
+    k = min(AUTO_NEIGHBORS, len(S) - 1)
+    scale = min(AUTO_SCALE_NEIGHBOR, k)
+    idx, dist = knn(S - S.mean(axis=0, dtype=np.float64).astype(S.dtype), k, "cosine", seed)
+    return idx, local_scaling_weights(idx, dist, scale), (
+        f"kNN({k}, cosine of the mean-centred vectors, locally scaled weights: each point's scale its "
+        f"distance to its {scale}th neighbour)")
+
+
 def auto_min_cluster_size(n: int) -> int:
     """The smallest community auto keeps as its own cluster: 1 % of the points, at least 5."""
     return max(AUTO_MIN_CLUSTER_SIZE, int(round(AUTO_MIN_CLUSTER_SHARE * n)))
@@ -735,9 +775,8 @@ def _run_auto(X: np.ndarray, p: AutoParams, seed: int, n_jobs: int | None) -> _F
     n = len(X)
     rows = _sample_rows(n, AUTO_CLUSTER_SAMPLE, seed)
     S = X[rows]
-    k = min(AUTO_NEIGHBORS, len(S) - 1)
-    idx, dist = knn(S, k, "cosine", seed)
-    weights = similarity_weights(dist, "cosine")
+    idx, weights, graph = auto_graph(S, seed)
+    k = idx.shape[1]
     restarts = {p.random_state + i: leiden(idx, weights, resolution=AUTO_RESOLUTION, n_iterations=-1,
                                            seed=p.random_state + i)
                 for i in range(AUTO_RESTARTS)}
@@ -763,7 +802,7 @@ def _run_auto(X: np.ndarray, p: AutoParams, seed: int, n_jobs: int | None) -> _F
         labels[outside] = kept_ids[nearest]
         assigned[outside] = True
     choice = {
-        "pipeline": f"kNN({k}, cosine, weights 1 - distance) + Leiden(RBConfiguration, resolution "
+        "pipeline": f"{graph} + Leiden(RBConfiguration, resolution "
                     f"{AUTO_RESOLUTION:g}, until stable)",
         "why": "needs no k and leaves no noise; it matched or beat KMeans with the true k, UMAP + HDBSCAN "
                "and EVoC on clusterflow's labelled sets (bench/quality.py)",

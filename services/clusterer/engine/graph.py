@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-__all__ = ["EXACT_KNN_MAX_POINTS", "LeidenResult", "knn", "leiden", "similarity_weights"]
+__all__ = ["EXACT_KNN_MAX_POINTS", "LeidenResult", "knn", "leiden", "local_scaling_weights", "similarity_weights"]
 
 EXACT_KNN_MAX_POINTS = 8_000
 
@@ -69,6 +69,21 @@ def similarity_weights(dist: np.ndarray, metric: str) -> np.ndarray:
     if metric == "cosine":
         return np.clip(1.0 - dist, 1e-6, None)
     return 1.0 / (1.0 + dist)
+
+
+def local_scaling_weights(idx: np.ndarray, dist: np.ndarray, scale_neighbor: int = 7) -> np.ndarray:
+    """Self-tuning edge weights (Zelnik-Manor and Perona, NIPS 2004): exp(-d_ij^2 /
+    (s_i s_j)), where s_i is point i's distance to its ``scale_neighbor``-th nearest
+    neighbour. Each point's own neighbourhood sets its scale, so an edge inside a dense
+    region and one inside a sparse region weigh alike, and an edge across the gap
+    between them weighs little; a single ``1 - d`` scale favours the dense regions.
+    Floored at a tiny positive value, like ``similarity_weights``."""
+    n, k = dist.shape
+    if not 1 <= scale_neighbor <= k:
+        raise ValueError(f"scale_neighbor ({scale_neighbor}) must be between 1 and the neighbours per point ({k})")
+    scale = np.maximum(dist[:, scale_neighbor - 1].astype(np.float64), 1e-6)
+    weights = np.exp(-(dist.astype(np.float64) ** 2) / (scale[:, None] * scale[idx]))
+    return np.clip(weights, 1e-6, None).astype(np.float32)
 
 
 @dataclass(frozen=True)
