@@ -365,7 +365,7 @@ class Driver:
     # -- kmeans, block by block
 
     def _kmeans(self, manifest, blocks: list[dict]) -> EngineResult:
-        from services.clusterer.engine import CentroidSimilarity, run_clustering, validate_params
+        from services.clusterer.engine import CentroidSimilarity, compute_centroids, run_clustering, validate_params
         from services.clusterer.engine.algorithms import MINIBATCH_SEED_SAMPLE
         from services.clusterer.engine.blockwise import calinski_harabasz, davies_bouldin, \
             lloyd_update, size_order
@@ -395,7 +395,7 @@ class Driver:
         else:
             seeded = run_clustering(sample, "kmeans", spec.params, spec.seed)
             k_wanted, method_choice = seeded.n_clusters, seeded.explanation()
-            centres = np.stack([sample[seeded.labels == g].mean(axis=0) for g in range(k_wanted)])
+            centres = compute_centroids(sample, seeded.labels).vectors
         centres = centres.astype(np.float32)
         # scikit-learn's tolerance is relative to the data's mean variance (here the sample's)
         tol = params.tol * float(np.mean(np.var(sample, axis=0)))

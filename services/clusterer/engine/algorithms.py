@@ -425,6 +425,7 @@ def _choose_k(
     if high < low:
         raise ValueError(f'"auto" needs at least {low + 1} points to compare cluster counts (got {m})')
     scores: dict[int, float] = {}
+    communities: dict[int, np.ndarray] = {}
     if labeller is None:
         assert bic is not None
         for k in range(low, high + 1):
@@ -435,16 +436,14 @@ def _choose_k(
         # The plain graph, not auto's: with auto's the search chose 10 clusters for
         # debian's 12 sections, and KMeans fell below the true k's ARI.
         idx, weights, _ = plain_graph(sample, seed)
-        communities = {
-            seed + i: leiden(idx, weights, resolution=AUTO_RESOLUTION, n_iterations=-1, seed=seed + i).labels
-            for i in range(max(1, restarts))
-        }
+        for i in range(max(1, restarts)):
+            communities[seed + i] = leiden(idx, weights, resolution=AUTO_RESOLUTION, n_iterations=-1,
+                                           seed=seed + i).labels
         for k in range(low, high + 1):
             scores[k] = float(adjusted_rand_score(communities[seed], labels_for(k)))
         chosen = max(scores, key=lambda k: (scores[k], -k))
-        return AutoKSearch(criterion=criterion, scores=scores, chosen=chosen, sample_size=m, sample_rows=rows,
-                           communities=communities)
-    return AutoKSearch(criterion=criterion, scores=scores, chosen=chosen, sample_size=m)
+    return AutoKSearch(criterion=criterion, scores=scores, chosen=chosen, sample_size=m,
+                       sample_rows=rows if communities else None, communities=communities)
 
 
 def communities_to_k(S: np.ndarray, communities: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -502,8 +501,7 @@ def _run_kmeans(X: np.ndarray, p: KMeansParams, seed: int, n_jobs: int | None) -
     )
     resolved = p.model_dump() | {"n_clusters": k}
     exact = len(X) <= KMEANS_EXACT_MAX_POINTS
-    fit_rows = None if exact else _sample_rows(len(X), max(MINIBATCH_SEED_SAMPLE, 20 * k), seed)
-    F = X if fit_rows is None else X[fit_rows]
+    F = X if exact else X[_sample_rows(len(X), max(MINIBATCH_SEED_SAMPLE, 20 * k), seed)]
     if search is not None and "init" not in p.model_fields_set:
         model, search = _kmeans_from_communities(X, F, k, search, p)
     else:
@@ -528,8 +526,7 @@ def _kmeans_from_communities(
     S = X[search.sample_rows]
     fits = {}
     for leiden_seed, communities in search.communities.items():
-        groups = communities_to_k(S, communities, k, p.random_state)
-        starts = np.stack([S[groups == g].mean(axis=0) for g in range(k)])
+        starts = compute_centroids(S, communities_to_k(S, communities, k, p.random_state)).vectors
         fits[leiden_seed] = KMeans(n_clusters=k, init=starts, n_init=1, max_iter=p.max_iter, tol=p.tol,
                                    random_state=p.random_state).fit(F)
     best = min(fits, key=lambda s: (fits[s].inertia_, s))
